@@ -1,0 +1,15 @@
+//! Types and conventions shared by `crispd` and `crisp-shim`.
+//!
+//! The two processes meet in three places: the containerd Task API over ttrpc (types from
+//! `containerd-shim-protos`), the per-container directory the shim keeps its socket and exit
+//! record in, and the way crispd asks the shim to write a CRI log. All three are defined here so
+//! neither side can drift from the other.
+
+pub mod atomic_file;
+pub mod exit_record;
+pub mod shim_dir;
+pub mod stdio_target;
+
+pub use exit_record::ExitRecord;
+pub use shim_dir::ShimDir;
+pub use stdio_target::StdioTarget;

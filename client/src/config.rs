@@ -1,0 +1,47 @@
+use std::path::Path;
+
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, ImageSpec, LinuxPodSandboxConfig, PodSandboxConfig,
+    PodSandboxMetadata,
+};
+
+/// A minimal pod the way kubelet would describe it: metadata, hostname equal
+/// to the pod name, a log directory, and an empty cgroup parent so the runtime
+/// uses its own default.
+pub fn pod_config(name: &str, namespace: &str, uid: &str, log_dir: &Path) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.to_string(),
+            uid: uid.to_string(),
+            namespace: namespace.to_string(),
+            attempt: 0,
+        }),
+        hostname: name.to_string(),
+        log_directory: log_dir.display().to_string(),
+        linux: Some(LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+/// A container running `command` (entrypoint and arguments together) from
+/// `image`, logging to `log_path` relative to the pod's log directory.
+pub fn container_config(
+    name: &str,
+    image: &str,
+    command: &[&str],
+    log_path: &str,
+) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.to_string(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.to_string(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: log_path.to_string(),
+        ..Default::default()
+    }
+}

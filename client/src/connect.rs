@@ -1,0 +1,43 @@
+use std::path::Path;
+
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::Error;
+
+/// Both CRI services over one HTTP/2 channel; cloning is cheap and shares the
+/// connection.
+#[derive(Clone, Debug)]
+pub struct CriClient {
+    pub runtime: RuntimeServiceClient<Channel>,
+    pub image: ImageServiceClient<Channel>,
+}
+
+/// Connects to a CRI server listening on the unix socket `socket`.
+pub async fn connect(socket: &Path) -> Result<CriClient, Error> {
+    let connect_error = |source| Error::Connect {
+        socket: socket.display().to_string(),
+        source,
+    };
+    // tonic needs a URI even though the connector ignores it; the authority is
+    // a placeholder.
+    let endpoint = Endpoint::try_from("http://[::]:50051").map_err(connect_error)?;
+    let path = socket.to_path_buf();
+    let channel = endpoint
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                let stream = UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }))
+        .await
+        .map_err(connect_error)?;
+    Ok(CriClient {
+        runtime: RuntimeServiceClient::new(channel.clone()),
+        image: ImageServiceClient::new(channel),
+    })
+}

@@ -1,0 +1,98 @@
+//! Pod-level cgroups on the cgroupfs driver. Container cgroups are created, limited and removed
+//! by libcontainer inside the shim (through libcgroups); crispd only decides where they go and
+//! removes the pod-level directory it made once its containers are gone.
+//!
+//! Both layouts are handled by walking every mounted cgroup hierarchy: cgroup v1 (one mount per
+//! controller, as on this CI host) and v2 (a single unified mount).
+
+use std::path::{Path, PathBuf};
+
+/// Mount points of every cgroup hierarchy (v1 controllers and the v2 unified tree).
+pub fn hierarchies() -> Vec<PathBuf> {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    mounts
+        .lines()
+        .filter_map(|l| {
+            // mountinfo: id parent maj:min root mountpoint opts... - fstype source superopts
+            let (pre, post) = l.split_once(" - ")?;
+            let fstype = post.split(' ').next()?;
+            if fstype != "cgroup" && fstype != "cgroup2" {
+                return None;
+            }
+            pre.split(' ').nth(4).map(PathBuf::from)
+        })
+        .collect()
+}
+
+/// `cgroup_path` joined onto `mount`, refusing anything that would climb out of it.
+fn under(mount: &Path, cgroup_path: &str) -> Option<PathBuf> {
+    let rel = cgroup_path.trim_start_matches('/');
+    if rel.split('/').any(|c| c == ".." || c == ".") {
+        return None;
+    }
+    Some(mount.join(rel))
+}
+
+/// Removes the cgroup `cgroup_path` and every (empty) cgroup below it in all hierarchies.
+/// Returns the directories that could not be removed (still holding processes).
+pub fn remove_tree(cgroup_path: &str) -> Vec<PathBuf> {
+    let mut left = Vec::new();
+    for m in hierarchies() {
+        let Some(dir) = under(&m, cgroup_path) else { continue };
+        if dir == m {
+            continue;
+        }
+        remove_dir_deepest_first(&dir, &mut left);
+    }
+    left
+}
+
+fn remove_dir_deepest_first(dir: &Path, left: &mut Vec<PathBuf>) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_dir_deepest_first(&e.path(), left);
+            }
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(_) => left.push(dir.to_path_buf()),
+    }
+}
+
+/// Checks a cgroup path given in a request before it is used to build paths.
+pub fn check_path(p: &str) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err(format!("cgroup parent {p:?} must be an absolute cgroupfs path"));
+    }
+    if p.split('/').any(|c| c == ".." || c == ".") {
+        return Err(format!("cgroup parent {p:?} must not contain . or .."));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_cannot_escape() {
+        assert!(under(Path::new("/sys/fs/cgroup/memory"), "/a/../../x").is_none());
+        assert_eq!(
+            under(Path::new("/sys/fs/cgroup/memory"), "/crisp/pod").unwrap(),
+            PathBuf::from("/sys/fs/cgroup/memory/crisp/pod")
+        );
+        assert!(check_path("relative").is_err());
+        assert!(check_path("/kubepods/../x").is_err());
+    }
+
+    #[test]
+    fn finds_hierarchies() {
+        // Every Linux CI host mounts at least one cgroup hierarchy.
+        assert!(!hierarchies().is_empty());
+    }
+}

@@ -1,0 +1,129 @@
+//! crispd's configuration: embedded defaults, optionally a TOML file, then command-line flags.
+//! Unknown keys are errors (a typo must not silently fall back to a default).
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Persistent data: metadata, content store, snapshots, import dir.
+    pub root: PathBuf,
+    /// Runtime state that dies with a reboot: pod namespaces, bundles, shim sockets.
+    pub state: PathBuf,
+    /// The CRI socket.
+    pub socket: PathBuf,
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive.
+    pub log_level: String,
+    /// Where pod cgroups go when the pod config names no `cgroup_parent` (cgroupfs path).
+    pub cgroup_parent: String,
+    pub images: ImagesConfig,
+    pub shim: ShimConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesConfig {
+    /// OCI layouts and image archives placed here are imported (default `<root>/import`).
+    pub import_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShimConfig {
+    /// The `crisp-shim` binary (default: next to crispd, then `$PATH`).
+    pub path: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: PathBuf::from("/var/lib/crisp"),
+            state: PathBuf::from("/run/crisp"),
+            socket: PathBuf::from("/run/crisp/crisp.sock"),
+            log_level: "info".into(),
+            cgroup_parent: "/crisp".into(),
+            images: ImagesConfig::default(),
+            shim: ShimConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error names the offending key (toml's message does).
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let cfg: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (key, p) in [("root", &self.root), ("state", &self.state), ("socket", &self.socket)] {
+            if !p.is_absolute() {
+                return Err(format!("`{key}` must be an absolute path, got {}", p.display()));
+            }
+        }
+        if !self.cgroup_parent.starts_with('/') || self.cgroup_parent.contains("..") {
+            return Err(format!(
+                "`cgroup_parent` must be an absolute cgroup path without `..`, got {:?}",
+                self.cgroup_parent
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn import_dir(&self) -> PathBuf {
+        self.images
+            .import_dir
+            .clone()
+            .unwrap_or_else(|| self.root.join("import"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse("roott = \"/x\"").unwrap_err();
+        assert!(e.contains("roott"), "{e}");
+        let e = Config::parse("[images]\nimport_dri = \"/x\"").unwrap_err();
+        assert!(e.contains("import_dri"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let e = Config::parse("root = 3").unwrap_err();
+        assert!(e.contains("root"), "{e}");
+        let e = Config::parse("root = \"relative\"").unwrap_err();
+        assert!(e.contains("root"), "{e}");
+    }
+}

@@ -1,0 +1,9 @@
+//! Containers: the record and its state machine, the OCI spec built from CRI and image config,
+//! and the client side of the per-container shim.
+
+pub mod record;
+pub mod shim_client;
+pub mod spec;
+pub mod user;
+
+pub use record::{ContainerRecord, ContainerState};

@@ -1,0 +1,99 @@
+//! A container as persisted, and its typed state machine:
+//!
+//! ```text
+//! Creating ──▶ Created ──(Start)──▶ Running ──(exit)──▶ Exited
+//!     │            └──────────(killed before start)───────▲
+//!     └──(crash or error: cleaned away)
+//! ```
+
+use crate::error::{Error, Result};
+use k8s_cri::v1::ContainerConfig;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerState {
+    Creating,
+    Created,
+    Running,
+    Exited,
+}
+
+impl ContainerState {
+    pub fn transition(self, to: ContainerState) -> Result<ContainerState> {
+        use ContainerState::*;
+        match (self, to) {
+            (Creating, Created) | (Created, Running) | (Created, Exited) | (Running, Exited) => Ok(to),
+            _ => Err(Error::FailedPrecondition(format!(
+                "container cannot go from {self:?} to {to:?}"
+            ))),
+        }
+    }
+
+    pub fn to_cri(self) -> k8s_cri::v1::ContainerState {
+        use k8s_cri::v1::ContainerState as C;
+        match self {
+            ContainerState::Creating | ContainerState::Created => C::ContainerCreated,
+            ContainerState::Running => C::ContainerRunning,
+            ContainerState::Exited => C::ContainerExited,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub pod_id: String,
+    pub config: ContainerConfig,
+    pub state: ContainerState,
+    /// The image as the request named it, and its resolved id.
+    pub image_name: String,
+    pub image_id: String,
+    /// The signal `StopContainer` sends first (from the image's StopSignal).
+    pub stop_signal: i32,
+    /// The shim's directory (bundle, socket, exit record).
+    pub dir: PathBuf,
+    /// Full path of the CRI log file, if the pod asked for logs.
+    pub log_path: Option<PathBuf>,
+    pub pid: u32,
+    pub created_at_ns: i64,
+    pub started_at_ns: i64,
+    pub finished_at_ns: i64,
+    pub exit_code: i32,
+    pub reason: String,
+    pub message: String,
+}
+
+impl ContainerRecord {
+    /// Records the exit, with the reason kubelet shows (`Completed`, `Error`, `OOMKilled`).
+    pub fn exited(&mut self, exit_code: i32, at_ns: i64, oom: bool, message: String) -> Result<()> {
+        self.state = self.state.transition(ContainerState::Exited)?;
+        self.exit_code = exit_code;
+        self.finished_at_ns = at_ns;
+        self.reason = if oom {
+            "OOMKilled"
+        } else if exit_code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        }
+        .to_string();
+        self.message = message;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ContainerState::*;
+
+    #[test]
+    fn only_forward_transitions() {
+        assert!(Creating.transition(Created).is_ok());
+        assert!(Created.transition(Running).is_ok());
+        assert!(Running.transition(Exited).is_ok());
+        assert!(Exited.transition(Running).is_err());
+        assert!(Running.transition(Created).is_err());
+        assert!(Creating.transition(Running).is_err());
+    }
+}

@@ -1,0 +1,222 @@
+//! crispd's side of the per-container shim: spawning it and calling its Task API (ttrpc).
+
+use crate::error::{Error, Result};
+use containerd_shim_protos::api;
+use containerd_shim_protos::shim_async::{Client, TaskClient};
+use crisp_api::ShimDir;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
+
+/// How long a shim may take to come up, and an ordinary call to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct Shim {
+    id: String,
+    task: TaskClient,
+}
+
+fn ctx(timeout: Option<Duration>) -> ttrpc::context::Context {
+    ttrpc::context::with_timeout(timeout.map(|t| t.as_nanos() as i64).unwrap_or(0))
+}
+
+fn call_err(id: &str, what: &str, e: ttrpc::Error) -> Error {
+    match e {
+        ttrpc::Error::RpcStatus(s) => {
+            let msg = format!("{what} container {id}: {}", s.message());
+            match s.code() {
+                ttrpc::Code::NOT_FOUND => Error::NotFound(msg),
+                ttrpc::Code::FAILED_PRECONDITION => Error::FailedPrecondition(msg),
+                ttrpc::Code::INVALID_ARGUMENT => Error::InvalidArgument(msg),
+                ttrpc::Code::ALREADY_EXISTS => Error::AlreadyExists(msg),
+                ttrpc::Code::DEADLINE_EXCEEDED => Error::DeadlineExceeded(msg),
+                _ => Error::Internal(msg),
+            }
+        }
+        other => Error::Internal(format!("{what} container {id}: shim unreachable: {other}")),
+    }
+}
+
+/// Exit as the shim reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Exit {
+    pub code: i32,
+    pub at_ns: i64,
+}
+
+fn exit_of(status: u32, at: &containerd_shim_protos::protobuf::MessageField<
+    containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp,
+>) -> Exit {
+    Exit {
+        code: status as i32,
+        at_ns: at.as_ref().map(|t| t.seconds * 1_000_000_000 + t.nanos as i64).unwrap_or(0),
+    }
+}
+
+impl Shim {
+    /// Starts `crisp-shim serve` for container `id`, waits for it to listen, and connects.
+    /// The shim runs in its own session and is not killed with crispd.
+    pub async fn spawn(binary: &Path, dir: &ShimDir, id: &str) -> Result<Shim> {
+        std::fs::create_dir_all(dir.path())
+            .map_err(|e| Error::internal(format!("creating {}", dir.path().display()), e))?;
+        let log = std::fs::File::create(dir.shim_log())
+            .map_err(|e| Error::internal(format!("creating {}", dir.shim_log().display()), e))?;
+        let mut child = tokio::process::Command::new(binary)
+            .arg("serve")
+            .arg("--id")
+            .arg(id)
+            .arg("--dir")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| Error::internal(format!("starting shim {}", binary.display()), e))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::Internal("shim stdout missing".into()))?;
+        let mut line = String::new();
+        let ready = tokio::time::timeout(START_TIMEOUT, tokio::io::BufReader::new(stdout).read_line(&mut line)).await;
+        if !matches!(ready, Ok(Ok(n)) if n > 0 && line.trim() == "ready") {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            let log = std::fs::read_to_string(dir.shim_log()).unwrap_or_default();
+            return Err(Error::Internal(format!(
+                "shim for container {id} did not start: {}",
+                log.trim()
+            )));
+        }
+        // The shim outlives us; tokio reaps the child in the background if it exits while we
+        // are still running.
+        drop(child);
+        Shim::connect(dir, id).await
+    }
+
+    pub async fn connect(dir: &ShimDir, id: &str) -> Result<Shim> {
+        let client = Client::connect(&dir.address())
+            .await
+            .map_err(|e| Error::Internal(format!("connecting to the shim of {id}: {e}")))?;
+        Ok(Shim {
+            id: id.to_string(),
+            task: TaskClient::new(client),
+        })
+    }
+
+    pub async fn create(&self, bundle: &Path, stdout: &str, stderr: &str) -> Result<u32> {
+        let req = api::CreateTaskRequest {
+            id: self.id.clone(),
+            bundle: bundle.display().to_string(),
+            stdout: stdout.to_string(),
+            stderr: stderr.to_string(),
+            ..Default::default()
+        };
+        let r = self
+            .task
+            .create(ctx(Some(CALL_TIMEOUT)), &req)
+            .await
+            .map_err(|e| call_err(&self.id, "creating", e))?;
+        Ok(r.pid)
+    }
+
+    pub async fn start(&self) -> Result<u32> {
+        let req = api::StartRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        let r = self
+            .task
+            .start(ctx(Some(CALL_TIMEOUT)), &req)
+            .await
+            .map_err(|e| call_err(&self.id, "starting", e))?;
+        Ok(r.pid)
+    }
+
+    /// Sends `signal`; to every process of the container when `all`. A container that already
+    /// exited is not an error.
+    pub async fn kill(&self, signal: u32, all: bool) -> Result<()> {
+        let req = api::KillRequest {
+            id: self.id.clone(),
+            signal,
+            all,
+            ..Default::default()
+        };
+        match self.task.kill(ctx(Some(CALL_TIMEOUT)), &req).await {
+            Ok(_) => Ok(()),
+            Err(e) => match call_err(&self.id, "signalling", e) {
+                Error::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Blocks until the container exits.
+    pub async fn wait(&self) -> Result<Exit> {
+        let req = api::WaitRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        let r = self
+            .task
+            .wait(ctx(None), &req)
+            .await
+            .map_err(|e| call_err(&self.id, "waiting for", e))?;
+        Ok(exit_of(r.exit_status, &r.exited_at))
+    }
+
+    /// The shim's view: (status, pid, exit if stopped).
+    pub async fn state(&self) -> Result<(api::Status, u32, Option<Exit>)> {
+        let req = api::StateRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        let r = self
+            .task
+            .state(ctx(Some(CALL_TIMEOUT)), &req)
+            .await
+            .map_err(|e| call_err(&self.id, "querying", e))?;
+        let status = r.status.enum_value_or(api::Status::UNKNOWN);
+        let exit = (status == api::Status::STOPPED).then(|| exit_of(r.exit_status, &r.exited_at));
+        Ok((status, r.pid, exit))
+    }
+
+    pub async fn delete(&self) -> Result<()> {
+        let req = api::DeleteRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        match self.task.delete(ctx(Some(CALL_TIMEOUT)), &req).await {
+            Ok(_) => Ok(()),
+            Err(e) => match call_err(&self.id, "deleting", e) {
+                Error::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Asks the shim to exit; it is gone (or going) when this returns.
+    pub async fn shutdown(&self) {
+        let req = api::ShutdownRequest {
+            id: self.id.clone(),
+            ..Default::default()
+        };
+        let _ = self.task.shutdown(ctx(Some(Duration::from_secs(5))), &req).await;
+    }
+}
+
+/// SIGKILLs the shim recorded in `dir` if it is still alive (a shim that ignored Shutdown, or
+/// one whose container was half made when crispd died). The pid is only trusted if that
+/// process's command line names this very directory, so a recycled pid is never hit.
+pub fn kill_recorded_shim(dir: &ShimDir) {
+    let Ok(pid) = std::fs::read_to_string(dir.pid_file()) else { return };
+    let Ok(pid) = pid.trim().parse::<i32>() else { return };
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return };
+    let wanted = dir.path().as_os_str().as_encoded_bytes();
+    if cmdline.split(|b| *b == 0).any(|arg| arg == wanted) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+}

@@ -1,0 +1,506 @@
+//! The OCI runtime spec of a container, from its CRI config, its pod and its image config.
+
+use super::user::{self, ResolvedUser, UserRequest};
+use crate::error::{Error, Result};
+use crate::pod::{files, SandboxRecord};
+use crisp_snapshotter::image::ImageConfig;
+use k8s_cri::v1::{ContainerConfig, MountPropagation};
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder,
+    Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+pub struct SpecInput<'a> {
+    pub config: &'a ContainerConfig,
+    pub pod: &'a SandboxRecord,
+    pub image: &'a ImageConfig,
+    /// The mounted rootfs, to resolve users through the image's own files.
+    pub rootfs: &'a Path,
+    pub cgroups_path: String,
+}
+
+/// Docker's default capability set, which containerd and CRI-O also grant.
+const DEFAULT_CAPS: &[Capability] = &[
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+/// Every capability the kernel (6.x) knows, for `privileged` and `add: [ALL]`.
+const ALL_CAPS: &[&str] = &[
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
+    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
+    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
+    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+];
+
+/// Accepts `NET_ADMIN`, `net_admin` and `CAP_NET_ADMIN`, as Kubernetes users write them.
+fn parse_cap(name: &str) -> Option<Capability> {
+    let n = name.to_ascii_uppercase();
+    let bare = n.strip_prefix("CAP_").unwrap_or(&n);
+    Capability::from_str(bare)
+        .or_else(|_| Capability::from_str(&format!("CAP_{bare}")))
+        .ok()
+}
+
+fn spec_err(e: impl std::fmt::Display) -> Error {
+    Error::InvalidArgument(format!("building the OCI spec: {e}"))
+}
+
+pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
+    let c = input.config;
+    let sc = c.linux.as_ref().and_then(|l| l.security_context.clone()).unwrap_or_default();
+
+    let args = command_line(c, input.image)?;
+    let env = environment(c, input.image)?;
+    let cwd = if !c.working_dir.is_empty() {
+        c.working_dir.clone()
+    } else if !input.image.working_dir.is_empty() {
+        input.image.working_dir.clone()
+    } else {
+        "/".to_string()
+    };
+    if !cwd.starts_with('/') {
+        return Err(Error::InvalidArgument(format!("working dir {cwd:?} must be absolute")));
+    }
+
+    let ResolvedUser {
+        uid,
+        gid,
+        additional_gids,
+        ..
+    } = user::resolve(
+        input.rootfs,
+        &UserRequest {
+            run_as_user: sc.run_as_user.as_ref().map(|v| v.value),
+            run_as_group: sc.run_as_group.as_ref().map(|v| v.value),
+            run_as_username: &sc.run_as_username,
+            supplemental_groups: &sc.supplemental_groups,
+            image_user: &input.image.user,
+        },
+    )?;
+
+    let caps = capabilities(sc.privileged, sc.capabilities.as_ref())?;
+    let caps = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .build()
+        .map_err(spec_err)?;
+    let mut process = ProcessBuilder::default()
+        .terminal(c.tty)
+        .args(args)
+        .env(env)
+        .cwd(cwd)
+        .user(
+            UserBuilder::default()
+                .uid(uid)
+                .gid(gid)
+                .additional_gids(additional_gids)
+                .build()
+                .map_err(spec_err)?,
+        )
+        .capabilities(caps)
+        .no_new_privileges(sc.no_new_privs)
+        .build()
+        .map_err(spec_err)?;
+    let resources = c.linux.as_ref().and_then(|l| l.resources.clone()).unwrap_or_default();
+    if resources.oom_score_adj != 0 {
+        process.set_oom_score_adj(Some(clamp_oom_score_adj(resources.oom_score_adj)));
+    }
+
+    let mut spec = Spec::default();
+    spec.set_hostname(None);
+    spec.set_process(Some(process));
+    spec.set_root(Some(
+        RootBuilder::default()
+            .path("rootfs")
+            .readonly(sc.readonly_rootfs)
+            .build()
+            .map_err(spec_err)?,
+    ));
+    spec.set_mounts(Some(mounts(c, input.pod, sc.readonly_rootfs)?));
+
+    let mut namespaces = vec![ns(LinuxNamespaceType::Mount, None)?];
+    let pid_mode = sc
+        .namespace_options
+        .as_ref()
+        .map(|n| n.pid)
+        .unwrap_or_default();
+    // NamespaceMode::Node (2) shares the host's PID namespace; the others get a fresh one until
+    // pod-shared PID namespaces land with the containers issue.
+    if pid_mode != k8s_cri::v1::NamespaceMode::Node as i32 {
+        namespaces.push(ns(LinuxNamespaceType::Pid, None)?);
+    }
+    for (typ, path) in [
+        (LinuxNamespaceType::Network, &input.pod.netns),
+        (LinuxNamespaceType::Ipc, &input.pod.ipcns),
+        (LinuxNamespaceType::Uts, &input.pod.utsns),
+    ] {
+        if let Some(p) = path {
+            namespaces.push(ns(typ, Some(p.clone()))?);
+        }
+    }
+    if is_cgroup_v2() {
+        // As Docker and containerd do on v2: the container sees its own cgroup as the root.
+        namespaces.push(ns(LinuxNamespaceType::Cgroup, None)?);
+    }
+
+    let mut cpu = LinuxCpuBuilder::default();
+    if resources.cpu_shares > 0 {
+        cpu = cpu.shares(resources.cpu_shares as u64);
+    }
+    if resources.cpu_quota > 0 {
+        cpu = cpu.quota(resources.cpu_quota);
+    }
+    if resources.cpu_period > 0 {
+        cpu = cpu.period(resources.cpu_period as u64);
+    }
+    if !resources.cpuset_cpus.is_empty() {
+        cpu = cpu.cpus(resources.cpuset_cpus.clone());
+    }
+    if !resources.cpuset_mems.is_empty() {
+        cpu = cpu.mems(resources.cpuset_mems.clone());
+    }
+    let mut memory = LinuxMemoryBuilder::default();
+    if resources.memory_limit_in_bytes > 0 {
+        memory = memory.limit(resources.memory_limit_in_bytes);
+    }
+    if resources.memory_swap_limit_in_bytes > 0 {
+        memory = memory.swap(resources.memory_swap_limit_in_bytes);
+    }
+    let linux_resources = LinuxResourcesBuilder::default()
+        .devices(device_rules(sc.privileged)?)
+        .cpu(cpu.build().map_err(spec_err)?)
+        .memory(memory.build().map_err(spec_err)?)
+        .build()
+        .map_err(spec_err)?;
+
+    let sysctls = input
+        .pod
+        .config
+        .linux
+        .as_ref()
+        .map(|l| l.sysctls.clone())
+        .unwrap_or_default();
+    for key in sysctls.keys() {
+        check_sysctl(key)?;
+    }
+
+    let default_linux = spec.linux().clone().unwrap_or_default();
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .cgroups_path(PathBuf::from(&input.cgroups_path))
+        .resources(linux_resources)
+        .sysctl(sysctls.into_iter().collect::<HashMap<_, _>>())
+        .build()
+        .map_err(spec_err)?;
+    if !sc.privileged {
+        linux.set_masked_paths(default_linux.masked_paths().clone());
+        linux.set_readonly_paths(default_linux.readonly_paths().clone());
+    }
+    spec.set_linux(Some(linux));
+    Ok(spec)
+}
+
+/// Kubernetes' rule: `command` replaces the image ENTRYPOINT (and drops its CMD), `args`
+/// replaces CMD.
+fn command_line(c: &ContainerConfig, image: &ImageConfig) -> Result<Vec<String>> {
+    let mut args: Vec<String> = if !c.command.is_empty() {
+        c.command.iter().chain(&c.args).cloned().collect()
+    } else if !c.args.is_empty() {
+        image.entrypoint.iter().chain(&c.args).cloned().collect()
+    } else {
+        image.entrypoint.iter().chain(&image.cmd).cloned().collect()
+    };
+    if args.is_empty() {
+        return Err(Error::InvalidArgument(
+            "no command: neither the container config nor the image specifies one".into(),
+        ));
+    }
+    if args.iter().any(|a| a.contains('\0')) {
+        return Err(Error::InvalidArgument("command contains a NUL byte".into()));
+    }
+    args.shrink_to_fit();
+    Ok(args)
+}
+
+/// The image's Env, then the CRI envs, a later key replacing an earlier one.
+fn environment(c: &ContainerConfig, image: &ImageConfig) -> Result<Vec<String>> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    fn put(env: &mut Vec<(String, String)>, k: &str, entry: String) {
+        match env.iter_mut().find(|(key, _)| key == k) {
+            Some(slot) => slot.1 = entry,
+            None => env.push((k.to_string(), entry)),
+        }
+    }
+    for e in &image.env {
+        let (k, _) = e.split_once('=').unwrap_or((e, ""));
+        put(&mut env, k, e.clone());
+    }
+    for kv in &c.envs {
+        if kv.key.is_empty() || kv.key.contains('=') || kv.key.contains('\0') || kv.value.contains('\0') {
+            return Err(Error::InvalidArgument(format!("invalid environment variable {:?}", kv.key)));
+        }
+        put(&mut env, &kv.key, format!("{}={}", kv.key, kv.value));
+    }
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        put(
+            &mut env,
+            "PATH",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
+    }
+    Ok(env.into_iter().map(|(_, e)| e).collect())
+}
+
+fn capabilities(
+    privileged: bool,
+    req: Option<&k8s_cri::v1::Capability>,
+) -> Result<HashSet<Capability>> {
+    let all = || -> HashSet<Capability> { ALL_CAPS.iter().filter_map(|n| parse_cap(n)).collect() };
+    if privileged {
+        return Ok(all());
+    }
+    let mut caps: HashSet<Capability> = DEFAULT_CAPS.iter().copied().collect();
+    let parse = |name: &str| -> Result<Capability> {
+        parse_cap(name).ok_or_else(|| Error::InvalidArgument(format!("unknown capability {name:?}")))
+    };
+    if let Some(r) = req {
+        for d in &r.drop_capabilities {
+            if d.eq_ignore_ascii_case("ALL") {
+                caps.clear();
+            } else {
+                caps.remove(&parse(d)?);
+            }
+        }
+        for a in &r.add_capabilities {
+            if a.eq_ignore_ascii_case("ALL") {
+                caps = all();
+            } else {
+                caps.insert(parse(a)?);
+            }
+        }
+    }
+    Ok(caps)
+}
+
+/// cgroup device rules: deny everything, then allow what every container needs (the devices
+/// runc and containerd allow by default).
+fn device_rules(privileged: bool) -> Result<Vec<oci_spec::runtime::LinuxDeviceCgroup>> {
+    let rule = |allow: bool, typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str| {
+        let mut b = LinuxDeviceCgroupBuilder::default().allow(allow).typ(typ).access(access);
+        if let Some(m) = major {
+            b = b.major(m);
+        }
+        if let Some(m) = minor {
+            b = b.minor(m);
+        }
+        b.build().map_err(spec_err)
+    };
+    if privileged {
+        return Ok(vec![rule(true, LinuxDeviceType::A, None, None, "rwm")?]);
+    }
+    let c = LinuxDeviceType::C;
+    Ok(vec![
+        rule(false, LinuxDeviceType::A, None, None, "rwm")?,
+        rule(true, c, None, None, "m")?,
+        rule(true, LinuxDeviceType::B, None, None, "m")?,
+        rule(true, c, Some(1), Some(3), "rwm")?,   // null
+        rule(true, c, Some(1), Some(5), "rwm")?,   // zero
+        rule(true, c, Some(1), Some(7), "rwm")?,   // full
+        rule(true, c, Some(1), Some(8), "rwm")?,   // random
+        rule(true, c, Some(1), Some(9), "rwm")?,   // urandom
+        rule(true, c, Some(5), Some(0), "rwm")?,   // tty
+        rule(true, c, Some(5), Some(1), "rwm")?,   // console
+        rule(true, c, Some(5), Some(2), "rwm")?,   // ptmx
+        rule(true, c, Some(136), None, "rwm")?,    // pts
+        rule(true, c, Some(10), Some(200), "rwm")?, // tun
+    ])
+}
+
+fn ns(typ: LinuxNamespaceType, path: Option<PathBuf>) -> Result<oci_spec::runtime::LinuxNamespace> {
+    let mut b = LinuxNamespaceBuilder::default().typ(typ);
+    if let Some(p) = path {
+        b = b.path(p);
+    }
+    b.build().map_err(spec_err)
+}
+
+fn bind(source: &Path, destination: &str, options: &[&str]) -> Result<Mount> {
+    MountBuilder::default()
+        .destination(destination)
+        .typ("bind")
+        .source(source)
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()
+        .map_err(spec_err)
+}
+
+fn mounts(c: &ContainerConfig, pod: &SandboxRecord, readonly_rootfs: bool) -> Result<Vec<Mount>> {
+    let mut out: Vec<Mount> = oci_spec::runtime::get_default_mounts();
+    let requested: HashSet<&str> = c.mounts.iter().map(|m| m.container_path.as_str()).collect();
+    let rw = if readonly_rootfs { "ro" } else { "rw" };
+    for (file, dest) in [
+        (files::HOSTNAME, "/etc/hostname"),
+        (files::RESOLV_CONF, "/etc/resolv.conf"),
+        (files::HOSTS, "/etc/hosts"),
+    ] {
+        if !requested.contains(dest) {
+            out.push(bind(&pod.dir.join(file), dest, &["rbind", "rprivate", rw])?);
+        }
+    }
+    for m in &c.mounts {
+        if !m.container_path.starts_with('/') {
+            return Err(Error::InvalidArgument(format!(
+                "mount destination {:?} must be absolute",
+                m.container_path
+            )));
+        }
+        if !m.host_path.starts_with('/') {
+            return Err(Error::InvalidArgument(format!(
+                "mount source {:?} must be absolute",
+                m.host_path
+            )));
+        }
+        let host = Path::new(&m.host_path);
+        match std::fs::symlink_metadata(host) {
+            Ok(_) => {
+                std::fs::metadata(host).map_err(|e| {
+                    Error::InvalidArgument(format!("mount source {}: {e}", m.host_path))
+                })?;
+            }
+            // containerd creates a missing host path as a directory; so do we.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(host).map_err(|e| {
+                    Error::InvalidArgument(format!("creating mount source {}: {e}", m.host_path))
+                })?;
+            }
+            Err(e) => {
+                return Err(Error::InvalidArgument(format!("mount source {}: {e}", m.host_path)))
+            }
+        }
+        let propagation = match MountPropagation::try_from(m.propagation) {
+            Ok(MountPropagation::PropagationHostToContainer) => "rslave",
+            Ok(MountPropagation::PropagationBidirectional) => "rshared",
+            _ => "rprivate",
+        };
+        out.push(bind(
+            host,
+            &m.container_path,
+            &["rbind", propagation, if m.readonly { "ro" } else { "rw" }],
+        )?);
+    }
+    Ok(out)
+}
+
+/// Sysctls a container may set: those the kernel namespaces (net, IPC). Anything else would
+/// change the host, which the CRI forbids.
+pub fn check_sysctl(key: &str) -> Result<()> {
+    let namespaced = key.starts_with("net.")
+        || key.starts_with("fs.mqueue.")
+        || matches!(
+            key,
+            "kernel.shmmax" | "kernel.shmall" | "kernel.shmmni" | "kernel.shm_rmid_forced"
+                | "kernel.msgmax" | "kernel.msgmni" | "kernel.msgmnb" | "kernel.sem"
+        );
+    if namespaced && !key.contains("..") && !key.contains('/') {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "sysctl {key:?} is not namespaced: it would change the host"
+        )))
+    }
+}
+
+/// Without CAP_SYS_RESOURCE a process cannot lower its oom_score_adj below crispd's own; ask for
+/// no less than that instead of failing (containerd's `restrict_oom_score_adj`).
+fn clamp_oom_score_adj(wanted: i64) -> i32 {
+    let current: i64 = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(-1000);
+    wanted.clamp(current.max(-1000), 1000) as i32
+}
+
+fn is_cgroup_v2() -> bool {
+    nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_cri::v1::KeyValue;
+
+    fn image() -> ImageConfig {
+        ImageConfig {
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["cmd".into()],
+            env: vec!["PATH=/bin".into(), "A=1".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn kubernetes_command_rules() {
+        let img = image();
+        let mut c = ContainerConfig::default();
+        assert_eq!(command_line(&c, &img).unwrap(), ["/entry", "cmd"]);
+        c.args = vec!["x".into()];
+        assert_eq!(command_line(&c, &img).unwrap(), ["/entry", "x"]);
+        c.command = vec!["/bin/sh".into()];
+        assert_eq!(command_line(&c, &img).unwrap(), ["/bin/sh", "x"]);
+        c.args.clear();
+        assert_eq!(command_line(&c, &img).unwrap(), ["/bin/sh"]);
+        assert!(command_line(&ContainerConfig::default(), &ImageConfig::default()).is_err());
+    }
+
+    #[test]
+    fn cri_env_wins() {
+        let mut c = ContainerConfig::default();
+        c.envs = vec![KeyValue { key: "A".into(), value: "2".into() }, KeyValue { key: "B".into(), value: "3".into() }];
+        assert_eq!(environment(&c, &image()).unwrap(), ["PATH=/bin", "A=2", "B=3"]);
+        c.envs = vec![KeyValue { key: "A=B".into(), value: "x".into() }];
+        assert!(environment(&c, &image()).is_err());
+    }
+
+    #[test]
+    fn capability_add_drop() {
+        let req = k8s_cri::v1::Capability {
+            drop_capabilities: vec!["ALL".into()],
+            add_capabilities: vec!["NET_BIND_SERVICE".into()],
+            ..Default::default()
+        };
+        let caps = capabilities(false, Some(&req)).unwrap();
+        assert_eq!(caps.into_iter().collect::<Vec<_>>(), [Capability::NetBindService]);
+        let bad = k8s_cri::v1::Capability { add_capabilities: vec!["NOPE".into()], ..Default::default() };
+        assert!(capabilities(false, Some(&bad)).is_err());
+    }
+
+    #[test]
+    fn sysctls() {
+        assert!(check_sysctl("net.ipv4.ip_forward").is_ok());
+        assert!(check_sysctl("kernel.shmmax").is_ok());
+        assert!(check_sysctl("vm.swappiness").is_err());
+        assert!(check_sysctl("kernel.hostname").is_err());
+    }
+}

@@ -1,0 +1,14 @@
+//! The CRI gRPC layer: translates requests into `service::Runtime` calls and records into CRI
+//! messages. Each call gets a tracing span with the pod/container id it concerns.
+
+mod convert;
+pub mod image_service;
+pub mod runtime_service;
+
+use std::sync::Arc;
+
+/// The object both CRI services are implemented on.
+#[derive(Clone)]
+pub struct Cri {
+    pub runtime: Arc<crate::service::Runtime>,
+}

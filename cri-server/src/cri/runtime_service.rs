@@ -1,0 +1,236 @@
+//! CRI `RuntimeService`.
+
+use super::{convert, Cri};
+use crate::error::Error;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use std::pin::Pin;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+type R<T> = Result<Response<T>, Status>;
+
+fn unimplemented(rpc: &str) -> Status {
+    Status::unimplemented(format!("{rpc} is not implemented by crisp yet"))
+}
+
+#[tonic::async_trait]
+impl RuntimeService for Cri {
+    async fn version(&self, _req: Request<cri::VersionRequest>) -> R<cri::VersionResponse> {
+        Ok(Response::new(cri::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: "crisp".into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: "v1".into(),
+        }))
+    }
+
+    async fn run_pod_sandbox(&self, req: Request<cri::RunPodSandboxRequest>) -> R<cri::RunPodSandboxResponse> {
+        let req = req.into_inner();
+        let name = req.config.as_ref().and_then(|c| c.metadata.as_ref()).map(|m| m.name.clone()).unwrap_or_default();
+        let span = tracing::info_span!("RunPodSandbox", pod_name = %name);
+        let config = req
+            .config
+            .ok_or_else(|| Error::InvalidArgument("RunPodSandbox: config is required".into()))?;
+        let id = self.runtime.run_pod_sandbox(config, req.runtime_handler).instrument(span).await?;
+        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id: id }))
+    }
+
+    async fn stop_pod_sandbox(&self, req: Request<cri::StopPodSandboxRequest>) -> R<cri::StopPodSandboxResponse> {
+        let id = req.into_inner().pod_sandbox_id;
+        let span = tracing::info_span!("StopPodSandbox", pod = %id);
+        self.runtime.stop_pod_sandbox(&id).instrument(span).await?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(&self, req: Request<cri::RemovePodSandboxRequest>) -> R<cri::RemovePodSandboxResponse> {
+        let id = req.into_inner().pod_sandbox_id;
+        let span = tracing::info_span!("RemovePodSandbox", pod = %id);
+        self.runtime.remove_pod_sandbox(&id).instrument(span).await?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(&self, req: Request<cri::PodSandboxStatusRequest>) -> R<cri::PodSandboxStatusResponse> {
+        let id = req.into_inner().pod_sandbox_id;
+        let _span = tracing::debug_span!("PodSandboxStatus", pod = %id).entered();
+        let pod = self.runtime.pod(&id)?;
+        let containers = self
+            .runtime
+            .list_containers(Some(&cri::ContainerFilter {
+                pod_sandbox_id: pod.id.clone(),
+                ..Default::default()
+            }))
+            .iter()
+            .map(convert::container_status)
+            .collect();
+        Ok(Response::new(cri::PodSandboxStatusResponse {
+            status: Some(convert::pod_status(&pod)),
+            info: Default::default(),
+            containers_statuses: containers,
+            timestamp: crate::service::now_ns(),
+        }))
+    }
+
+    async fn list_pod_sandbox(&self, req: Request<cri::ListPodSandboxRequest>) -> R<cri::ListPodSandboxResponse> {
+        let filter = req.into_inner().filter;
+        let items = self.runtime.list_pods(filter.as_ref()).iter().map(convert::pod).collect();
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
+    }
+
+    async fn create_container(&self, req: Request<cri::CreateContainerRequest>) -> R<cri::CreateContainerResponse> {
+        let req = req.into_inner();
+        let span = tracing::info_span!("CreateContainer", pod = %req.pod_sandbox_id);
+        let config = req
+            .config
+            .ok_or_else(|| Error::InvalidArgument("CreateContainer: config is required".into()))?;
+        let id = self
+            .runtime
+            .create_container(&req.pod_sandbox_id, config)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(cri::CreateContainerResponse { container_id: id }))
+    }
+
+    async fn start_container(&self, req: Request<cri::StartContainerRequest>) -> R<cri::StartContainerResponse> {
+        let id = req.into_inner().container_id;
+        let span = tracing::info_span!("StartContainer", container = %id);
+        self.runtime.start_container(&id).instrument(span).await?;
+        Ok(Response::new(cri::StartContainerResponse {}))
+    }
+
+    async fn stop_container(&self, req: Request<cri::StopContainerRequest>) -> R<cri::StopContainerResponse> {
+        let req = req.into_inner();
+        let span = tracing::info_span!("StopContainer", container = %req.container_id, timeout = req.timeout);
+        self.runtime
+            .stop_container(&req.container_id, req.timeout)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(cri::StopContainerResponse {}))
+    }
+
+    async fn remove_container(&self, req: Request<cri::RemoveContainerRequest>) -> R<cri::RemoveContainerResponse> {
+        let id = req.into_inner().container_id;
+        let span = tracing::info_span!("RemoveContainer", container = %id);
+        self.runtime.remove_container(&id).instrument(span).await?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(&self, req: Request<cri::ListContainersRequest>) -> R<cri::ListContainersResponse> {
+        let filter = req.into_inner().filter;
+        let containers = self
+            .runtime
+            .list_containers(filter.as_ref())
+            .iter()
+            .map(convert::container)
+            .collect();
+        Ok(Response::new(cri::ListContainersResponse { containers }))
+    }
+
+    async fn container_status(&self, req: Request<cri::ContainerStatusRequest>) -> R<cri::ContainerStatusResponse> {
+        let id = req.into_inner().container_id;
+        let _span = tracing::debug_span!("ContainerStatus", container = %id).entered();
+        let c = self.runtime.container(&id)?;
+        Ok(Response::new(cri::ContainerStatusResponse {
+            status: Some(convert::container_status(&c)),
+            info: Default::default(),
+        }))
+    }
+
+    async fn update_container_resources(&self, _req: Request<cri::UpdateContainerResourcesRequest>) -> R<cri::UpdateContainerResourcesResponse> {
+        Err(unimplemented("UpdateContainerResources"))
+    }
+
+    async fn reopen_container_log(&self, _req: Request<cri::ReopenContainerLogRequest>) -> R<cri::ReopenContainerLogResponse> {
+        Err(unimplemented("ReopenContainerLog"))
+    }
+
+    async fn exec_sync(&self, _req: Request<cri::ExecSyncRequest>) -> R<cri::ExecSyncResponse> {
+        Err(unimplemented("ExecSync"))
+    }
+
+    async fn exec(&self, _req: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
+        Err(unimplemented("Exec"))
+    }
+
+    async fn attach(&self, _req: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
+        Err(unimplemented("Attach"))
+    }
+
+    async fn port_forward(&self, _req: Request<cri::PortForwardRequest>) -> R<cri::PortForwardResponse> {
+        Err(unimplemented("PortForward"))
+    }
+
+    async fn container_stats(&self, _req: Request<cri::ContainerStatsRequest>) -> R<cri::ContainerStatsResponse> {
+        Err(unimplemented("ContainerStats"))
+    }
+
+    async fn list_container_stats(&self, _req: Request<cri::ListContainerStatsRequest>) -> R<cri::ListContainerStatsResponse> {
+        Err(unimplemented("ListContainerStats"))
+    }
+
+    async fn pod_sandbox_stats(&self, _req: Request<cri::PodSandboxStatsRequest>) -> R<cri::PodSandboxStatsResponse> {
+        Err(unimplemented("PodSandboxStats"))
+    }
+
+    async fn list_pod_sandbox_stats(&self, _req: Request<cri::ListPodSandboxStatsRequest>) -> R<cri::ListPodSandboxStatsResponse> {
+        Err(unimplemented("ListPodSandboxStats"))
+    }
+
+    async fn update_runtime_config(&self, _req: Request<cri::UpdateRuntimeConfigRequest>) -> R<cri::UpdateRuntimeConfigResponse> {
+        // kubelet sends the pod CIDR here; crisp's network config does not take it from kubelet.
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
+    async fn status(&self, _req: Request<cri::StatusRequest>) -> R<cri::StatusResponse> {
+        let conditions = vec![
+            cri::RuntimeCondition {
+                r#type: "RuntimeReady".into(),
+                status: true,
+                reason: String::new(),
+                message: String::new(),
+            },
+            cri::RuntimeCondition {
+                r#type: "NetworkReady".into(),
+                status: false,
+                reason: "NetworkPluginNotReady".into(),
+                message: "CNI is not wired yet: pods get a private network namespace with loopback only".into(),
+            },
+        ];
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus { conditions }),
+            info: Default::default(),
+            runtime_handlers: vec![cri::RuntimeHandler {
+                name: String::new(),
+                features: Some(cri::RuntimeHandlerFeatures::default()),
+            }],
+            features: Some(cri::RuntimeFeatures::default()),
+        }))
+    }
+
+    async fn checkpoint_container(&self, _req: Request<cri::CheckpointContainerRequest>) -> R<cri::CheckpointContainerResponse> {
+        Err(unimplemented("CheckpointContainer"))
+    }
+
+    type GetContainerEventsStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send + 'static>>;
+
+    async fn get_container_events(&self, _req: Request<cri::GetEventsRequest>) -> R<Self::GetContainerEventsStream> {
+        Err(unimplemented("GetContainerEvents"))
+    }
+
+    async fn list_metric_descriptors(&self, _req: Request<cri::ListMetricDescriptorsRequest>) -> R<cri::ListMetricDescriptorsResponse> {
+        Err(unimplemented("ListMetricDescriptors"))
+    }
+
+    async fn list_pod_sandbox_metrics(&self, _req: Request<cri::ListPodSandboxMetricsRequest>) -> R<cri::ListPodSandboxMetricsResponse> {
+        Err(unimplemented("ListPodSandboxMetrics"))
+    }
+
+    async fn runtime_config(&self, _req: Request<cri::RuntimeConfigRequest>) -> R<cri::RuntimeConfigResponse> {
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
+    }
+}

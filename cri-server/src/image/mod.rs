@@ -1,0 +1,8 @@
+//! The image service: image records (id = config digest, tags, digests), lookups by any of
+//! them, and images brought in from the import directory. Layers live in the snapshotter.
+
+pub mod import_dir;
+pub mod reference;
+pub mod store;
+
+pub use store::{ImageRecord, ImageStore};

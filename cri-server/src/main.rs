@@ -1,0 +1,78 @@
+//! `crispd`: the crisp CRI daemon.
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use std::path::PathBuf;
+
+mod cgroups;
+mod config;
+mod container;
+mod cri;
+mod daemon;
+mod error;
+mod ids;
+mod image;
+mod lock;
+mod pod;
+mod service;
+mod store;
+
+#[derive(Parser)]
+#[command(name = "crispd", version, about = "crisp: a Kubernetes CRI container runtime")]
+struct Cli {
+    /// TOML config file (every key optional; defaults are embedded).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Persistent data directory (default /var/lib/crisp).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Runtime state directory (default /run/crisp).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// CRI socket path (default /run/crisp/crisp.sock).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Log level or tracing filter (default info; env CRISP_LOG also works).
+    #[arg(long)]
+    log_level: Option<String>,
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("crispd: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    let mut cfg = match &cli.config {
+        Some(p) => config::Config::load(p)?,
+        None => config::Config::default(),
+    };
+    if let Some(r) = cli.root {
+        cfg.root = r;
+    }
+    if let Some(s) = cli.state {
+        cfg.state = s;
+    }
+    if let Some(s) = cli.socket {
+        cfg.socket = s;
+    }
+    if let Some(l) = cli.log_level {
+        cfg.log_level = l;
+    }
+    let filter = std::env::var("CRISP_LOG").unwrap_or_else(|_| cfg.log_level.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&filter)
+                .with_context(|| format!("invalid log level {filter:?}"))?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(daemon::run(cfg))
+}

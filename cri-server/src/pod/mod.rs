@@ -1,0 +1,8 @@
+//! Pod sandboxes: the record kept on disk, its state machine, and what a sandbox is made of on
+//! the host (namespaces, files, cgroup).
+
+pub mod files;
+pub mod namespaces;
+pub mod record;
+
+pub use record::{SandboxRecord, SandboxState};

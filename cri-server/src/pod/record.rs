@@ -1,0 +1,59 @@
+//! A sandbox as persisted, and its typed state machine:
+//!
+//! ```text
+//! Creating ──(namespaces, files ready)──▶ Ready ──(StopPodSandbox)──▶ NotReady
+//!     └──(crash or error: cleaned away at startup / on the spot)
+//! ```
+//! `RemovePodSandbox` deletes the record from either Ready or NotReady.
+
+use crate::error::{Error, Result};
+use k8s_cri::v1::PodSandboxConfig;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SandboxState {
+    Creating,
+    Ready,
+    NotReady,
+}
+
+impl SandboxState {
+    pub fn transition(self, to: SandboxState) -> Result<SandboxState> {
+        use SandboxState::*;
+        match (self, to) {
+            (Creating, Ready) | (Ready, NotReady) | (NotReady, NotReady) | (Creating, NotReady) => Ok(to),
+            _ => Err(Error::FailedPrecondition(format!(
+                "pod sandbox cannot go from {self:?} to {to:?}"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub config: PodSandboxConfig,
+    pub state: SandboxState,
+    pub created_at_ns: i64,
+    pub runtime_handler: String,
+    /// The pod's directory in the state dir (namespace pins, hostname, resolv.conf, hosts).
+    pub dir: PathBuf,
+    /// Pinned namespaces; `None` where the pod uses the host's.
+    pub netns: Option<PathBuf>,
+    pub ipcns: Option<PathBuf>,
+    pub utsns: Option<PathBuf>,
+    /// cgroupfs path the pod's containers go under.
+    pub cgroup_parent: String,
+    /// Whether crisp created that cgroup (and so removes it), or kubelet did.
+    pub owns_cgroup: bool,
+}
+
+impl SandboxRecord {
+    pub fn name_key(config: &PodSandboxConfig) -> Option<(String, String, String, u32)> {
+        config
+            .metadata
+            .as_ref()
+            .map(|m| (m.name.clone(), m.namespace.clone(), m.uid.clone(), m.attempt))
+    }
+}

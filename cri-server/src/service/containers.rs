@@ -1,0 +1,461 @@
+//! Container operations.
+
+use super::{now_ns, ContainerEntry, Runtime};
+use crate::container::shim_client::{Exit, Shim};
+use crate::container::spec::{self, SpecInput};
+use crate::container::{ContainerRecord, ContainerState};
+use crate::error::{Error, Result};
+use crate::ids;
+use crate::pod::SandboxState;
+use crisp_api::{ShimDir, StdioTarget};
+use k8s_cri::v1::{ContainerConfig, ContainerFilter};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How long to wait for a container to die after SIGKILL before giving up on it.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
+impl Runtime {
+    pub async fn create_container(self: &Arc<Self>, pod_id: &str, config: ContainerConfig) -> Result<String> {
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| Error::InvalidArgument("container config has no metadata".into()))?;
+        if meta.name.is_empty() {
+            return Err(Error::InvalidArgument("container name must not be empty".into()));
+        }
+        let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        if image_name.is_empty() {
+            return Err(Error::InvalidArgument(format!("container {:?} names no image", meta.name)));
+        }
+        let pod = self.pod(pod_id)?;
+        if pod.state != SandboxState::Ready {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} is not ready: cannot add container {:?}",
+                pod.id, meta.name
+            )));
+        }
+        let image = self
+            .images
+            .find(&image_name)
+            .ok_or_else(|| Error::NotFound(format!("image {image_name:?} not found: pull it first")))?;
+        let log_path = log_path(&pod.config.log_directory, &config.log_path)?;
+
+        let id = ids::new_id();
+        let dir = ShimDir::new(self.container_dir(&id));
+        let mut rec = ContainerRecord {
+            id: id.clone(),
+            pod_id: pod.id.clone(),
+            config: config.clone(),
+            state: ContainerState::Creating,
+            image_name,
+            image_id: image.id.clone(),
+            stop_signal: stop_signal(&image.config.stop_signal)?,
+            dir: dir.path().to_path_buf(),
+            log_path: log_path.clone(),
+            pid: 0,
+            created_at_ns: now_ns(),
+            started_at_ns: 0,
+            finished_at_ns: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+        };
+        {
+            let mut objs = self.objects();
+            if let Some(other) = objs.containers.values().find(|c| {
+                c.rec.pod_id == pod.id
+                    && c.rec.config.metadata.as_ref().map(|m| (&m.name, m.attempt)) == Some((&meta.name, meta.attempt))
+            }) {
+                return Err(Error::AlreadyExists(format!(
+                    "container {:?} (attempt {}) already exists in pod {} as {}",
+                    meta.name, meta.attempt, pod.id, other.rec.id
+                )));
+            }
+            self.container_store.save(&id, &rec)?;
+            let (exited, _) = watch::channel(false);
+            objs.containers.insert(
+                id.clone(),
+                ContainerEntry {
+                    rec: rec.clone(),
+                    shim: None,
+                    exited,
+                    op: Arc::new(tokio::sync::Mutex::new(())),
+                },
+            );
+        }
+
+        let result = self.materialise(&rec, &pod, &image, &dir).await;
+        match result {
+            Ok((shim, pid)) => {
+                rec.pid = pid;
+                rec.state = rec.state.transition(ContainerState::Created)?;
+                self.container_store.save(&id, &rec)?;
+                let mut objs = self.objects();
+                if let Some(e) = objs.containers.get_mut(&id) {
+                    e.rec = rec;
+                    e.shim = Some(shim);
+                }
+                tracing::info!(container = %id, pod = %pod.id, "container created");
+                Ok(id)
+            }
+            Err(e) => {
+                self.destroy_container(&rec, None).await;
+                self.objects().containers.remove(&id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Rootfs, bundle, shim and the created (not yet started) container.
+    async fn materialise(
+        self: &Arc<Self>,
+        rec: &ContainerRecord,
+        pod: &crate::pod::SandboxRecord,
+        image: &crate::image::ImageRecord,
+        dir: &ShimDir,
+    ) -> Result<(Shim, u32)> {
+        let bundle = dir.bundle();
+        let rootfs = bundle.join("rootfs");
+        let me = self.clone();
+        let (id, top) = (rec.id.clone(), image.top_layer().cloned());
+        let (config, pod2, image_config) = (rec.config.clone(), pod.clone(), image.config.clone());
+        let cgroups_path = format!("{}/{}", pod.cgroup_parent.trim_end_matches('/'), rec.id);
+        let log_path = rec.log_path.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            std::fs::create_dir_all(&rootfs)
+                .map_err(|e| Error::internal(format!("creating {}", rootfs.display()), e))?;
+            let top = top
+                .map(|t| crisp_snapshotter::digest::Digest::parse(&t))
+                .transpose()
+                .map_err(|e| Error::internal("image layer id", e))?;
+            let active = me
+                .snapshotter
+                .prepare_active(&id, top.as_ref())
+                .map_err(|e| Error::internal(format!("preparing the writable layer of {id}"), e))?;
+            me.snapshotter
+                .mount_active(&active, &rootfs)
+                .map_err(|e| Error::internal(format!("mounting the rootfs of {id}"), e))?;
+            let spec = spec::build(&SpecInput {
+                config: &config,
+                pod: &pod2,
+                image: &image_config,
+                rootfs: &rootfs,
+                cgroups_path,
+            })?;
+            spec.save(bundle.join("config.json"))
+                .map_err(|e| Error::internal(format!("writing the bundle of {id}"), e))?;
+            if let Some(parent) = log_path.as_ref().and_then(|p| p.parent()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| Error::internal(format!("creating log dir {}", parent.display()), e))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::internal("container setup task", e))??;
+
+        let shim = Shim::spawn(&self.shim_binary, dir, &rec.id).await?;
+        {
+            let mut objs = self.objects();
+            if let Some(e) = objs.containers.get_mut(&rec.id) {
+                e.shim = Some(shim.clone());
+            }
+        }
+        let target = match &rec.log_path {
+            Some(p) => StdioTarget::CriLog(p.clone()),
+            None => StdioTarget::Null,
+        }
+        .to_uri();
+        let pid = shim.create(&dir.bundle(), &target, &target).await?;
+        Ok((shim, pid))
+    }
+
+    pub fn resolve_container(&self, id: &str) -> Result<String> {
+        let objs = self.objects();
+        ids::resolve("container", id, objs.containers.keys())
+    }
+
+    fn entry_parts(&self, id: &str) -> Result<(ContainerRecord, Option<Shim>, Arc<tokio::sync::Mutex<()>>, watch::Receiver<bool>)> {
+        let objs = self.objects();
+        let e = objs
+            .containers
+            .get(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
+        Ok((e.rec.clone(), e.shim.clone(), e.op.clone(), e.exited.subscribe()))
+    }
+
+    pub fn container(&self, id: &str) -> Result<ContainerRecord> {
+        let id = self.resolve_container(id)?;
+        Ok(self.entry_parts(&id)?.0)
+    }
+
+    pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<()> {
+        let id = self.resolve_container(id)?;
+        let (_, _, op, _) = self.entry_parts(&id)?;
+        let _guard = op.lock().await;
+        let (rec, shim, _, _) = self.entry_parts(&id)?;
+        if rec.state != ContainerState::Created {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} is {:?}: only a created container can be started",
+                rec.state
+            )));
+        }
+        let shim = shim.ok_or_else(|| Error::Internal(format!("container {id} has no shim")))?;
+        let watcher = shim.clone();
+        match shim.start().await {
+            Ok(_) => {
+                self.update_container(&id, |r| {
+                    r.state = r.state.transition(ContainerState::Running)?;
+                    r.started_at_ns = now_ns();
+                    Ok(())
+                })?;
+                self.watch_exit(id.clone(), watcher);
+                tracing::info!(container = %id, "container started");
+                Ok(())
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                let _ = self.update_container(&id, |r| r.exited(128, now_ns(), false, msg.clone()));
+                let _ = self.update_container(&id, |r| {
+                    r.reason = "StartError".into();
+                    Ok(())
+                });
+                self.signal_exited(&id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits on the shim for the exit and records it.
+    pub(super) fn watch_exit(self: &Arc<Self>, id: String, shim: Shim) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let exit = match shim.wait().await {
+                Ok(exit) => Ok(exit),
+                // The shim died: its persisted record, if any, still tells the truth.
+                Err(e) => me.exit_from_record(&id).ok_or(e),
+            };
+            match exit {
+                Ok(exit) => me.record_exit(&id, exit, String::new()),
+                Err(e) => me.record_exit(
+                    &id,
+                    Exit { code: 255, at_ns: now_ns() },
+                    format!("shim lost: {e}"),
+                ),
+            }
+        });
+    }
+
+    pub(super) fn exit_from_record(&self, id: &str) -> Option<Exit> {
+        let dir = ShimDir::new(self.container_dir(id));
+        crisp_api::ExitRecord::load(&dir.exit_record())
+            .ok()
+            .flatten()
+            .map(|r| Exit { code: r.exit_code, at_ns: r.exited_at_ns })
+    }
+
+    pub(super) fn record_exit(&self, id: &str, exit: Exit, message: String) {
+        let r = self.update_container(id, |r| {
+            if r.state == ContainerState::Exited {
+                return Ok(());
+            }
+            r.exited(exit.code, if exit.at_ns > 0 { exit.at_ns } else { now_ns() }, false, message.clone())
+        });
+        if let Err(e) = r {
+            tracing::warn!(container = %id, error = %e, "recording exit");
+        }
+        self.signal_exited(id);
+        tracing::info!(container = %id, code = exit.code, "container exited");
+    }
+
+    fn signal_exited(&self, id: &str) {
+        if let Some(e) = self.objects().containers.get(id) {
+            e.exited.send_replace(true);
+        }
+    }
+
+    pub(super) fn update_container(&self, id: &str, f: impl FnOnce(&mut ContainerRecord) -> Result<()>) -> Result<()> {
+        let mut objs = self.objects();
+        let e = objs
+            .containers
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
+        let mut rec = e.rec.clone();
+        f(&mut rec)?;
+        self.container_store.save(id, &rec)?;
+        e.rec = rec;
+        Ok(())
+    }
+
+    pub async fn stop_container(self: &Arc<Self>, id: &str, timeout_s: i64) -> Result<()> {
+        let id = self.resolve_container(id)?;
+        let (_, _, op, _) = self.entry_parts(&id)?;
+        let _guard = op.lock().await;
+        self.stop_locked(&id, timeout_s).await
+    }
+
+    async fn stop_locked(&self, id: &str, timeout_s: i64) -> Result<()> {
+        let (rec, shim, _, mut exited) = self.entry_parts(id)?;
+        if rec.state != ContainerState::Running {
+            return Ok(());
+        }
+        let shim = shim.ok_or_else(|| Error::Internal(format!("container {id} has no shim")))?;
+        if timeout_s > 0 {
+            shim.kill(rec.stop_signal as u32, false).await?;
+            let wait = exited.wait_for(|e| *e);
+            if tokio::time::timeout(Duration::from_secs(timeout_s as u64), wait).await.is_ok() {
+                return Ok(());
+            }
+            tracing::info!(container = %id, "stop timeout passed: killing");
+        }
+        shim.kill(libc::SIGKILL as u32, true).await?;
+        let wait = exited.wait_for(|e| *e);
+        tokio::time::timeout(KILL_GRACE, wait)
+            .await
+            .map_err(|_| Error::DeadlineExceeded(format!("container {id} did not die after SIGKILL")))?
+            .map_err(|_| Error::Internal(format!("container {id} vanished while stopping")))?;
+        Ok(())
+    }
+
+    pub async fn remove_container(self: &Arc<Self>, id: &str) -> Result<()> {
+        let id = match self.resolve_container(id) {
+            Ok(id) => id,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let (_, _, op, _) = self.entry_parts(&id)?;
+        let _guard = op.lock().await;
+        if let Err(e) = self.stop_locked(&id, 0).await {
+            tracing::warn!(container = %id, error = %e, "stopping before removal");
+        }
+        let Ok((rec, shim, _, _)) = self.entry_parts(&id) else {
+            return Ok(());
+        };
+        self.destroy_container(&rec, shim).await;
+        self.objects().containers.remove(&id);
+        tracing::info!(container = %id, "container removed");
+        Ok(())
+    }
+
+    /// Tears down everything a container made, tolerating a shim that is already gone.
+    pub(super) async fn destroy_container(&self, rec: &ContainerRecord, shim: Option<Shim>) {
+        let dir = ShimDir::new(rec.dir.clone());
+        let shim = match shim {
+            Some(s) => Some(s),
+            None => Shim::connect(&dir, &rec.id).await.ok(),
+        };
+        if let Some(shim) = &shim {
+            if let Err(e) = shim.delete().await {
+                tracing::warn!(container = %rec.id, error = %e, "shim delete");
+            }
+            shim.shutdown().await;
+        }
+        let cgroup = self
+            .objects()
+            .pods
+            .get(&rec.pod_id)
+            .map(|p| format!("{}/{}", p.cgroup_parent.trim_end_matches('/'), rec.id));
+        let snapshotter = self.snapshotter.clone();
+        let id = rec.id.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(cg) = cgroup {
+                crate::cgroups::remove_tree(&cg);
+            }
+            crate::container::shim_client::kill_recorded_shim(&dir);
+            let rootfs = dir.bundle().join("rootfs");
+            if let Err(e) = crisp_snapshotter::overlay::unmount(&rootfs) {
+                tracing::warn!(container = %id, error = %e, "unmounting rootfs");
+            }
+            if let Err(e) = snapshotter.remove_active(&id) {
+                tracing::warn!(container = %id, error = %e, "removing writable layer");
+            }
+            if let Err(e) = std::fs::remove_dir_all(dir.path()) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(container = %id, error = %e, "removing container dir");
+                }
+            }
+        })
+        .await;
+        if let Err(e) = self.container_store.remove(&rec.id) {
+            tracing::warn!(container = %rec.id, error = %e, "removing container record");
+        }
+    }
+
+    pub fn list_containers(&self, filter: Option<&ContainerFilter>) -> Vec<ContainerRecord> {
+        let objs = self.objects();
+        objs.containers
+            .values()
+            .map(|e| &e.rec)
+            .filter(|c| c.state != ContainerState::Creating)
+            .filter(|c| {
+                let Some(f) = filter else { return true };
+                (f.id.is_empty() || c.id.starts_with(&f.id))
+                    && (f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))
+                    && f.state.as_ref().is_none_or(|s| s.state == c.state.to_cri() as i32)
+                    && f.label_selector.iter().all(|(k, v)| c.config.labels.get(k) == Some(v))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// The log file: the pod's log directory joined with the container's relative log path. The
+/// path must stay inside the directory.
+fn log_path(log_directory: &str, rel: &str) -> Result<Option<PathBuf>> {
+    if log_directory.is_empty() || rel.is_empty() {
+        return Ok(None);
+    }
+    let rel_path = Path::new(rel);
+    if rel_path.is_absolute() || rel_path.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(Error::InvalidArgument(format!(
+            "log path {rel:?} must be relative to the pod's log directory, without '..'"
+        )));
+    }
+    if !Path::new(log_directory).is_absolute() {
+        return Err(Error::InvalidArgument(format!(
+            "pod log directory {log_directory:?} must be absolute"
+        )));
+    }
+    Ok(Some(Path::new(log_directory).join(rel_path)))
+}
+
+/// An image's StopSignal (`SIGQUIT`, `QUIT` or `3`); SIGTERM when unset.
+fn stop_signal(s: &str) -> Result<i32> {
+    if s.is_empty() {
+        return Ok(libc::SIGTERM);
+    }
+    if let Ok(n) = s.parse::<i32>() {
+        return Ok(n);
+    }
+    let name = if s.starts_with("SIG") { s.to_string() } else { format!("SIG{s}") };
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|sig| sig as i32)
+        .map_err(|_| Error::InvalidArgument(format!("image StopSignal {s:?} is not a signal")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_paths_stay_inside_the_pod_log_dir() {
+        assert_eq!(
+            log_path("/var/log/pods/x", "c/0.log").unwrap(),
+            Some(PathBuf::from("/var/log/pods/x/c/0.log"))
+        );
+        assert!(log_path("/var/log/pods/x", "../../etc/passwd").is_err());
+        assert!(log_path("/var/log/pods/x", "/etc/passwd").is_err());
+        assert_eq!(log_path("", "c.log").unwrap(), None);
+    }
+
+    #[test]
+    fn stop_signals() {
+        assert_eq!(stop_signal("").unwrap(), libc::SIGTERM);
+        assert_eq!(stop_signal("SIGQUIT").unwrap(), libc::SIGQUIT);
+        assert_eq!(stop_signal("INT").unwrap(), libc::SIGINT);
+        assert_eq!(stop_signal("9").unwrap(), 9);
+        assert!(stop_signal("NOPE").is_err());
+    }
+}

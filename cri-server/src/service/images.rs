@@ -1,0 +1,104 @@
+//! Image operations.
+
+use super::Runtime;
+use crate::container::ContainerState;
+use crate::error::{Error, Result};
+use crate::image::reference::Reference;
+use crate::image::ImageRecord;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+impl Runtime {
+    pub fn list_images(&self) -> Vec<ImageRecord> {
+        self.images.list()
+    }
+
+    pub fn image_status(&self, spec: &str) -> Option<ImageRecord> {
+        self.images.find(spec)
+    }
+
+    /// Serves a pull from the import directory (registry pulls come with the images issue).
+    pub async fn pull_image(self: &Arc<Self>, spec: &str) -> Result<ImageRecord> {
+        let reference = Reference::parse(spec)?;
+        if let Some(img) = self.images.find(spec) {
+            return Ok(img);
+        }
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.import_dir.scan(&me.snapshotter, &me.images))
+            .await
+            .map_err(|e| Error::internal("import task", e))?;
+        self.images.find(spec).ok_or_else(|| {
+            Error::NotFound(format!(
+                "image {} not found: it is not in the import directory {} (registry pulls are not supported yet)",
+                reference.digested().or(reference.tagged()).unwrap_or_default(),
+                self.cfg.import_dir().display()
+            ))
+        })
+    }
+
+    /// Removes an image (or only one of its tags, when it has several); its layers go when no
+    /// other image and no container still uses them.
+    pub async fn remove_image(self: &Arc<Self>, spec: &str) -> Result<()> {
+        let Some(img) = self.images.find(spec) else {
+            return Ok(());
+        };
+        if let Ok(r) = Reference::parse(spec) {
+            if let Some(tag) = r.tagged().filter(|t| img.repo_tags.contains(t) && img.repo_tags.len() > 1) {
+                return self.images.untag(&img.id, &tag);
+            }
+        }
+        let in_use: HashSet<String> = self
+            .objects()
+            .containers
+            .values()
+            .filter(|c| c.rec.state != ContainerState::Exited || c.rec.image_id == img.id)
+            .filter_map(|c| self.images.get(&c.rec.image_id).ok())
+            .chain(self.images.list().into_iter().filter(|i| i.id != img.id))
+            .flat_map(|i| i.chain_ids)
+            .collect();
+        self.images.remove(&img.id)?;
+        let unused: Vec<String> = img.chain_ids.into_iter().filter(|c| !in_use.contains(c)).collect();
+        let snapshotter = self.snapshotter.clone();
+        tokio::task::spawn_blocking(move || {
+            for c in unused {
+                if let Ok(d) = crisp_snapshotter::digest::Digest::parse(&c) {
+                    if let Err(e) = snapshotter.remove_committed(&d) {
+                        tracing::warn!(layer = %c, error = %e, "removing layer");
+                    }
+                }
+            }
+        })
+        .await
+        .map_err(|e| Error::internal("layer removal task", e))?;
+        Ok(())
+    }
+
+    /// Bytes and inodes used under the snapshot store.
+    pub async fn image_fs_usage(&self) -> (std::path::PathBuf, u64, u64) {
+        let dir = self.cfg.root.join("snapshots");
+        let d = dir.clone();
+        let (bytes, inodes) = tokio::task::spawn_blocking(move || du(&d)).await.unwrap_or((0, 0));
+        (dir, bytes, inodes)
+    }
+}
+
+/// Disk usage of a tree (allocated blocks, so hard links count once per link; close enough
+/// for kubelet's eviction signals and far cheaper than tracking inodes).
+fn du(dir: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut bytes = 0;
+    let mut inodes = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            bytes += m.blocks() * 512;
+            inodes += 1;
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    (bytes, inodes)
+}

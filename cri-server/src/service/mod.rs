@@ -1,0 +1,94 @@
+//! The runtime's services: pods, containers and images as operations on typed records. The gRPC
+//! layer (`crate::cri`) is a thin translation on top of these.
+
+mod containers;
+pub use pods::pod_state_to_cri;
+mod images;
+mod pods;
+mod recovery;
+
+use crate::config::Config;
+use crate::container::shim_client::Shim;
+use crate::container::ContainerRecord;
+use crate::error::Result;
+use crate::image::import_dir::ImportDir;
+use crate::image::ImageStore;
+use crate::pod::SandboxRecord;
+use crate::store::RecordStore;
+use crisp_snapshotter::Snapshotter;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::watch;
+
+/// A container in memory: its record, its shim connection, and an exit signal.
+struct ContainerEntry {
+    rec: ContainerRecord,
+    shim: Option<Shim>,
+    /// Flips to `true` when the container has exited.
+    exited: watch::Sender<bool>,
+    /// Serialises lifecycle operations (start/stop/remove) on this container.
+    op: Arc<tokio::sync::Mutex<()>>,
+}
+
+#[derive(Default)]
+struct Objects {
+    pods: HashMap<String, SandboxRecord>,
+    /// Pod ids with a lifecycle operation in flight (pod-level lock).
+    containers: HashMap<String, ContainerEntry>,
+}
+
+pub struct Runtime {
+    cfg: Config,
+    shim_binary: PathBuf,
+    snapshotter: Arc<Snapshotter>,
+    images: Arc<ImageStore>,
+    import_dir: Arc<ImportDir>,
+    pod_store: RecordStore<SandboxRecord>,
+    container_store: RecordStore<ContainerRecord>,
+    objects: Mutex<Objects>,
+}
+
+pub fn now_ns() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+}
+
+impl Runtime {
+    /// Opens the stores under the root dir and re-attaches to what an earlier crispd left.
+    pub async fn open(cfg: Config, shim_binary: PathBuf) -> Result<Arc<Runtime>> {
+        let snapshotter = Arc::new(
+            Snapshotter::open(&cfg.root)
+                .map_err(|e| crate::error::Error::internal("opening the snapshotter", e))?,
+        );
+        let images = Arc::new(ImageStore::open(cfg.root.join("images"))?);
+        let import_dir = Arc::new(ImportDir::new(cfg.import_dir()));
+        let rt = Arc::new(Runtime {
+            pod_store: RecordStore::open(cfg.root.join("pods"))?,
+            container_store: RecordStore::open(cfg.root.join("containers"))?,
+            cfg,
+            shim_binary,
+            snapshotter,
+            images,
+            import_dir,
+            objects: Mutex::new(Objects::default()),
+        });
+        rt.recover().await?;
+        let r = rt.clone();
+        tokio::task::spawn_blocking(move || r.import_dir.scan(&r.snapshotter, &r.images))
+            .await
+            .map_err(|e| crate::error::Error::internal("importing images", e))?;
+        Ok(rt)
+    }
+
+    fn objects(&self) -> MutexGuard<'_, Objects> {
+        self.objects.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pod_dir(&self, id: &str) -> PathBuf {
+        self.cfg.state.join("pods").join(id)
+    }
+
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.cfg.state.join("containers").join(id)
+    }
+}

@@ -1,0 +1,220 @@
+//! Pod sandbox operations.
+
+use super::{now_ns, Runtime};
+use crate::error::{Error, Result};
+use crate::ids;
+use crate::pod::namespaces::{self, Pinned, Wanted};
+use crate::pod::{files, SandboxRecord, SandboxState};
+use k8s_cri::v1::{NamespaceMode, PodSandboxConfig, PodSandboxFilter};
+use std::sync::Arc;
+
+impl Runtime {
+    pub async fn run_pod_sandbox(self: &Arc<Self>, config: PodSandboxConfig, handler: String) -> Result<String> {
+        let meta = config
+            .metadata
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("pod sandbox config has no metadata".into()))?;
+        if meta.name.is_empty() {
+            return Err(Error::InvalidArgument("pod sandbox name must not be empty".into()));
+        }
+        if !handler.is_empty() && handler != "crisp" && handler != "runc" {
+            return Err(Error::InvalidArgument(format!("unknown runtime handler {handler:?}")));
+        }
+        let ns_opts = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone())
+            .unwrap_or_default();
+        let host_net = ns_opts.network == NamespaceMode::Node as i32;
+        let host_ipc = ns_opts.ipc == NamespaceMode::Node as i32;
+        let hostname = if config.hostname.is_empty() {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into())
+        } else {
+            config.hostname.clone()
+        };
+        files::check_hostname(&hostname)?;
+        let requested_parent = config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default();
+        if !requested_parent.is_empty() {
+            crate::cgroups::check_path(&requested_parent).map_err(Error::InvalidArgument)?;
+        }
+        for key in config.linux.as_ref().map(|l| l.sysctls.keys().collect::<Vec<_>>()).unwrap_or_default() {
+            crate::container::spec::check_sysctl(key)?;
+        }
+
+        let id = ids::new_id();
+        let dir = self.pod_dir(&id);
+        let (cgroup_parent, owns_cgroup) = if requested_parent.is_empty() {
+            (format!("{}/pod-{}", self.cfg.cgroup_parent.trim_end_matches('/'), &id[..12]), true)
+        } else {
+            (requested_parent, false)
+        };
+        let mut rec = SandboxRecord {
+            id: id.clone(),
+            config: config.clone(),
+            state: SandboxState::Creating,
+            created_at_ns: now_ns(),
+            runtime_handler: handler,
+            dir: dir.clone(),
+            netns: None,
+            ipcns: None,
+            utsns: None,
+            cgroup_parent,
+            owns_cgroup,
+        };
+        {
+            let mut objs = self.objects();
+            let key = SandboxRecord::name_key(&config);
+            if let Some(other) = objs.pods.values().find(|p| SandboxRecord::name_key(&p.config) == key) {
+                return Err(Error::AlreadyExists(format!(
+                    "pod sandbox {}/{} (uid {:?}, attempt {}) already exists as {}",
+                    meta.namespace, meta.name, meta.uid, meta.attempt, other.id
+                )));
+            }
+            // Written before any host object exists, so a crash from here on is cleaned away.
+            self.pod_store.save(&id, &rec)?;
+            objs.pods.insert(id.clone(), rec.clone());
+        }
+
+        let dns = config.dns_config.clone();
+        let want = Wanted {
+            net: !host_net,
+            ipc: !host_ipc,
+            uts: !host_net,
+        };
+        let made = tokio::task::spawn_blocking(move || -> Result<Pinned> {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::internal(format!("creating {}", dir.display()), e))?;
+            files::write(&dir, &hostname, dns.as_ref())?;
+            namespaces::create(&dir, want, hostname)
+        })
+        .await
+        .map_err(|e| Error::internal("pod setup task", e))
+        .and_then(|r| r);
+        match made {
+            Ok(pinned) => {
+                rec.netns = pinned.net;
+                rec.ipcns = pinned.ipc;
+                rec.utsns = pinned.uts;
+                rec.state = rec.state.transition(SandboxState::Ready)?;
+                self.pod_store.save(&id, &rec)?;
+                self.objects().pods.insert(id.clone(), rec);
+                tracing::info!(pod = %id, "pod sandbox ready");
+                Ok(id)
+            }
+            Err(e) => {
+                self.destroy_pod(&rec);
+                self.objects().pods.remove(&id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes every host object of a pod: namespace pins, its directory, its cgroup, its record.
+    pub(super) fn destroy_pod(&self, rec: &SandboxRecord) {
+        namespaces::remove(&Pinned {
+            net: rec.netns.clone().or_else(|| Some(rec.dir.join("ns/net"))),
+            ipc: rec.ipcns.clone().or_else(|| Some(rec.dir.join("ns/ipc"))),
+            uts: rec.utsns.clone().or_else(|| Some(rec.dir.join("ns/uts"))),
+        });
+        if let Err(e) = std::fs::remove_dir_all(&rec.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(pod = %rec.id, error = %e, "removing pod dir");
+            }
+        }
+        if rec.owns_cgroup {
+            let left = crate::cgroups::remove_tree(&rec.cgroup_parent);
+            if !left.is_empty() {
+                tracing::warn!(pod = %rec.id, ?left, "pod cgroups still busy");
+            }
+        }
+        if let Err(e) = self.pod_store.remove(&rec.id) {
+            tracing::warn!(pod = %rec.id, error = %e, "removing pod record");
+        }
+    }
+
+    pub fn resolve_pod(&self, id: &str) -> Result<String> {
+        let objs = self.objects();
+        ids::resolve("pod sandbox", id, objs.pods.keys())
+    }
+
+    pub fn pod(&self, id: &str) -> Result<SandboxRecord> {
+        let id = self.resolve_pod(id)?;
+        self.objects()
+            .pods
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id} not found")))
+    }
+
+    pub async fn stop_pod_sandbox(self: &Arc<Self>, id: &str) -> Result<()> {
+        let id = self.resolve_pod(id)?;
+        for cid in self.containers_of(&id) {
+            self.stop_container(&cid, 0).await?;
+        }
+        let mut objs = self.objects();
+        if let Some(rec) = objs.pods.get_mut(&id) {
+            if rec.state != SandboxState::NotReady {
+                rec.state = rec.state.transition(SandboxState::NotReady)?;
+                self.pod_store.save(&id, rec)?;
+            }
+        }
+        tracing::info!(pod = %id, "pod sandbox stopped");
+        Ok(())
+    }
+
+    pub async fn remove_pod_sandbox(self: &Arc<Self>, id: &str) -> Result<()> {
+        let id = match self.resolve_pod(id) {
+            Ok(id) => id,
+            // Removing what is already gone succeeds, as the CRI asks.
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for cid in self.containers_of(&id) {
+            self.remove_container(&cid).await?;
+        }
+        let rec = self.objects().pods.get(&id).cloned();
+        if let Some(rec) = rec {
+            let me = self.clone();
+            tokio::task::spawn_blocking(move || me.destroy_pod(&rec))
+                .await
+                .map_err(|e| Error::internal("pod removal task", e))?;
+        }
+        self.objects().pods.remove(&id);
+        tracing::info!(pod = %id, "pod sandbox removed");
+        Ok(())
+    }
+
+    pub fn list_pods(&self, filter: Option<&PodSandboxFilter>) -> Vec<SandboxRecord> {
+        let objs = self.objects();
+        objs.pods
+            .values()
+            .filter(|p| p.state != SandboxState::Creating)
+            .filter(|p| {
+                let Some(f) = filter else { return true };
+                (f.id.is_empty() || p.id.starts_with(&f.id))
+                    && f.state.as_ref().is_none_or(|s| s.state == pod_state_to_cri(p.state) as i32)
+                    && f.label_selector.iter().all(|(k, v)| p.config.labels.get(k) == Some(v))
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn containers_of(&self, pod_id: &str) -> Vec<String> {
+        self.objects()
+            .containers
+            .values()
+            .filter(|c| c.rec.pod_id == pod_id)
+            .map(|c| c.rec.id.clone())
+            .collect()
+    }
+}
+
+pub fn pod_state_to_cri(s: SandboxState) -> k8s_cri::v1::PodSandboxState {
+    match s {
+        SandboxState::Ready => k8s_cri::v1::PodSandboxState::SandboxReady,
+        _ => k8s_cri::v1::PodSandboxState::SandboxNotready,
+    }
+}

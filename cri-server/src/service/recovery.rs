@@ -1,0 +1,82 @@
+//! Startup after a restart or a crash: every record is brought back to a true state. Objects
+//! caught half-made (`Creating`) are torn down; containers are re-attached to their shims, and
+//! exits that happened while crispd was away are read from the shim or its exit record.
+
+use super::{now_ns, ContainerEntry, Runtime};
+use crate::container::shim_client::{Exit, Shim};
+use crate::container::ContainerState;
+use crate::error::Result;
+use crate::pod::SandboxState;
+use containerd_shim_protos::api::Status;
+use crisp_api::ShimDir;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+impl Runtime {
+    pub(super) async fn recover(self: &Arc<Self>) -> Result<()> {
+        for (_, pod) in self.pod_store.load_all()? {
+            if pod.state == SandboxState::Creating {
+                tracing::info!(pod = %pod.id, "cleaning up a pod sandbox left half made");
+                self.destroy_pod(&pod);
+            } else {
+                self.objects().pods.insert(pod.id.clone(), pod);
+            }
+        }
+        for (_, rec) in self.container_store.load_all()? {
+            let pod_known = self.objects().pods.contains_key(&rec.pod_id);
+            let (exited, _) = watch::channel(rec.state == ContainerState::Exited);
+            if rec.state == ContainerState::Creating || !pod_known {
+                tracing::info!(container = %rec.id, "cleaning up a container left half made or orphaned");
+                self.objects().containers.insert(
+                    rec.id.clone(),
+                    ContainerEntry { rec: rec.clone(), shim: None, exited, op: Default::default() },
+                );
+                self.destroy_container(&rec, None).await;
+                self.objects().containers.remove(&rec.id);
+                continue;
+            }
+            let id = rec.id.clone();
+            let shim = if rec.state == ContainerState::Exited {
+                None
+            } else {
+                Shim::connect(&ShimDir::new(rec.dir.clone()), &id).await.ok()
+            };
+            let was = rec.state;
+            self.objects().containers.insert(
+                id.clone(),
+                ContainerEntry { rec, shim: shim.clone(), exited, op: Default::default() },
+            );
+            if was == ContainerState::Exited {
+                continue;
+            }
+            let Some(shim) = shim else {
+                let exit = self.exit_from_record(&id);
+                let msg = if exit.is_some() { String::new() } else { "shim exited while crispd was down".into() };
+                self.record_exit(&id, exit.unwrap_or(Exit { code: 255, at_ns: now_ns() }), msg);
+                continue;
+            };
+            match shim.state().await {
+                Ok((Status::STOPPED, _, exit)) => {
+                    self.record_exit(&id, exit.unwrap_or(Exit { code: 255, at_ns: now_ns() }), String::new());
+                }
+                Ok((Status::RUNNING, _, _)) => {
+                    if was == ContainerState::Created {
+                        // crispd died between the shim's start and saving it.
+                        let _ = self.update_container(&id, |r| {
+                            r.state = r.state.transition(ContainerState::Running)?;
+                            r.started_at_ns = now_ns();
+                            Ok(())
+                        });
+                    }
+                    self.watch_exit(id.clone(), shim);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(container = %id, error = %e, "shim state unknown");
+                    self.watch_exit(id.clone(), shim);
+                }
+            }
+        }
+        Ok(())
+    }
+}

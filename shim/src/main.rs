@@ -1,0 +1,96 @@
+//! `crisp-shim`: one process per container. It owns the container's init process (created through
+//! youki's libcontainer), writes its logs, keeps its exit status, and outlives crispd.
+//!
+//! Process model (see docs/design.md): crispd spawns `crisp-shim serve` per container; the shim
+//! serves the containerd Task API over ttrpc from a small thread pool. libcontainer is never
+//! called from those threads: it `chdir`s the whole process and forks with raw `clone3`, which is
+//! unsafe next to other threads (inherited malloc locks, a shared cwd). Every libcontainer call
+//! runs in a freshly exec'd `crisp-shim __runtime …` helper that starts no thread at all, so the
+//! single-threaded precondition holds by construction.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+mod cri_log;
+mod helper;
+mod reaper;
+mod run;
+mod serve;
+mod stdio;
+mod task;
+
+#[derive(Parser)]
+#[command(
+    name = "crisp-shim",
+    version,
+    about = "Per-container shim of the crisp container runtime",
+    long_about = "Per-container shim of the crisp container runtime.\n\n\
+        `serve` is how crispd runs it: one shim per container, serving the containerd runtime v2 \
+        Task API (ttrpc) on <dir>/shim.sock, writing the container's CRI log and keeping its \
+        exit status in <dir>/exit.json so it survives crispd restarts.\n\
+        `run` runs an OCI bundle in the foreground, like `runc run`, and exits with the \
+        container's exit code: handy for testing without crispd."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Task API for one container (started by crispd).
+    Serve {
+        /// Container id.
+        #[arg(long)]
+        id: String,
+        /// The shim's directory: socket, exit record, runtime state.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Run an OCI bundle in the foreground and exit with the container's exit code.
+    Run {
+        /// The bundle directory (holds config.json and the rootfs).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Container id (default: derived from the process id).
+        #[arg(long)]
+        id: Option<String>,
+        /// libcontainer state root (default: a private directory under /run/crisp-shim).
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
+    /// Internal: one libcontainer operation in a single-threaded process.
+    #[command(name = "__runtime", hide = true)]
+    Runtime {
+        #[command(subcommand)]
+        op: helper::Op,
+    },
+}
+
+fn main() {
+    // Parsing happens before any thread exists; `__runtime` must stay single-threaded.
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Runtime { op } => helper::run_op(op),
+        Command::Serve { id, dir } => report(serve::serve(&id, &dir)),
+        Command::Run { bundle, id, root } => match run::run(&bundle, id, root) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("crisp-shim: {e:#}");
+                1
+            }
+        },
+    };
+    std::process::exit(code);
+}
+
+fn report(r: Result<()>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("crisp-shim: {e:#}");
+            1
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! `crisp-shim serve`: the long-lived per-container daemon crispd talks to.
+
+use crate::reaper::Reaper;
+use crate::task::TaskService;
+use anyhow::{Context, Result};
+use containerd_shim_protos::create_task;
+use crisp_api::shim_dir::{TASK_SERVICE_V2, TASK_SERVICE_V3};
+use crisp_api::ShimDir;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::{mpsc, Arc};
+
+pub fn serve(id: &str, dir: &Path) -> Result<()> {
+    // Our own session: a terminal hangup or a signal to crispd's process group must not reach
+    // us, since the shim outlives crispd. EPERM means we already lead one; that is fine.
+    let _ = nix::unistd::setsid();
+    let dir = ShimDir::new(dir);
+    std::fs::create_dir_all(dir.path()).with_context(|| format!("creating {}", dir.path().display()))?;
+    crisp_api::atomic_file::write_atomic(&dir.pid_file(), std::process::id().to_string().as_bytes())
+        .context("writing the shim pid file")?;
+    init_tracing();
+    let _span = tracing::info_span!("shim", container = %id).entered();
+
+    let reaper = Reaper::start().context("becoming a subreaper")?;
+    let (shutdown_tx, shutdown_rx) = mpsc::channel();
+    let service = TaskService::new(dir.clone(), reaper, shutdown_tx);
+
+    let socket = dir.socket();
+    match std::fs::remove_file(&socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing stale {}", socket.display())),
+    }
+    let mut server = ttrpc::Server::new()
+        .bind(&dir.address())
+        .with_context(|| format!("binding {}", socket.display()))?
+        .register_service(task_methods(&service));
+    server.start().context("starting the ttrpc server")?;
+
+    signal_ready()?;
+    let _ = shutdown_rx.recv();
+    tracing::info!("shutting down");
+    server.shutdown();
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// The Task handlers under both service names (see `TASK_SERVICE_V2`).
+fn task_methods(
+    service: &TaskService,
+) -> HashMap<String, Box<dyn ttrpc::MethodHandler + Send + Sync>> {
+    let v3 = create_task(Arc::new(service.clone()));
+    let v3_prefix = format!("/{TASK_SERVICE_V3}/");
+    let v2_prefix = format!("/{TASK_SERVICE_V2}/");
+    let mut all = create_task(Arc::new(service.clone()));
+    for (path, handler) in v3 {
+        if let Some(method) = path.strip_prefix(&v3_prefix) {
+            all.insert(format!("{v2_prefix}{method}"), handler);
+        }
+    }
+    all
+}
+
+/// crispd reads one line from our stdout to know the socket is listening, then we stop using
+/// stdout so a crispd that went away cannot make us die of SIGPIPE.
+fn signal_ready() -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready").context("signalling readiness")?;
+    out.flush().context("signalling readiness")?;
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1).context("detaching stdout")?;
+    Ok(())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CRISP_SHIM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}

@@ -1,0 +1,513 @@
+//! The overlay2 snapshotter: committed (read-only, unpacked) layers keyed by
+//! chain id, and active (writable) snapshots keyed by a caller-chosen key.
+//!
+//! Layout under the root:
+//! - `content/…`                                 blobs, see [`ContentStore`]
+//! - `snapshots/committed/<chain-hex>/{fs,meta.json}`
+//! - `snapshots/active/<key>/{upper,work,meta.json}`
+//! - `snapshots/tmp/`    staging for unpacks and removals (renamed in/out
+//!   atomically, so a crash never leaves a half-written committed layer)
+//! - `snapshots/empty/`  always-empty lowerdir for images with no layers
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use flate2::read::GzDecoder;
+use serde::{Deserialize, Serialize};
+
+use crate::content::ContentStore;
+use crate::digest::{chain_id, Digest, HashingReader};
+use crate::error::{io_ctx, Error, Result};
+use crate::overlay;
+use crate::tmpname::unique_name;
+use crate::unpack::unpack_layer;
+
+/// overlayfs refuses more lower layers than this anyway.
+const MAX_CHAIN: usize = 500;
+
+#[derive(Debug)]
+pub struct Snapshotter {
+    content: ContentStore,
+    committed: PathBuf,
+    active: PathBuf,
+    tmp: PathBuf,
+    empty: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveSnapshot {
+    pub key: String,
+    /// Lower directories, top first.
+    pub lowers: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+}
+
+/// `meta.json` of a committed layer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CommittedMeta {
+    pub parent: Option<Digest>,
+    pub diff_id: Digest,
+    /// Bytes of regular file content in the unpacked layer.
+    pub size: u64,
+}
+
+/// `meta.json` of an active snapshot: what it was prepared on top of.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ActiveMeta {
+    top: Option<Digest>,
+}
+
+/// How a layer blob is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// From a layer media type; `None` for types we do not recognise, in
+    /// which case the caller sniffs the content.
+    pub fn from_media_type(media_type: &str) -> Option<Compression> {
+        let base = media_type.split(';').next().unwrap_or("").trim();
+        if base.ends_with("+gzip") || base.ends_with(".tar.gzip") {
+            Some(Compression::Gzip)
+        } else if base.ends_with("+zstd") || base.ends_with(".tar.zstd") {
+            Some(Compression::Zstd)
+        } else if base.ends_with(".tar") || base.ends_with(".diff.tar") {
+            Some(Compression::None)
+        } else {
+            None
+        }
+    }
+
+    /// From the first bytes of a blob.
+    pub fn sniff(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+}
+
+impl Snapshotter {
+    /// Opens (creating if needed) the snapshotter at `root` and clears
+    /// staging leftovers of a previous crash. Only one `Snapshotter` may be
+    /// open on a root at a time.
+    pub fn open(root: &Path) -> Result<Snapshotter> {
+        let content = ContentStore::open(&root.join("content"))?;
+        let snaps = root.join("snapshots");
+        let s = Snapshotter {
+            content,
+            committed: snaps.join("committed"),
+            active: snaps.join("active"),
+            tmp: snaps.join("tmp"),
+            empty: snaps.join("empty"),
+        };
+        for d in [&s.committed, &s.active, &s.tmp, &s.empty] {
+            fs::create_dir_all(d).map_err(io_ctx(|| format!("creating {}", d.display())))?;
+        }
+        s.content.clean_ingest()?;
+        let entries =
+            fs::read_dir(&s.tmp).map_err(io_ctx(|| format!("reading {}", s.tmp.display())))?;
+        for e in entries.flatten() {
+            let p = e.path();
+            if let Err(err) = remove_any(&p) {
+                tracing::warn!(path = %p.display(), error = %err, "cannot remove stale staging dir");
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn content(&self) -> &ContentStore {
+        &self.content
+    }
+
+    fn committed_dir(&self, chain: &Digest) -> PathBuf {
+        self.committed.join(chain.hex())
+    }
+
+    /// The unpacked filesystem of a committed layer.
+    pub fn committed_fs(&self, chain: &Digest) -> PathBuf {
+        self.committed_dir(chain).join("fs")
+    }
+
+    pub fn is_committed(&self, chain_id: &Digest) -> bool {
+        self.committed_dir(chain_id).join("meta.json").is_file()
+    }
+
+    pub fn committed_meta(&self, chain: &Digest) -> Result<CommittedMeta> {
+        let p = self.committed_dir(chain).join("meta.json");
+        let bytes = match fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::NotCommitted(chain.clone()))
+            }
+            Err(e) => {
+                return Err(Error::Io {
+                    context: format!("reading {}", p.display()),
+                    source: e,
+                })
+            }
+        };
+        serde_json::from_slice(&bytes).map_err(|e| Error::Json {
+            what: p.display().to_string(),
+            source: e,
+        })
+    }
+
+    /// Unpacks layer blob `blob` on top of `parent` and returns its chain id.
+    /// Idempotent, and safe to call concurrently for the same layer: each
+    /// caller unpacks into its own staging dir and the first rename wins.
+    pub fn commit_layer(
+        &self,
+        parent: Option<&Digest>,
+        blob: &Digest,
+        media_type: &str,
+        diff_id: &Digest,
+    ) -> Result<Digest> {
+        let chain = chain_id(parent, diff_id);
+        if self.is_committed(&chain) {
+            return Ok(chain);
+        }
+        if let Some(p) = parent {
+            if !self.is_committed(p) {
+                return Err(Error::NotCommitted(p.clone()));
+            }
+        }
+
+        let staging = self.tmp.join(unique_name("commit"));
+        let fs_dir = staging.join("fs");
+        fs::create_dir_all(&fs_dir).map_err(io_ctx(|| format!("creating {}", fs_dir.display())))?;
+        if let Err(e) = self.unpack_into(&staging, &fs_dir, parent, blob, media_type, diff_id) {
+            let _ = remove_any(&staging);
+            return Err(e);
+        }
+
+        let dest = self.committed_dir(&chain);
+        match fs::rename(&staging, &dest) {
+            Ok(()) => {
+                sync_dir(&self.committed);
+                tracing::debug!(chain = %chain, blob = %blob, "committed layer");
+                Ok(chain)
+            }
+            Err(e) if self.is_committed(&chain) => {
+                // Lost the race against a concurrent commit of the same
+                // layer (rename onto a non-empty dir fails); theirs is
+                // equivalent, drop ours.
+                tracing::debug!(chain = %chain, error = %e, "layer committed concurrently");
+                let _ = remove_any(&staging);
+                Ok(chain)
+            }
+            Err(e) => {
+                let _ = remove_any(&staging);
+                Err(Error::Io {
+                    context: format!("renaming staged layer {blob} to {}", dest.display()),
+                    source: e,
+                })
+            }
+        }
+    }
+
+    fn unpack_into(
+        &self,
+        staging: &Path,
+        fs_dir: &Path,
+        parent: Option<&Digest>,
+        blob: &Digest,
+        media_type: &str,
+        diff_id: &Digest,
+    ) -> Result<CommittedMeta> {
+        let file = self.content.open_blob(blob)?;
+        let mut compressed = HashingReader::new(BufReader::new(file));
+        let compression = match Compression::from_media_type(media_type) {
+            Some(c) => c,
+            None => {
+                let mut head = [0u8; 4];
+                let mut f = self.content.open_blob(blob)?;
+                let n = read_up_to(&mut f, &mut head)
+                    .map_err(io_ctx(|| format!("reading layer blob {blob}")))?;
+                Compression::sniff(&head[..n])
+            }
+        };
+        let stats;
+        let (actual_diff, _) = match compression {
+            Compression::Zstd => {
+                return Err(Error::Unsupported(format!(
+                    "zstd-compressed layer {blob} ({media_type})"
+                )))
+            }
+            Compression::Gzip => {
+                let mut gz = HashingReader::new(GzDecoder::new(&mut compressed));
+                stats = unpack_layer(&mut gz, fs_dir)?;
+                gz.drain()
+                    .map_err(io_ctx(|| format!("decompressing layer blob {blob}")))?;
+                gz.finish()
+            }
+            Compression::None => {
+                let mut plain = HashingReader::new(&mut compressed);
+                stats = unpack_layer(&mut plain, fs_dir)?;
+                plain
+                    .drain()
+                    .map_err(io_ctx(|| format!("reading layer blob {blob}")))?;
+                plain.finish()
+            }
+        };
+        // The gzip decoder may stop at the end of the gzip member; the blob
+        // digest must cover the whole file.
+        compressed
+            .drain()
+            .map_err(io_ctx(|| format!("reading layer blob {blob}")))?;
+        let (blob_actual, _) = compressed.finish();
+        if &blob_actual != blob {
+            return Err(Error::DigestMismatch {
+                what: format!("stored layer blob {blob} (corrupted on disk)"),
+                expected: blob.clone(),
+                actual: blob_actual,
+            });
+        }
+        if &actual_diff != diff_id {
+            return Err(Error::DigestMismatch {
+                what: format!("uncompressed content (diff id) of layer blob {blob}"),
+                expected: diff_id.clone(),
+                actual: actual_diff,
+            });
+        }
+
+        let meta = CommittedMeta {
+            parent: parent.cloned(),
+            diff_id: diff_id.clone(),
+            size: stats.bytes,
+        };
+        let meta_path = staging.join("meta.json");
+        let json = serde_json::to_vec(&meta).map_err(|e| Error::Json {
+            what: format!("meta for layer {blob}"),
+            source: e,
+        })?;
+        fs::write(&meta_path, json)
+            .map_err(io_ctx(|| format!("writing {}", meta_path.display())))?;
+        // Everything must be on disk before the rename publishes it.
+        syncfs(staging)?;
+        Ok(meta)
+    }
+
+    /// Lower dirs (top first) of the chain whose top layer is `top`.
+    pub fn chain_lowers(&self, top: Option<&Digest>) -> Result<Vec<PathBuf>> {
+        let Some(top) = top else {
+            return Ok(vec![self.empty.clone()]);
+        };
+        let mut lowers = Vec::new();
+        let mut cur = Some(top.clone());
+        while let Some(c) = cur {
+            if lowers.len() >= MAX_CHAIN {
+                return Err(Error::ChainTooLong(top.clone(), MAX_CHAIN));
+            }
+            let meta = self.committed_meta(&c)?;
+            lowers.push(self.committed_fs(&c));
+            cur = meta.parent;
+        }
+        Ok(lowers)
+    }
+
+    pub fn prepare_active(&self, key: &str, top: Option<&Digest>) -> Result<ActiveSnapshot> {
+        validate_key(key)?;
+        let lowers = self.chain_lowers(top)?;
+        let dir = self.active.join(key);
+        let meta_path = dir.join("meta.json");
+        let snap = ActiveSnapshot {
+            key: key.to_string(),
+            lowers,
+            upper: dir.join("upper"),
+            work: dir.join("work"),
+        };
+        if meta_path.is_file() {
+            let existing: ActiveMeta = fs::read(&meta_path)
+                .map_err(io_ctx(|| format!("reading {}", meta_path.display())))
+                .and_then(|b| {
+                    serde_json::from_slice(&b).map_err(|e| Error::Json {
+                        what: meta_path.display().to_string(),
+                        source: e,
+                    })
+                })?;
+            if existing.top.as_ref() != top {
+                let show =
+                    |d: Option<&Digest>| d.map_or("an empty rootfs".to_string(), |d| d.to_string());
+                return Err(Error::ActiveParentMismatch {
+                    key: key.to_string(),
+                    existing: show(existing.top.as_ref()),
+                    requested: show(top),
+                });
+            }
+            return Ok(snap);
+        }
+
+        // Build in staging and rename so a half-created snapshot is never
+        // visible under active/.
+        let staging = self.tmp.join(unique_name("active"));
+        let build = || -> Result<()> {
+            for d in ["upper", "work"] {
+                let p = staging.join(d);
+                fs::create_dir_all(&p).map_err(io_ctx(|| format!("creating {}", p.display())))?;
+            }
+            let json =
+                serde_json::to_vec(&ActiveMeta { top: top.cloned() }).map_err(|e| Error::Json {
+                    what: format!("meta for active snapshot {key}"),
+                    source: e,
+                })?;
+            let p = staging.join("meta.json");
+            fs::write(&p, json).map_err(io_ctx(|| format!("writing {}", p.display())))
+        };
+        if let Err(e) = build() {
+            let _ = remove_any(&staging);
+            return Err(e);
+        }
+        match fs::rename(&staging, &dir) {
+            Ok(()) => Ok(snap),
+            Err(_) if meta_path.is_file() => {
+                // Created concurrently; re-validate against theirs.
+                let _ = remove_any(&staging);
+                self.prepare_active(key, top)
+            }
+            Err(e) => {
+                let _ = remove_any(&staging);
+                Err(Error::Io {
+                    context: format!("creating active snapshot {}", dir.display()),
+                    source: e,
+                })
+            }
+        }
+    }
+
+    pub fn mount_active(&self, active: &ActiveSnapshot, target: &Path) -> Result<()> {
+        overlay::mount_overlay(&active.lowers, &active.upper, &active.work, target)
+    }
+
+    /// Removes an active snapshot (missing is fine). It must not be mounted.
+    pub fn remove_active(&self, key: &str) -> Result<()> {
+        validate_key(key)?;
+        self.remove_dir_atomically(&self.active.join(key))
+    }
+
+    /// Removes a committed layer (missing is fine). The caller guarantees no
+    /// active snapshot or child layer still uses it.
+    pub fn remove_committed(&self, chain_id: &Digest) -> Result<()> {
+        self.remove_dir_atomically(&self.committed_dir(chain_id))
+    }
+
+    /// Renames into staging first so a partial delete is never visible.
+    fn remove_dir_atomically(&self, dir: &Path) -> Result<()> {
+        let staging = self.tmp.join(unique_name("remove"));
+        match fs::rename(dir, &staging) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(Error::Io {
+                    context: format!("removing {}", dir.display()),
+                    source: e,
+                })
+            }
+        }
+        remove_any(&staging).map_err(io_ctx(|| format!("removing {}", staging.display())))
+    }
+
+    pub fn list_active(&self) -> Result<Vec<String>> {
+        let mut out: Vec<String> = read_names(&self.active)?
+            .into_iter()
+            .filter(|n| validate_key(n).is_ok())
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    pub fn list_committed(&self) -> Result<Vec<Digest>> {
+        let mut out: Vec<Digest> = read_names(&self.committed)?
+            .into_iter()
+            .filter_map(|n| Digest::from_hex(&n).ok())
+            .filter(|d| self.is_committed(d))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Keys become directory names: keep them to a portable, traversal-free set.
+pub fn validate_key(key: &str) -> Result<()> {
+    let reason = if key.is_empty() || key.len() > 128 {
+        Some("must be 1 to 128 characters")
+    } else if key == "." || key == ".." {
+        Some("must not be . or ..")
+    } else if !key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
+        Some("only A-Z a-z 0-9 _ . - are allowed")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidKey {
+            key: key.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn read_names(dir: &Path) -> Result<Vec<String>> {
+    let entries = fs::read_dir(dir).map_err(io_ctx(|| format!("reading {}", dir.display())))?;
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e.map_err(io_ctx(|| format!("reading {}", dir.display())))?;
+        if let Ok(n) = e.file_name().into_string() {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+fn remove_any(p: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn syncfs(dir: &Path) -> Result<()> {
+    let f = File::open(dir).map_err(io_ctx(|| format!("opening {}", dir.display())))?;
+    // SAFETY: syncfs only reads the fd, which `f` keeps open for the call.
+    let rc = unsafe { libc::syncfs(f.as_raw_fd()) };
+    if rc != 0 {
+        return Err(Error::Io {
+            context: format!("syncfs {}", dir.display()),
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(f) = File::open(dir) {
+        let _ = f.sync_all();
+    }
+}

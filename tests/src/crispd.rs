@@ -1,0 +1,353 @@
+use std::fmt::Write as _;
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use crisp_client::{connect, CriClient};
+use nix::sys::signal::Signal;
+
+use crate::bins::{bin_path, find_bin};
+use crate::image::busybox_layout;
+use crate::{cgroups, cleanup, procs};
+
+/// How long crispd may take from spawn to answering `Version`.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `stop()` waits after SIGTERM before giving up.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Teardown is less patient: the test is over either way.
+const TEARDOWN_GRACE: Duration = Duration::from_secs(2);
+const POLL: Duration = Duration::from_millis(20);
+
+/// One crispd instance private to a test: its own root, state dir, socket,
+/// cgroup parent and log, all under one temp dir that `Drop` removes after
+/// killing, unmounting and deleting everything the instance made.
+pub struct Crispd {
+    id: String,
+    /// Canonical, so it compares equal to paths in mountinfo and cmdlines.
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Crispd {
+    /// Prepares a fresh instance (busybox in its import dir) and starts crispd.
+    pub async fn start() -> anyhow::Result<Crispd> {
+        let layout = tokio::task::spawn_blocking(busybox_layout)
+            .await
+            .unwrap_or_else(|join_error| match join_error.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(join_error) => panic!("building the busybox image: {join_error}"),
+            });
+
+        let id = random_id()?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("crisp-test-{id}-"))
+            .tempdir()
+            .context("creating the test's temp dir")?
+            .keep();
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("canonicalizing {}", dir.display()))?;
+        // From here on, Drop cleans up whatever happens.
+        let mut crispd = Crispd {
+            id,
+            dir,
+            child: None,
+        };
+
+        for dir in [crispd.root(), crispd.state(), crispd.log_dir()] {
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        crispd.import_image(&layout, "busybox")?;
+        let config = format!("cgroup_parent = \"{}\"\n", crispd.cgroup_parent());
+        fs::write(crispd.config_path(), config).context("writing config.toml")?;
+
+        crispd.spawn()?;
+        crispd.wait_ready().await?;
+        Ok(crispd)
+    }
+
+    /// Starts crispd again on the same root, state, socket and config.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(child) = self.child.as_mut() {
+            if child.try_wait()?.is_none() {
+                bail!("restart: crispd (pid {}) is still running", child.id());
+            }
+        }
+        self.spawn()?;
+        self.wait_ready().await
+    }
+
+    /// SIGKILLs crispd and reaps it, leaving shims and containers alone.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Already-exited is fine: we only want it gone.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERMs crispd and waits for it to exit; fails if it takes longer
+    /// than 10 s (it is then killed).
+    pub async fn stop(&mut self) -> anyhow::Result<ExitStatus> {
+        let mut child = self.child.take().context("stop: crispd is not running")?;
+        procs::signal(child.id() as i32, Signal::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("crispd did not exit within {STOP_TIMEOUT:?} of SIGTERM");
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// A new client connected to this instance's socket.
+    pub async fn client(&self) -> anyhow::Result<CriClient> {
+        Ok(connect(&self.socket()).await?)
+    }
+
+    /// A crispd command line for this instance's config, root and state but
+    /// the given socket, for tests that start extra instances themselves.
+    pub fn command(&self, socket: &Path) -> Command {
+        let mut command = Command::new(bin_path("crispd"));
+        command
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--root")
+            .arg(self.root())
+            .arg("--state")
+            .arg(self.state())
+            .arg("--socket")
+            .arg(socket)
+            .arg("--log-level")
+            .arg("debug")
+            .stdin(Stdio::null());
+        // crispd finds its shim next to itself; this only matters when the
+        // binaries were overridden to live elsewhere.
+        if let Some(shim) = find_bin("crisp-shim") {
+            command.env("CRISP_SHIM_BIN", shim);
+        }
+        command
+    }
+
+    /// Panics with `result`'s error (and its causes), so that `Drop` sees a
+    /// failing test and prints crispd's log. Test bodies return
+    /// `anyhow::Result` and end with `crispd.expect_ok(body(&crispd).await)`.
+    pub fn expect_ok(&self, result: anyhow::Result<()>) {
+        if let Err(error) = result {
+            panic!("test failed: {error:?}");
+        }
+    }
+
+    /// The 8 hex digits that make this instance's names unique.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The temp dir holding everything below.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.state().join("crisp.sock")
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+
+    /// Where tests put pod log directories (kubelet's /var/log/pods).
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join("pods")
+    }
+
+    /// The cgroup parent from config.toml, e.g. `/crisp-test-0123abcd`.
+    pub fn cgroup_parent(&self) -> String {
+        format!("/{}", self.cgroup_name())
+    }
+
+    /// The cgroup parent's directory name, as it appears in each hierarchy.
+    pub fn cgroup_name(&self) -> String {
+        format!("crisp-test-{}", self.id)
+    }
+
+    /// The cgroup parent in the hierarchy that surely tracks container
+    /// processes: `memory` on cgroup v1, the unified tree on v2.
+    pub fn cgroup_dir(&self) -> PathBuf {
+        cgroups::primary_parent_dir(&self.cgroup_name())
+    }
+
+    /// PIDs of every process in a cgroup below the cgroup parent.
+    pub fn cgroup_pids(&self) -> Vec<i32> {
+        cgroups::procs_recursive(&self.cgroup_dir())
+    }
+
+    /// PID of the running crispd, if any.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|child| child.id() as i32)
+    }
+
+    pub fn crispd_log_path(&self) -> PathBuf {
+        self.dir.join("crispd.log")
+    }
+
+    /// Everything crispd wrote to stdout and stderr so far, across restarts.
+    pub fn crispd_log(&self) -> String {
+        fs::read(self.crispd_log_path())
+            .map(|raw| String::from_utf8_lossy(&raw).into_owned())
+            .unwrap_or_else(|e| format!("<cannot read crispd log: {e}>"))
+    }
+
+    fn import_image(&self, layout: &Path, name: &str) -> anyhow::Result<()> {
+        let import = self.root().join("import");
+        fs::create_dir_all(&import).with_context(|| format!("creating {}", import.display()))?;
+        let output = Command::new("cp")
+            .arg("-a")
+            .arg(layout)
+            .arg(import.join(name))
+            .output()
+            .context("running cp")?;
+        if !output.status.success() {
+            bail!(
+                "cp -a {} failed: {}",
+                layout.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.crispd_log_path())
+            .context("opening crispd.log")?;
+        // Marks restarts in the log so a failure's output is easy to follow.
+        writeln!(log, "==== crisp-tests: starting crispd ====")?;
+        let child = self
+            .command(&self.socket())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawning {}", bin_path("crispd").display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!(
+                        "crispd exited ({status}) before answering Version; its log:\n{}",
+                        self.crispd_log()
+                    );
+                }
+            }
+            if self.answers_version().await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "crispd did not answer Version within {READY_TIMEOUT:?}; its log:\n{}",
+                    self.crispd_log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn answers_version(&self) -> bool {
+        // Bounded so a crispd that accepts but never answers cannot stall us.
+        let attempt = async {
+            let mut client = connect(&self.socket()).await.ok()?;
+            client.version().await.ok()
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), attempt).await,
+            Ok(Some(_))
+        )
+    }
+
+    /// SIGTERM, a short grace period, then SIGKILL.
+    fn terminate(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        procs::signal(child.id() as i32, Signal::SIGTERM);
+        let deadline = Instant::now() + TEARDOWN_GRACE;
+        while Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(POLL);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Crispd {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "==== crispd log ({}) ====\n{}\n==== end of crispd log ====",
+                self.crispd_log_path().display(),
+                self.crispd_log()
+            );
+        }
+        self.terminate();
+        // Shims first: they would otherwise restart or reap containers while
+        // we kill them.
+        cleanup::kill_processes_mentioning(&self.dir);
+        cleanup::kill_cgroup_processes(&self.cgroup_name());
+
+        let mut problems = Vec::new();
+        let stuck_mounts = cleanup::unmount_under(&self.dir);
+        problems.extend(stuck_mounts.iter().map(|m| format!("mount {m}")));
+        problems.extend(
+            cleanup::remove_cgroups(&self.cgroup_name())
+                .into_iter()
+                .map(|dir| format!("cgroup {dir}")),
+        );
+        if stuck_mounts.is_empty() {
+            problems.extend(cleanup::remove_tree(&self.dir));
+        } else {
+            problems.push(format!("{} (kept: still has mounts)", self.dir.display()));
+        }
+        if !problems.is_empty() {
+            let mut report = String::new();
+            for problem in &problems {
+                let _ = write!(report, "\n  {problem}");
+            }
+            eprintln!(
+                "crisp-tests: teardown of crispd {} left behind:{report}",
+                self.id
+            );
+        }
+    }
+}
+
+fn random_id() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 4];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("getrandom: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}

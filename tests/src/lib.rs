@@ -1,0 +1,56 @@
+//! Harness for crisp's integration tests: builds the test image, runs one
+//! isolated crispd per test, and tears down everything it made afterwards, so
+//! tests can run in parallel (nextest) and never leak mounts, cgroups or
+//! processes onto the host.
+//!
+//! A test looks like this; the body returns `anyhow::Result` and
+//! `expect_ok` turns an error into a panic, so that `Crispd`'s `Drop` knows
+//! the test failed and prints crispd's log before cleaning up:
+//!
+//! ```ignore
+//! use crisp_tests::{require_root, Crispd, TestPod, BUSYBOX};
+//!
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn example() {
+//!     if !require_root() {
+//!         return;
+//!     }
+//!     let crispd = Crispd::start().await.expect("starting crispd");
+//!     crispd.expect_ok(check(&crispd).await);
+//! }
+//!
+//! async fn check(crispd: &Crispd) -> anyhow::Result<()> {
+//!     let mut client = crispd.client().await?;
+//!     client.pull(BUSYBOX).await?;
+//!     let pod = TestPod::start(&mut client, crispd, "example").await?;
+//!     let id = pod.start_container(&mut client, "hello", &["echo", "hi"]).await?;
+//!     client.wait_exited(&id, std::time::Duration::from_secs(10)).await?;
+//!     client.stop_and_remove_pod(&pod.id).await?;
+//!     crispd.assert_no_leaks();
+//!     Ok(())
+//! }
+//! ```
+
+mod bins;
+mod cgroups;
+mod cleanup;
+mod cri_log;
+mod crispd;
+mod image;
+mod leaks;
+mod mounts;
+mod pod;
+mod privileges;
+mod procs;
+mod wait;
+
+pub use bins::{bin_path, repo_root, target_dir};
+pub use cri_log::{parse_cri_log, parse_cri_log_line, validate_cri_log_line, CriLogLine};
+pub use crispd::Crispd;
+pub use image::busybox_layout;
+pub use pod::{expect_code, TestPod, BUSYBOX};
+pub use privileges::require_root;
+pub use procs::process_alive;
+pub use wait::{wait_for_file, wait_until};
+
+pub use crisp_client::{container_config, cri, pod_config, CriClient};

@@ -1,0 +1,120 @@
+//! A pod as tests use it: config, id and log directory together, with
+//! kubelet's conventions (log dirs created by the client, one
+//! `<container>/0.log` per container).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use crisp_client::cri::{ContainerConfig, PodSandboxConfig};
+use crisp_client::{container_config, pod_config, CriClient};
+
+use crate::Crispd;
+
+/// The test image as tests refer to it; crispd resolves it from its import dir.
+pub const BUSYBOX: &str = "busybox";
+
+const NAMESPACE: &str = "crisp-test";
+
+pub struct TestPod {
+    pub id: String,
+    pub config: PodSandboxConfig,
+    pub log_dir: PathBuf,
+}
+
+impl TestPod {
+    /// A pod config named `name`, with a uid unique to this crispd instance
+    /// and a fresh log directory under `crispd.log_dir()`.
+    pub fn new_config(crispd: &Crispd, name: &str) -> anyhow::Result<PodSandboxConfig> {
+        let log_dir = crispd.log_dir().join(name);
+        std::fs::create_dir_all(&log_dir)
+            .with_context(|| format!("creating {}", log_dir.display()))?;
+        let uid = format!("{name}-{}", crispd.id());
+        Ok(pod_config(name, NAMESPACE, &uid, &log_dir))
+    }
+
+    /// Runs a pod from `config`.
+    pub async fn run(client: &mut CriClient, config: PodSandboxConfig) -> anyhow::Result<TestPod> {
+        let id = client.run_pod(&config).await?;
+        if id.is_empty() {
+            bail!("RunPodSandbox returned an empty id");
+        }
+        Ok(TestPod {
+            id,
+            log_dir: PathBuf::from(&config.log_directory),
+            config,
+        })
+    }
+
+    /// `new_config` + `run`.
+    pub async fn start(
+        client: &mut CriClient,
+        crispd: &Crispd,
+        name: &str,
+    ) -> anyhow::Result<TestPod> {
+        let config = Self::new_config(crispd, name)?;
+        Self::run(client, config).await
+    }
+
+    /// Busybox running `command`, logging to `<name>/0.log` (directory
+    /// created here, as kubelet does).
+    pub fn container(&self, name: &str, command: &[&str]) -> anyhow::Result<ContainerConfig> {
+        let dir = self.log_dir.join(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(container_config(
+            name,
+            crate::BUSYBOX,
+            command,
+            &format!("{name}/0.log"),
+        ))
+    }
+
+    pub async fn create(
+        &self,
+        client: &mut CriClient,
+        config: ContainerConfig,
+    ) -> anyhow::Result<String> {
+        Ok(client
+            .create_container(&self.id, config, &self.config)
+            .await?)
+    }
+
+    /// Creates and starts a busybox container; returns its id.
+    pub async fn start_container(
+        &self,
+        client: &mut CriClient,
+        name: &str,
+        command: &[&str],
+    ) -> anyhow::Result<String> {
+        let config = self.container(name, command)?;
+        let id = self.create(client, config).await?;
+        client.start_container(&id).await?;
+        Ok(id)
+    }
+
+    /// Host path of the log of container `name` (as set up by `container`).
+    pub fn log_file(&self, name: &str) -> PathBuf {
+        self.log_dir.join(name).join("0.log")
+    }
+
+    /// The log's content so far; empty if it does not exist yet.
+    pub fn read_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_file(name)).unwrap_or_default()
+    }
+}
+
+/// Asserts that a CRI call failed with `code`, returning the status so the
+/// caller can check the message.
+pub fn expect_code<T: std::fmt::Debug>(
+    result: Result<tonic::Response<T>, tonic::Status>,
+    code: tonic::Code,
+    what: &str,
+) -> anyhow::Result<tonic::Status> {
+    match result {
+        Ok(response) => bail!(
+            "{what}: expected {code:?}, got success: {:?}",
+            response.get_ref()
+        ),
+        Err(status) if status.code() == code => Ok(status),
+        Err(status) => bail!("{what}: expected {code:?}, got {status}"),
+    }
+}

@@ -1,0 +1,66 @@
+//! Container processes live in cgroups below the configured cgroup parent,
+//! and see that path in their own /proc/self/cgroup.
+
+use std::time::Duration;
+
+use crisp_tests::cri::ContainerState;
+use crisp_tests::{require_root, wait_for_file, wait_until, Crispd, TestPod, BUSYBOX};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cgroups() {
+    if !require_root() {
+        return;
+    }
+    let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(check(&crispd).await);
+}
+
+async fn check(crispd: &Crispd) -> anyhow::Result<()> {
+    let mut client = crispd.client().await?;
+    client.pull(BUSYBOX).await?;
+    let pod = TestPod::start(&mut client, crispd, "cgrouped").await?;
+    let id = pod
+        .start_container(
+            &mut client,
+            "reader",
+            &["sh", "-c", "cat /proc/self/cgroup; exec sleep 1000"],
+        )
+        .await?;
+    let status = client.container_status(&id).await?;
+    assert_eq!(status.state(), ContainerState::ContainerRunning);
+
+    let pids = wait_until(
+        &format!("a process in {}", crispd.cgroup_dir().display()),
+        Duration::from_secs(5),
+        || Some(crispd.cgroup_pids()).filter(|pids| !pids.is_empty()),
+    )
+    .await?;
+    let cmdlines: Vec<String> = pids
+        .iter()
+        .map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+        .collect();
+    assert!(
+        cmdlines
+            .iter()
+            .any(|cmdline| cmdline.starts_with("sleep 1000")),
+        "the container's sleep is not in its cgroup; found {pids:?}: {cmdlines:?}"
+    );
+
+    let name = crispd.cgroup_name();
+    let log = wait_for_file(&pod.log_file("reader"), Duration::from_secs(5), |log| {
+        log.contains(&name)
+    })
+    .await?;
+    assert!(log.contains(&name), "log:\n{log}");
+
+    client.stop_and_remove_pod(&pod.id).await?;
+    crispd.assert_no_leaks();
+    // assert_no_leaks only sees cgroups below the parent, not the parent's own.
+    let left = crispd.cgroup_pids();
+    assert!(
+        left.is_empty(),
+        "processes left in the cgroup parent: {left:?}"
+    );
+    Ok(())
+}
