@@ -1,43 +1,73 @@
-//! The per-container directory a shim owns. crispd creates it (under its state dir) and hands
-//! its path to the shim; both sides derive every file name from here.
+//! The per-container directory a shim owns, and its socket. crispd creates the directory
+//! (under its state dir) and hands both paths to the shim; both sides derive every file name
+//! from here.
+//!
+//! The socket does not live in the directory: a unix socket path is limited to 107 bytes, and
+//! `<state>/containers/<64 hex id>/shim.sock` leaves almost nothing for the state dir. Like
+//! containerd (`/run/containerd/s/<hash>`), sockets go to a short `<state>/s/<hash>` instead.
 
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShimDir(PathBuf);
+pub struct ShimDir {
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+/// FNV-1a: a short, stable name for a socket; not a security boundary (ids are random).
+fn short_hash(s: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
 
 impl ShimDir {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        ShimDir(path.into())
+    pub fn new(dir: impl Into<PathBuf>, socket: impl Into<PathBuf>) -> Self {
+        ShimDir {
+            dir: dir.into(),
+            socket: socket.into(),
+        }
     }
+
+    /// crispd's layout: `<state>/containers/<id>` and `<state>/s/<hash of id>.sock`.
+    pub fn under_state(state: &Path, id: &str) -> Self {
+        ShimDir::new(
+            state.join("containers").join(id),
+            state.join("s").join(format!("{}.sock", short_hash(id))),
+        )
+    }
+
     pub fn path(&self) -> &Path {
-        &self.0
+        &self.dir
     }
     /// The ttrpc socket of the Task API.
-    pub fn socket(&self) -> PathBuf {
-        self.0.join("shim.sock")
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
     /// The `ttrpc` address form of [`Self::socket`].
     pub fn address(&self) -> String {
         format!("unix://{}", self.socket().display())
     }
     pub fn exit_record(&self) -> PathBuf {
-        self.0.join("exit.json")
+        self.dir.join("exit.json")
     }
     pub fn pid_file(&self) -> PathBuf {
-        self.0.join("shim.pid")
+        self.dir.join("shim.pid")
     }
     /// The OCI bundle: `config.json` and the `rootfs` mount point.
     pub fn bundle(&self) -> PathBuf {
-        self.0.join("bundle")
+        self.dir.join("bundle")
     }
     /// libcontainer's state root (it keeps `<root>/<id>/state.json` there).
     pub fn runtime_root(&self) -> PathBuf {
-        self.0.join("runtime")
+        self.dir.join("runtime")
     }
     /// The shim's own diagnostics (not the container's output).
     pub fn shim_log(&self) -> PathBuf {
-        self.0.join("shim.log")
+        self.dir.join("shim.log")
     }
 }
 

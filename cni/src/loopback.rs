@@ -79,7 +79,9 @@ mod tests {
                 req.ifr_name[0] = b'l' as libc::c_char;
                 req.ifr_name[1] = b'o' as libc::c_char;
                 // SAFETY: valid fd and ifreq.
-                assert!(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } >= 0);
+                assert!(
+                    unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } >= 0
+                );
                 // SAFETY: filled by SIOCGIFFLAGS.
                 unsafe { req.ifr_ifru.ifru_flags }
             };

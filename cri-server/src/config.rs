@@ -80,9 +80,16 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        for (key, p) in [("root", &self.root), ("state", &self.state), ("socket", &self.socket)] {
+        for (key, p) in [
+            ("root", &self.root),
+            ("state", &self.state),
+            ("socket", &self.socket),
+        ] {
             if !p.is_absolute() {
-                return Err(format!("`{key}` must be an absolute path, got {}", p.display()));
+                return Err(format!(
+                    "`{key}` must be an absolute path, got {}",
+                    p.display()
+                ));
             }
         }
         if !self.cgroup_parent.starts_with('/') || self.cgroup_parent.contains("..") {

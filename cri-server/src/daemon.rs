@@ -19,26 +19,38 @@ pub async fn run(cfg: Config) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     if let Some(parent) = cfg.socket.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
-    let _root_lock = lock::acquire(&cfg.root.join("crispd.lock"), &format!("root {}", cfg.root.display()))?;
+    let _root_lock = lock::acquire(
+        &cfg.root.join("crispd.lock"),
+        &format!("root {}", cfg.root.display()),
+    )?;
     let mut sock_lock_path = cfg.socket.clone().into_os_string();
     sock_lock_path.push(".lock");
-    let _socket_lock = lock::acquire(Path::new(&sock_lock_path), &format!("socket {}", cfg.socket.display()))?;
+    let _socket_lock = lock::acquire(
+        Path::new(&sock_lock_path),
+        &format!("socket {}", cfg.socket.display()),
+    )?;
     std::fs::create_dir_all(cfg.import_dir()).ok();
 
     let shim = shim_binary(&cfg)?;
     tracing::info!(root = %cfg.root.display(), state = %cfg.state.display(), shim = %shim.display(), "starting crispd");
-    let runtime = Runtime::open(cfg.clone(), shim).await.context("opening the runtime")?;
+    let runtime = Runtime::open(cfg.clone(), shim)
+        .await
+        .context("opening the runtime")?;
     let cri = Cri { runtime };
 
     // We hold the socket lock, so whatever is at the path is a stale socket of a dead crispd.
     match std::fs::remove_file(&cfg.socket) {
         Ok(()) => tracing::info!(socket = %cfg.socket.display(), "replaced a stale socket"),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing stale {}", cfg.socket.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("removing stale {}", cfg.socket.display()))
+        }
     }
-    let listener = UnixListener::bind(&cfg.socket).with_context(|| format!("binding {}", cfg.socket.display()))?;
+    let listener = UnixListener::bind(&cfg.socket)
+        .with_context(|| format!("binding {}", cfg.socket.display()))?;
     std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod {}", cfg.socket.display()))?;
     tracing::info!(socket = %cfg.socket.display(), "serving CRI");
@@ -56,7 +68,10 @@ pub async fn run(cfg: Config) -> Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers we can still serve; we just cannot stop gracefully.
         return std::future::pending().await;
     };

@@ -19,7 +19,9 @@ pub fn new_id() -> String {
 /// `..` or contain a slash.
 pub fn check_id(kind: &str, id: &str) -> Result<()> {
     if id.is_empty() {
-        return Err(Error::InvalidArgument(format!("{kind} id must not be empty")));
+        return Err(Error::InvalidArgument(format!(
+            "{kind} id must not be empty"
+        )));
     }
     if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Error::NotFound(format!("{kind} {id:?} not found")));
@@ -28,7 +30,11 @@ pub fn check_id(kind: &str, id: &str) -> Result<()> {
 }
 
 /// Resolves a full id or a unique prefix among `ids`.
-pub fn resolve<'a>(kind: &str, wanted: &str, ids: impl Iterator<Item = &'a String>) -> Result<String> {
+pub fn resolve<'a>(
+    kind: &str,
+    wanted: &str,
+    ids: impl Iterator<Item = &'a String>,
+) -> Result<String> {
     check_id(kind, wanted)?;
     let mut found: Option<&String> = None;
     for id in ids {
@@ -71,7 +77,13 @@ mod tests {
     fn prefixes_resolve_when_unique() {
         let ids = ["abc1".to_string(), "abd2".to_string()];
         assert_eq!(resolve("pod", "abc", ids.iter()).unwrap(), "abc1");
-        assert!(matches!(resolve("pod", "ab", ids.iter()), Err(Error::InvalidArgument(_))));
-        assert!(matches!(resolve("pod", "ff", ids.iter()), Err(Error::NotFound(_))));
+        assert!(matches!(
+            resolve("pod", "ab", ids.iter()),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            resolve("pod", "ff", ids.iter()),
+            Err(Error::NotFound(_))
+        ));
     }
 }

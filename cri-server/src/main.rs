@@ -18,7 +18,11 @@ mod service;
 mod store;
 
 #[derive(Parser)]
-#[command(name = "crispd", version, about = "crisp: a Kubernetes CRI container runtime")]
+#[command(
+    name = "crispd",
+    version,
+    about = "crisp: a Kubernetes CRI container runtime"
+)]
 struct Cli {
     /// TOML config file (every key optional; defaults are embedded).
     #[arg(long)]

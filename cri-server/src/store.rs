@@ -32,9 +32,9 @@ impl<T: Serialize + DeserializeOwned> RecordStore<T> {
 
     pub fn remove(&self, id: &str) -> Result<()> {
         match std::fs::remove_file(self.path(id)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(crate::error::Error::internal(format!("removing record {id}"), e))
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(
+                crate::error::Error::internal(format!("removing record {id}"), e),
+            ),
             _ => Ok(()),
         }
     }
@@ -42,7 +42,8 @@ impl<T: Serialize + DeserializeOwned> RecordStore<T> {
     /// Every record; unreadable ones are reported and skipped rather than stopping startup.
     pub fn load_all(&self) -> Result<Vec<(String, T)>> {
         let mut out = Vec::new();
-        let entries = std::fs::read_dir(&self.dir).context(|| format!("reading {}", self.dir.display()))?;
+        let entries =
+            std::fs::read_dir(&self.dir).context(|| format!("reading {}", self.dir.display()))?;
         for entry in entries.flatten() {
             let path = entry.path();
             let Some(id) = path
@@ -58,7 +59,9 @@ impl<T: Serialize + DeserializeOwned> RecordStore<T> {
                 .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
             {
                 Ok(rec) => out.push((id.to_string(), rec)),
-                Err(e) => tracing::error!(path = %path.display(), error = %e, "skipping unreadable record"),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "skipping unreadable record")
+                }
             }
         }
         Ok(out)

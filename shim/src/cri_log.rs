@@ -143,7 +143,10 @@ mod tests {
         let lines = log_of(&input);
         let tags: Vec<&str> = lines.iter().map(|l| l.split(' ').nth(2).unwrap()).collect();
         assert_eq!(tags, ["P", "P", "F"]);
-        let total: usize = lines.iter().map(|l| l.splitn(4, ' ').nth(3).unwrap().len()).sum();
+        let total: usize = lines
+            .iter()
+            .map(|l| l.splitn(4, ' ').nth(3).unwrap().len())
+            .sum();
         assert_eq!(total, MAX_LINE * 2 + 10);
     }
 

@@ -150,7 +150,12 @@ impl RuntimeHelper {
         RuntimeHelper { reaper, root }
     }
 
-    pub fn create(&self, id: &str, bundle: &Path, stdio: ContainerStdio) -> Result<u32, HelperError> {
+    pub fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        stdio: ContainerStdio,
+    ) -> Result<u32, HelperError> {
         let mut cmd = self.command("create", id);
         cmd.arg("--bundle").arg(bundle);
         let mut fds: Vec<(RawFd, RawFd)> = Vec::new();
@@ -179,7 +184,8 @@ impl RuntimeHelper {
     }
 
     pub fn delete(&self, id: &str) -> Result<(), HelperError> {
-        self.execute("delete", self.command("delete", id)).map(|_| ())
+        self.execute("delete", self.command("delete", id))
+            .map(|_| ())
     }
 
     fn command(&self, op: &str, id: &str) -> Command {

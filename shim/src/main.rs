@@ -27,7 +27,7 @@ mod task;
     about = "Per-container shim of the crisp container runtime",
     long_about = "Per-container shim of the crisp container runtime.\n\n\
         `serve` is how crispd runs it: one shim per container, serving the containerd runtime v2 \
-        Task API (ttrpc) on <dir>/shim.sock, writing the container's CRI log and keeping its \
+        Task API (ttrpc) on --socket, writing the container's CRI log and keeping its \
         exit status in <dir>/exit.json so it survives crispd restarts.\n\
         `run` runs an OCI bundle in the foreground, like `runc run`, and exits with the \
         container's exit code: handy for testing without crispd."
@@ -44,9 +44,12 @@ enum Command {
         /// Container id.
         #[arg(long)]
         id: String,
-        /// The shim's directory: socket, exit record, runtime state.
+        /// The shim's directory: exit record, bundle, runtime state.
         #[arg(long)]
         dir: PathBuf,
+        /// Where to listen for the Task API (a unix socket path).
+        #[arg(long)]
+        socket: PathBuf,
     },
     /// Run an OCI bundle in the foreground and exit with the container's exit code.
     Run {
@@ -73,7 +76,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Runtime { op } => helper::run_op(op),
-        Command::Serve { id, dir } => report(serve::serve(&id, &dir)),
+        Command::Serve { id, dir, socket } => report(serve::serve(&id, &dir, &socket)),
         Command::Run { bundle, id, root } => match run::run(&bundle, id, root) {
             Ok(code) => code,
             Err(e) => {

@@ -69,7 +69,8 @@ impl Reaper {
                     };
                     let mut st = lock.lock().unwrap_or_else(|e| e.into_inner());
                     let now = Instant::now();
-                    st.exited.retain(|_, (_, at)| now.duration_since(*at) < UNCLAIMED_TTL);
+                    st.exited
+                        .retain(|_, (_, at)| now.duration_since(*at) < UNCLAIMED_TTL);
                     st.exited.insert(pid, (code, now));
                     cv.notify_all();
                 }

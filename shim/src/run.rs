@@ -23,7 +23,10 @@ pub fn run(bundle: &Path, id: Option<String>, root: Option<PathBuf>) -> Result<i
         stderr: Some(dup(std::io::stderr().as_fd())?),
     };
     let pid = helper.create(&id, &bundle, stdio).context("create")?;
-    let result = helper.start(&id).context("start").map(|()| reaper.wait(pid as i32));
+    let result = helper
+        .start(&id)
+        .context("start")
+        .map(|()| reaper.wait(pid as i32));
     if result.is_err() {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),

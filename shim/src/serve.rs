@@ -11,14 +11,18 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{mpsc, Arc};
 
-pub fn serve(id: &str, dir: &Path) -> Result<()> {
+pub fn serve(id: &str, dir: &Path, socket: &Path) -> Result<()> {
     // Our own session: a terminal hangup or a signal to crispd's process group must not reach
     // us, since the shim outlives crispd. EPERM means we already lead one; that is fine.
     let _ = nix::unistd::setsid();
-    let dir = ShimDir::new(dir);
-    std::fs::create_dir_all(dir.path()).with_context(|| format!("creating {}", dir.path().display()))?;
-    crisp_api::atomic_file::write_atomic(&dir.pid_file(), std::process::id().to_string().as_bytes())
-        .context("writing the shim pid file")?;
+    let dir = ShimDir::new(dir, socket);
+    std::fs::create_dir_all(dir.path())
+        .with_context(|| format!("creating {}", dir.path().display()))?;
+    crisp_api::atomic_file::write_atomic(
+        &dir.pid_file(),
+        std::process::id().to_string().as_bytes(),
+    )
+    .context("writing the shim pid file")?;
     init_tracing();
     let _span = tracing::info_span!("shim", container = %id).entered();
 
@@ -26,7 +30,11 @@ pub fn serve(id: &str, dir: &Path) -> Result<()> {
     let (shutdown_tx, shutdown_rx) = mpsc::channel();
     let service = TaskService::new(dir.clone(), reaper, shutdown_tx);
 
-    let socket = dir.socket();
+    let socket = dir.socket().to_path_buf();
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
     match std::fs::remove_file(&socket) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -33,7 +33,11 @@ impl ContainerIo {
     }
 }
 
-pub fn setup(stdin: &str, stdout: &str, stderr: &str) -> std::io::Result<(ContainerStdio, ContainerIo)> {
+pub fn setup(
+    stdin: &str,
+    stdout: &str,
+    stderr: &str,
+) -> std::io::Result<(ContainerStdio, ContainerIo)> {
     let (tx, done) = mpsc::channel();
     let mut copiers = 0;
     let mut log: Option<CriLog> = None;

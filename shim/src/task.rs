@@ -101,7 +101,10 @@ impl TaskService {
         let mut guard = self.lock();
         match guard.as_mut() {
             Some(c) if c.id == id && c.phase != Phase::Deleted => f(c),
-            _ => Err(err(Code::NOT_FOUND, format!("container {id} not found in this shim"))),
+            _ => Err(err(
+                Code::NOT_FOUND,
+                format!("container {id} not found in this shim"),
+            )),
         }
     }
 
@@ -152,10 +155,17 @@ impl TaskService {
 }
 
 impl Task for TaskService {
-    fn create(&self, _ctx: &TtrpcContext, req: api::CreateTaskRequest) -> ttrpc::Result<api::CreateTaskResponse> {
+    fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> ttrpc::Result<api::CreateTaskResponse> {
         let _span = tracing::info_span!("create", container = %req.id).entered();
         if req.terminal {
-            return Err(err(Code::UNIMPLEMENTED, "terminal containers are not supported yet"));
+            return Err(err(
+                Code::UNIMPLEMENTED,
+                "terminal containers are not supported yet",
+            ));
         }
         {
             let guard = self.lock();
@@ -166,14 +176,23 @@ impl Task for TaskService {
                 ));
             }
         }
-        let (stdio, io) = stdio::setup(&req.stdin, &req.stdout, &req.stderr)
-            .map_err(|e| err(Code::INTERNAL, format!("setting up stdio of {}: {e}", req.id)))?;
+        let (stdio, io) = stdio::setup(&req.stdin, &req.stdout, &req.stderr).map_err(|e| {
+            err(
+                Code::INTERNAL,
+                format!("setting up stdio of {}: {e}", req.id),
+            )
+        })?;
         let io = Arc::new(io);
         let pid = self
             .inner
             .helper
             .create(&req.id, PathBuf::from(&req.bundle).as_path(), stdio)
-            .map_err(|e| err(Code::INTERNAL, format!("creating container {}: {e}", req.id)))?;
+            .map_err(|e| {
+                err(
+                    Code::INTERNAL,
+                    format!("creating container {}: {e}", req.id),
+                )
+            })?;
         *self.lock() = Some(Container {
             id: req.id.clone(),
             bundle: req.bundle.clone(),
@@ -194,10 +213,17 @@ impl Task for TaskService {
         Ok(resp)
     }
 
-    fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> ttrpc::Result<api::StartResponse> {
+    fn start(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StartRequest,
+    ) -> ttrpc::Result<api::StartResponse> {
         let _span = tracing::info_span!("start", container = %req.id).entered();
         if !req.exec_id.is_empty() {
-            return Err(err(Code::UNIMPLEMENTED, "exec processes are not supported yet"));
+            return Err(err(
+                Code::UNIMPLEMENTED,
+                "exec processes are not supported yet",
+            ));
         }
         let pid = self.with_container(&req.id, |c| match c.phase {
             Phase::Created => Ok(c.pid),
@@ -206,10 +232,12 @@ impl Task for TaskService {
                 format!("container {} cannot start: it is {p:?}", c.id),
             )),
         })?;
-        self.inner
-            .helper
-            .start(&req.id)
-            .map_err(|e| err(Code::INTERNAL, format!("starting container {}: {e}", req.id)))?;
+        self.inner.helper.start(&req.id).map_err(|e| {
+            err(
+                Code::INTERNAL,
+                format!("starting container {}: {e}", req.id),
+            )
+        })?;
         self.with_container(&req.id, |c| {
             if c.phase == Phase::Created {
                 c.phase = Phase::Running;
@@ -223,8 +251,12 @@ impl Task for TaskService {
 
     fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> ttrpc::Result<api::Empty> {
         let _span = tracing::info_span!("kill", container = %req.id, signal = req.signal).entered();
-        let signal = Signal::try_from(req.signal as i32)
-            .map_err(|_| err(Code::INVALID_ARGUMENT, format!("unknown signal {}", req.signal)))?;
+        let signal = Signal::try_from(req.signal as i32).map_err(|_| {
+            err(
+                Code::INVALID_ARGUMENT,
+                format!("unknown signal {}", req.signal),
+            )
+        })?;
         let (pid, bundle, phase) =
             self.with_container(&req.id, |c| Ok((c.pid, c.bundle.clone(), c.phase)))?;
         if phase == Phase::Stopped {
@@ -274,7 +306,11 @@ impl Task for TaskService {
         }
     }
 
-    fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> ttrpc::Result<api::StateResponse> {
+    fn state(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StateRequest,
+    ) -> ttrpc::Result<api::StateResponse> {
         self.with_container(&req.id, |c| {
             let mut resp = api::StateResponse::new();
             resp.id = c.id.clone();
@@ -308,7 +344,11 @@ impl Task for TaskService {
         Ok(resp)
     }
 
-    fn delete(&self, _ctx: &TtrpcContext, req: api::DeleteRequest) -> ttrpc::Result<api::DeleteResponse> {
+    fn delete(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> ttrpc::Result<api::DeleteResponse> {
         let _span = tracing::info_span!("delete", container = %req.id).entered();
         let (pid, phase) = self.with_container(&req.id, |c| Ok((c.pid, c.phase)))?;
         if phase == Phase::Running {
@@ -321,10 +361,12 @@ impl Task for TaskService {
             // Never started: its init is parked waiting for `start`; kill it so it can be reaped.
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
-        self.inner
-            .helper
-            .delete(&req.id)
-            .map_err(|e| err(Code::INTERNAL, format!("deleting container {}: {e}", req.id)))?;
+        self.inner.helper.delete(&req.id).map_err(|e| {
+            err(
+                Code::INTERNAL,
+                format!("deleting container {}: {e}", req.id),
+            )
+        })?;
         let exit = {
             let mut guard = self.lock();
             if phase == Phase::Created {
@@ -338,7 +380,9 @@ impl Task for TaskService {
                     .map(|(g, _)| g)
                     .unwrap_or_else(|e| e.into_inner().0);
             }
-            let c = guard.as_mut().ok_or_else(|| err(Code::NOT_FOUND, "container vanished"))?;
+            let c = guard
+                .as_mut()
+                .ok_or_else(|| err(Code::NOT_FOUND, "container vanished"))?;
             c.phase = Phase::Deleted;
             c.exit
         };
@@ -352,7 +396,11 @@ impl Task for TaskService {
         Ok(resp)
     }
 
-    fn connect(&self, _ctx: &TtrpcContext, req: api::ConnectRequest) -> ttrpc::Result<api::ConnectResponse> {
+    fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ConnectRequest,
+    ) -> ttrpc::Result<api::ConnectResponse> {
         let task_pid = self.with_container(&req.id, |c| Ok(c.pid)).unwrap_or(0);
         let mut resp = api::ConnectResponse::new();
         resp.shim_pid = std::process::id();
@@ -361,7 +409,11 @@ impl Task for TaskService {
         Ok(resp)
     }
 
-    fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> ttrpc::Result<api::Empty> {
+    fn shutdown(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::ShutdownRequest,
+    ) -> ttrpc::Result<api::Empty> {
         let busy = matches!(
             self.lock().as_ref().map(|c| c.phase),
             Some(Phase::Created | Phase::Running | Phase::Stopped)

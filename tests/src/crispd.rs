@@ -20,6 +20,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Teardown is less patient: the test is over either way.
 const TEARDOWN_GRACE: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(20);
+/// crispd's own debug output, without the HTTP/2 frame dumps of its gRPC
+/// stack that would bury it.
+const LOG_FILTER: &str = "debug,h2=info,hyper=info,hyper_util=info,tower=info";
 
 /// One crispd instance private to a test: its own root, state dir, socket,
 /// cgroup parent and log, all under one temp dir that `Drop` removes after
@@ -42,8 +45,13 @@ impl Crispd {
             });
 
         let id = random_id()?;
+        // `/tmp/c<id>`, short on purpose: unix socket paths are limited to
+        // 107 bytes, and crispd's shim sockets
+        // (`state/containers/<64 hex>/shim.sock`) use up 92 of them below this
+        // dir. The random id alone makes it unique.
         let dir = tempfile::Builder::new()
-            .prefix(&format!("crisp-test-{id}-"))
+            .prefix(&format!("c{id}"))
+            .rand_bytes(0)
             .tempdir()
             .context("creating the test's temp dir")?
             .keep();
@@ -127,7 +135,9 @@ impl Crispd {
             .arg("--socket")
             .arg(socket)
             .arg("--log-level")
-            .arg("debug")
+            .arg(LOG_FILTER)
+            // The log is read from a file, where colour codes are noise.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null());
         // crispd finds its shim next to itself; this only matters when the
         // binaries were overridden to live elsewhere.
@@ -142,7 +152,7 @@ impl Crispd {
     /// `anyhow::Result` and end with `crispd.expect_ok(body(&crispd).await)`.
     pub fn expect_ok(&self, result: anyhow::Result<()>) {
         if let Err(error) = result {
-            panic!("test failed: {error:?}");
+            panic!("test failed: {error:#}");
         }
     }
 

@@ -5,19 +5,22 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
+use crisp_tests::cri::ContainerState;
 use crisp_tests::{
     parse_cri_log, require_root, wait_for_file, CriClient, Crispd, TestPod, BUSYBOX,
 };
 
-const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+const LOG_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Prints `key=value` lines: namespace links, the interfaces in
 /// /proc/net/dev (per network namespace, unlike a possibly host-wide /sys),
-/// and lo's flags.
+/// and lo's flags. It then stays alive: the kernel reuses a dead namespace's
+/// inode number, so namespaces only compare meaningfully while both exist.
 const PROBE: &str = "\
 for ns in net uts ipc mnt; do echo $ns=$(readlink /proc/self/ns/$ns); done; \
 echo ifaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ' '); \
-echo loflags=$(cat /sys/class/net/lo/flags)";
+echo loflags=$(cat /sys/class/net/lo/flags); \
+exec sleep 1000";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_namespaces() {
@@ -75,7 +78,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
 }
 
 /// Runs the probe in a new container of `pod` and returns its `key=value`
-/// output.
+/// output once printed; the container keeps running.
 async fn probe(
     client: &mut CriClient,
     pod: &TestPod,
@@ -84,12 +87,16 @@ async fn probe(
     let id = pod
         .start_container(client, name, &["sh", "-c", PROBE])
         .await?;
-    let exited = client.wait_exited(&id, EXIT_TIMEOUT).await?;
-    assert_eq!(exited.exit_code, 0, "probe failed: {exited:?}");
-    let log = wait_for_file(&pod.log_file(name), Duration::from_secs(5), |log| {
+    let log = wait_for_file(&pod.log_file(name), LOG_TIMEOUT, |log| {
         log.contains("loflags=")
     })
     .await?;
+    let status = client.container_status(&id).await?;
+    assert_eq!(
+        status.state(),
+        ContainerState::ContainerRunning,
+        "probe {name} died: {status:?}\n{log}"
+    );
     let lines = parse_cri_log(&log).map_err(anyhow::Error::msg)?;
     Ok(lines
         .iter()

@@ -97,6 +97,10 @@ async fn demo(client: &mut CriClient, keep: bool) -> anyhow::Result<()> {
         println!("keeping pod {pod_id} (--keep)");
     } else {
         client.stop_and_remove_pod(&pod_id).await?;
+        // Removing the logs along with the pod is kubelet's job; do it here
+        // so repeated demos leave nothing behind.
+        std::fs::remove_dir_all(&log_dir)
+            .with_context(|| format!("removing {}", log_dir.display()))?;
         println!("pod {pod_id} stopped and removed");
     }
     result

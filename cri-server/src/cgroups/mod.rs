@@ -40,7 +40,9 @@ fn under(mount: &Path, cgroup_path: &str) -> Option<PathBuf> {
 pub fn remove_tree(cgroup_path: &str) -> Vec<PathBuf> {
     let mut left = Vec::new();
     for m in hierarchies() {
-        let Some(dir) = under(&m, cgroup_path) else { continue };
+        let Some(dir) = under(&m, cgroup_path) else {
+            continue;
+        };
         if dir == m {
             continue;
         }
@@ -67,7 +69,9 @@ fn remove_dir_deepest_first(dir: &Path, left: &mut Vec<PathBuf>) {
 /// Checks a cgroup path given in a request before it is used to build paths.
 pub fn check_path(p: &str) -> Result<(), String> {
     if !p.starts_with('/') {
-        return Err(format!("cgroup parent {p:?} must be an absolute cgroupfs path"));
+        return Err(format!(
+            "cgroup parent {p:?} must be an absolute cgroupfs path"
+        ));
     }
     if p.split('/').any(|c| c == ".." || c == ".") {
         return Err(format!("cgroup parent {p:?} must not contain . or .."));

@@ -23,7 +23,9 @@ impl ContainerState {
     pub fn transition(self, to: ContainerState) -> Result<ContainerState> {
         use ContainerState::*;
         match (self, to) {
-            (Creating, Created) | (Created, Running) | (Created, Exited) | (Running, Exited) => Ok(to),
+            (Creating, Created) | (Created, Running) | (Created, Exited) | (Running, Exited) => {
+                Ok(to)
+            }
             _ => Err(Error::FailedPrecondition(format!(
                 "container cannot go from {self:?} to {to:?}"
             ))),
@@ -51,8 +53,6 @@ pub struct ContainerRecord {
     pub image_id: String,
     /// The signal `StopContainer` sends first (from the image's StopSignal).
     pub stop_signal: i32,
-    /// The shim's directory (bundle, socket, exit record).
-    pub dir: PathBuf,
     /// Full path of the CRI log file, if the pod asked for logs.
     pub log_path: Option<PathBuf>,
     pub pid: u32,

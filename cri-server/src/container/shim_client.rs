@@ -47,12 +47,18 @@ pub struct Exit {
     pub at_ns: i64,
 }
 
-fn exit_of(status: u32, at: &containerd_shim_protos::protobuf::MessageField<
-    containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp,
->) -> Exit {
+fn exit_of(
+    status: u32,
+    at: &containerd_shim_protos::protobuf::MessageField<
+        containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp,
+    >,
+) -> Exit {
     Exit {
         code: status as i32,
-        at_ns: at.as_ref().map(|t| t.seconds * 1_000_000_000 + t.nanos as i64).unwrap_or(0),
+        at_ns: at
+            .as_ref()
+            .map(|t| t.seconds * 1_000_000_000 + t.nanos as i64)
+            .unwrap_or(0),
     }
 }
 
@@ -70,6 +76,8 @@ impl Shim {
             .arg(id)
             .arg("--dir")
             .arg(dir.path())
+            .arg("--socket")
+            .arg(dir.socket())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -81,7 +89,11 @@ impl Shim {
             .take()
             .ok_or_else(|| Error::Internal("shim stdout missing".into()))?;
         let mut line = String::new();
-        let ready = tokio::time::timeout(START_TIMEOUT, tokio::io::BufReader::new(stdout).read_line(&mut line)).await;
+        let ready = tokio::time::timeout(
+            START_TIMEOUT,
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await;
         if !matches!(ready, Ok(Ok(n)) if n > 0 && line.trim() == "ready") {
             let _ = child.start_kill();
             let _ = child.wait().await;
@@ -204,7 +216,10 @@ impl Shim {
             id: self.id.clone(),
             ..Default::default()
         };
-        let _ = self.task.shutdown(ctx(Some(Duration::from_secs(5))), &req).await;
+        let _ = self
+            .task
+            .shutdown(ctx(Some(Duration::from_secs(5))), &req)
+            .await;
     }
 }
 
@@ -212,11 +227,20 @@ impl Shim {
 /// one whose container was half made when crispd died). The pid is only trusted if that
 /// process's command line names this very directory, so a recycled pid is never hit.
 pub fn kill_recorded_shim(dir: &ShimDir) {
-    let Ok(pid) = std::fs::read_to_string(dir.pid_file()) else { return };
-    let Ok(pid) = pid.trim().parse::<i32>() else { return };
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return };
+    let Ok(pid) = std::fs::read_to_string(dir.pid_file()) else {
+        return;
+    };
+    let Ok(pid) = pid.trim().parse::<i32>() else {
+        return;
+    };
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return;
+    };
     let wanted = dir.path().as_os_str().as_encoded_bytes();
     if cmdline.split(|b| *b == 0).any(|arg| arg == wanted) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }

@@ -7,8 +7,8 @@ use crisp_snapshotter::image::ImageConfig;
 use k8s_cri::v1::{ContainerConfig, MountPropagation};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
-    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder,
-    Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -43,12 +43,47 @@ const DEFAULT_CAPS: &[Capability] = &[
 
 /// Every capability the kernel (6.x) knows, for `privileged` and `add: [ALL]`.
 const ALL_CAPS: &[&str] = &[
-    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
-    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
-    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT",
-    "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD",
-    "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG",
-    "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
 ];
 
 /// Accepts `NET_ADMIN`, `net_admin` and `CAP_NET_ADMIN`, as Kubernetes users write them.
@@ -66,7 +101,11 @@ fn spec_err(e: impl std::fmt::Display) -> Error {
 
 pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     let c = input.config;
-    let sc = c.linux.as_ref().and_then(|l| l.security_context.clone()).unwrap_or_default();
+    let sc = c
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.clone())
+        .unwrap_or_default();
 
     let args = command_line(c, input.image)?;
     let env = environment(c, input.image)?;
@@ -78,7 +117,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         "/".to_string()
     };
     if !cwd.starts_with('/') {
-        return Err(Error::InvalidArgument(format!("working dir {cwd:?} must be absolute")));
+        return Err(Error::InvalidArgument(format!(
+            "working dir {cwd:?} must be absolute"
+        )));
     }
 
     let ResolvedUser {
@@ -121,7 +162,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         .no_new_privileges(sc.no_new_privs)
         .build()
         .map_err(spec_err)?;
-    let resources = c.linux.as_ref().and_then(|l| l.resources.clone()).unwrap_or_default();
+    let resources = c
+        .linux
+        .as_ref()
+        .and_then(|l| l.resources.clone())
+        .unwrap_or_default();
     if resources.oom_score_adj != 0 {
         process.set_oom_score_adj(Some(clamp_oom_score_adj(resources.oom_score_adj)));
     }
@@ -256,8 +301,15 @@ fn environment(c: &ContainerConfig, image: &ImageConfig) -> Result<Vec<String>> 
         put(&mut env, k, e.clone());
     }
     for kv in &c.envs {
-        if kv.key.is_empty() || kv.key.contains('=') || kv.key.contains('\0') || kv.value.contains('\0') {
-            return Err(Error::InvalidArgument(format!("invalid environment variable {:?}", kv.key)));
+        if kv.key.is_empty()
+            || kv.key.contains('=')
+            || kv.key.contains('\0')
+            || kv.value.contains('\0')
+        {
+            return Err(Error::InvalidArgument(format!(
+                "invalid environment variable {:?}",
+                kv.key
+            )));
         }
         put(&mut env, &kv.key, format!("{}={}", kv.key, kv.value));
     }
@@ -281,7 +333,8 @@ fn capabilities(
     }
     let mut caps: HashSet<Capability> = DEFAULT_CAPS.iter().copied().collect();
     let parse = |name: &str| -> Result<Capability> {
-        parse_cap(name).ok_or_else(|| Error::InvalidArgument(format!("unknown capability {name:?}")))
+        parse_cap(name)
+            .ok_or_else(|| Error::InvalidArgument(format!("unknown capability {name:?}")))
     };
     if let Some(r) = req {
         for d in &r.drop_capabilities {
@@ -305,8 +358,15 @@ fn capabilities(
 /// cgroup device rules: deny everything, then allow what every container needs (the devices
 /// runc and containerd allow by default).
 fn device_rules(privileged: bool) -> Result<Vec<oci_spec::runtime::LinuxDeviceCgroup>> {
-    let rule = |allow: bool, typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str| {
-        let mut b = LinuxDeviceCgroupBuilder::default().allow(allow).typ(typ).access(access);
+    let rule = |allow: bool,
+                typ: LinuxDeviceType,
+                major: Option<i64>,
+                minor: Option<i64>,
+                access: &str| {
+        let mut b = LinuxDeviceCgroupBuilder::default()
+            .allow(allow)
+            .typ(typ)
+            .access(access);
         if let Some(m) = major {
             b = b.major(m);
         }
@@ -323,15 +383,15 @@ fn device_rules(privileged: bool) -> Result<Vec<oci_spec::runtime::LinuxDeviceCg
         rule(false, LinuxDeviceType::A, None, None, "rwm")?,
         rule(true, c, None, None, "m")?,
         rule(true, LinuxDeviceType::B, None, None, "m")?,
-        rule(true, c, Some(1), Some(3), "rwm")?,   // null
-        rule(true, c, Some(1), Some(5), "rwm")?,   // zero
-        rule(true, c, Some(1), Some(7), "rwm")?,   // full
-        rule(true, c, Some(1), Some(8), "rwm")?,   // random
-        rule(true, c, Some(1), Some(9), "rwm")?,   // urandom
-        rule(true, c, Some(5), Some(0), "rwm")?,   // tty
-        rule(true, c, Some(5), Some(1), "rwm")?,   // console
-        rule(true, c, Some(5), Some(2), "rwm")?,   // ptmx
-        rule(true, c, Some(136), None, "rwm")?,    // pts
+        rule(true, c, Some(1), Some(3), "rwm")?,    // null
+        rule(true, c, Some(1), Some(5), "rwm")?,    // zero
+        rule(true, c, Some(1), Some(7), "rwm")?,    // full
+        rule(true, c, Some(1), Some(8), "rwm")?,    // random
+        rule(true, c, Some(1), Some(9), "rwm")?,    // urandom
+        rule(true, c, Some(5), Some(0), "rwm")?,    // tty
+        rule(true, c, Some(5), Some(1), "rwm")?,    // console
+        rule(true, c, Some(5), Some(2), "rwm")?,    // ptmx
+        rule(true, c, Some(136), None, "rwm")?,     // pts
         rule(true, c, Some(10), Some(200), "rwm")?, // tun
     ])
 }
@@ -394,7 +454,10 @@ fn mounts(c: &ContainerConfig, pod: &SandboxRecord, readonly_rootfs: bool) -> Re
                 })?;
             }
             Err(e) => {
-                return Err(Error::InvalidArgument(format!("mount source {}: {e}", m.host_path)))
+                return Err(Error::InvalidArgument(format!(
+                    "mount source {}: {e}",
+                    m.host_path
+                )))
             }
         }
         let propagation = match MountPropagation::try_from(m.propagation) {
@@ -418,8 +481,14 @@ pub fn check_sysctl(key: &str) -> Result<()> {
         || key.starts_with("fs.mqueue.")
         || matches!(
             key,
-            "kernel.shmmax" | "kernel.shmall" | "kernel.shmmni" | "kernel.shm_rmid_forced"
-                | "kernel.msgmax" | "kernel.msgmni" | "kernel.msgmnb" | "kernel.sem"
+            "kernel.shmmax"
+                | "kernel.shmall"
+                | "kernel.shmmni"
+                | "kernel.shm_rmid_forced"
+                | "kernel.msgmax"
+                | "kernel.msgmni"
+                | "kernel.msgmnb"
+                | "kernel.sem"
         );
     if namespaced && !key.contains("..") && !key.contains('/') {
         Ok(())
@@ -476,10 +545,27 @@ mod tests {
 
     #[test]
     fn cri_env_wins() {
-        let mut c = ContainerConfig::default();
-        c.envs = vec![KeyValue { key: "A".into(), value: "2".into() }, KeyValue { key: "B".into(), value: "3".into() }];
-        assert_eq!(environment(&c, &image()).unwrap(), ["PATH=/bin", "A=2", "B=3"]);
-        c.envs = vec![KeyValue { key: "A=B".into(), value: "x".into() }];
+        let mut c = ContainerConfig {
+            envs: vec![
+                KeyValue {
+                    key: "A".into(),
+                    value: "2".into(),
+                },
+                KeyValue {
+                    key: "B".into(),
+                    value: "3".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            environment(&c, &image()).unwrap(),
+            ["PATH=/bin", "A=2", "B=3"]
+        );
+        c.envs = vec![KeyValue {
+            key: "A=B".into(),
+            value: "x".into(),
+        }];
         assert!(environment(&c, &image()).is_err());
     }
 
@@ -491,8 +577,14 @@ mod tests {
             ..Default::default()
         };
         let caps = capabilities(false, Some(&req)).unwrap();
-        assert_eq!(caps.into_iter().collect::<Vec<_>>(), [Capability::NetBindService]);
-        let bad = k8s_cri::v1::Capability { add_capabilities: vec!["NOPE".into()], ..Default::default() };
+        assert_eq!(
+            caps.into_iter().collect::<Vec<_>>(),
+            [Capability::NetBindService]
+        );
+        let bad = k8s_cri::v1::Capability {
+            add_capabilities: vec!["NOPE".into()],
+            ..Default::default()
+        };
         assert!(capabilities(false, Some(&bad)).is_err());
     }
 

@@ -66,7 +66,12 @@ fn groups(rootfs: &Path) -> Vec<(String, u32, Vec<String>)> {
                 f.first()?.to_string(),
                 f.get(2)?.parse().ok()?,
                 f.get(3)
-                    .map(|m| m.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+                    .map(|m| {
+                        m.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string)
+                            .collect()
+                    })
                     .unwrap_or_default(),
             ))
         })
@@ -121,7 +126,9 @@ pub fn resolve(rootfs: &Path, req: &UserRequest<'_>) -> Result<ResolvedUser> {
                 username = e.map(|e| e.name.clone());
             } else {
                 let e = by_name(u).ok_or_else(|| {
-                    Error::InvalidArgument(format!("image user {u:?} not found in the image's /etc/passwd"))
+                    Error::InvalidArgument(format!(
+                        "image user {u:?} not found in the image's /etc/passwd"
+                    ))
                 })?;
                 uid = e.uid;
                 gid = Some(e.gid);
@@ -136,7 +143,9 @@ pub fn resolve(rootfs: &Path, req: &UserRequest<'_>) -> Result<ResolvedUser> {
                     .find(|(n, _, _)| n == g)
                     .map(|(_, id, _)| id)
                     .ok_or_else(|| {
-                        Error::InvalidArgument(format!("image group {g:?} not found in the image's /etc/group"))
+                        Error::InvalidArgument(format!(
+                            "image group {g:?} not found in the image's /etc/group"
+                        ))
                     })?,
             });
         }
@@ -159,7 +168,6 @@ pub fn resolve(rootfs: &Path, req: &UserRequest<'_>) -> Result<ResolvedUser> {
             additional.push(g);
         }
     }
-    uid = uid.max(0);
     username = username.filter(|n| !n.is_empty());
     Ok(ResolvedUser {
         uid,
@@ -181,7 +189,11 @@ mod tests {
             "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
         )
         .unwrap();
-        std::fs::write(d.path().join("etc/group"), "root:x:0:\napp:x:1000:\nextra:x:50:app\n").unwrap();
+        std::fs::write(
+            d.path().join("etc/group"),
+            "root:x:0:\napp:x:1000:\nextra:x:50:app\n",
+        )
+        .unwrap();
         d
     }
 
@@ -200,7 +212,10 @@ mod tests {
         let r = rootfs();
         assert_eq!(resolve(r.path(), &req("")).unwrap().uid, 0);
         let app = resolve(r.path(), &req("app")).unwrap();
-        assert_eq!((app.uid, app.gid, app.additional_gids.clone()), (1000, 1000, vec![50]));
+        assert_eq!(
+            (app.uid, app.gid, app.additional_gids.clone()),
+            (1000, 1000, vec![50])
+        );
         let n = resolve(r.path(), &req("1000:50")).unwrap();
         assert_eq!((n.uid, n.gid), (1000, 50));
         let ng = resolve(r.path(), &req("app:extra")).unwrap();
@@ -223,7 +238,11 @@ mod tests {
     fn symlinked_passwd_stays_inside_the_rootfs() {
         let r = rootfs();
         std::fs::remove_file(r.path().join("etc/passwd")).unwrap();
-        std::os::unix::fs::symlink("/../../../etc/hostname-not-here", r.path().join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink(
+            "/../../../etc/hostname-not-here",
+            r.path().join("etc/passwd"),
+        )
+        .unwrap();
         assert!(read_in_root(r.path(), "etc/passwd").is_none());
     }
 }

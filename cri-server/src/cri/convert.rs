@@ -33,9 +33,7 @@ pub fn pod_status(p: &SandboxRecord) -> cri::PodSandboxStatus {
         // Pod IPs come with CNI (networking issue); until then the pod has loopback only.
         network: Some(cri::PodSandboxNetworkStatus::default()),
         linux: Some(cri::LinuxPodSandboxStatus {
-            namespaces: Some(cri::Namespace {
-                options: ns,
-            }),
+            namespaces: Some(cri::Namespace { options: ns }),
         }),
         labels: p.config.labels.clone(),
         annotations: p.config.annotations.clone(),

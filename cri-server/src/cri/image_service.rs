@@ -17,8 +17,16 @@ fn image_name(spec: Option<cri::ImageSpec>, rpc: &str) -> Result<String, Error> 
 
 #[tonic::async_trait]
 impl ImageService for Cri {
-    async fn list_images(&self, req: Request<cri::ListImagesRequest>) -> R<cri::ListImagesResponse> {
-        let wanted = req.into_inner().filter.and_then(|f| f.image).map(|s| s.image).filter(|s| !s.is_empty());
+    async fn list_images(
+        &self,
+        req: Request<cri::ListImagesRequest>,
+    ) -> R<cri::ListImagesResponse> {
+        let wanted = req
+            .into_inner()
+            .filter
+            .and_then(|f| f.image)
+            .map(|s| s.image)
+            .filter(|s| !s.is_empty());
         let images = match wanted {
             Some(w) => self.runtime.image_status(&w).into_iter().collect(),
             None => self.runtime.list_images(),
@@ -28,14 +36,20 @@ impl ImageService for Cri {
         }))
     }
 
-    async fn image_status(&self, req: Request<cri::ImageStatusRequest>) -> R<cri::ImageStatusResponse> {
+    async fn image_status(
+        &self,
+        req: Request<cri::ImageStatusRequest>,
+    ) -> R<cri::ImageStatusResponse> {
         let req = req.into_inner();
         let name = image_name(req.image, "ImageStatus")?;
         let img = self.runtime.image_status(&name);
         let mut info = std::collections::HashMap::new();
         if req.verbose {
             if let Some(i) = &img {
-                info.insert("info".to_string(), serde_json::to_string(&i.config).unwrap_or_default());
+                info.insert(
+                    "info".to_string(),
+                    serde_json::to_string(&i.config).unwrap_or_default(),
+                );
             }
         }
         // An absent image is an empty answer, not an error: kubelet asks before every pull.
@@ -52,14 +66,20 @@ impl ImageService for Cri {
         Ok(Response::new(cri::PullImageResponse { image_ref: img.id }))
     }
 
-    async fn remove_image(&self, req: Request<cri::RemoveImageRequest>) -> R<cri::RemoveImageResponse> {
+    async fn remove_image(
+        &self,
+        req: Request<cri::RemoveImageRequest>,
+    ) -> R<cri::RemoveImageResponse> {
         let name = image_name(req.into_inner().image, "RemoveImage")?;
         let span = tracing::info_span!("RemoveImage", image = %name);
         self.runtime.remove_image(&name).instrument(span).await?;
         Ok(Response::new(cri::RemoveImageResponse {}))
     }
 
-    async fn image_fs_info(&self, _req: Request<cri::ImageFsInfoRequest>) -> R<cri::ImageFsInfoResponse> {
+    async fn image_fs_info(
+        &self,
+        _req: Request<cri::ImageFsInfoRequest>,
+    ) -> R<cri::ImageFsInfoResponse> {
         let (dir, bytes, inodes) = self.runtime.image_fs_usage().await;
         let usage = cri::FilesystemUsage {
             timestamp: crate::service::now_ns(),

@@ -25,32 +25,58 @@ impl RuntimeService for Cri {
         }))
     }
 
-    async fn run_pod_sandbox(&self, req: Request<cri::RunPodSandboxRequest>) -> R<cri::RunPodSandboxResponse> {
+    async fn run_pod_sandbox(
+        &self,
+        req: Request<cri::RunPodSandboxRequest>,
+    ) -> R<cri::RunPodSandboxResponse> {
         let req = req.into_inner();
-        let name = req.config.as_ref().and_then(|c| c.metadata.as_ref()).map(|m| m.name.clone()).unwrap_or_default();
+        let name = req
+            .config
+            .as_ref()
+            .and_then(|c| c.metadata.as_ref())
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
         let span = tracing::info_span!("RunPodSandbox", pod_name = %name);
         let config = req
             .config
             .ok_or_else(|| Error::InvalidArgument("RunPodSandbox: config is required".into()))?;
-        let id = self.runtime.run_pod_sandbox(config, req.runtime_handler).instrument(span).await?;
-        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id: id }))
+        let id = self
+            .runtime
+            .run_pod_sandbox(config, req.runtime_handler)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(cri::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
     }
 
-    async fn stop_pod_sandbox(&self, req: Request<cri::StopPodSandboxRequest>) -> R<cri::StopPodSandboxResponse> {
+    async fn stop_pod_sandbox(
+        &self,
+        req: Request<cri::StopPodSandboxRequest>,
+    ) -> R<cri::StopPodSandboxResponse> {
         let id = req.into_inner().pod_sandbox_id;
         let span = tracing::info_span!("StopPodSandbox", pod = %id);
         self.runtime.stop_pod_sandbox(&id).instrument(span).await?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
-    async fn remove_pod_sandbox(&self, req: Request<cri::RemovePodSandboxRequest>) -> R<cri::RemovePodSandboxResponse> {
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<cri::RemovePodSandboxRequest>,
+    ) -> R<cri::RemovePodSandboxResponse> {
         let id = req.into_inner().pod_sandbox_id;
         let span = tracing::info_span!("RemovePodSandbox", pod = %id);
-        self.runtime.remove_pod_sandbox(&id).instrument(span).await?;
+        self.runtime
+            .remove_pod_sandbox(&id)
+            .instrument(span)
+            .await?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
-    async fn pod_sandbox_status(&self, req: Request<cri::PodSandboxStatusRequest>) -> R<cri::PodSandboxStatusResponse> {
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<cri::PodSandboxStatusRequest>,
+    ) -> R<cri::PodSandboxStatusResponse> {
         let id = req.into_inner().pod_sandbox_id;
         let _span = tracing::debug_span!("PodSandboxStatus", pod = %id).entered();
         let pod = self.runtime.pod(&id)?;
@@ -71,13 +97,24 @@ impl RuntimeService for Cri {
         }))
     }
 
-    async fn list_pod_sandbox(&self, req: Request<cri::ListPodSandboxRequest>) -> R<cri::ListPodSandboxResponse> {
+    async fn list_pod_sandbox(
+        &self,
+        req: Request<cri::ListPodSandboxRequest>,
+    ) -> R<cri::ListPodSandboxResponse> {
         let filter = req.into_inner().filter;
-        let items = self.runtime.list_pods(filter.as_ref()).iter().map(convert::pod).collect();
+        let items = self
+            .runtime
+            .list_pods(filter.as_ref())
+            .iter()
+            .map(convert::pod)
+            .collect();
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
-    async fn create_container(&self, req: Request<cri::CreateContainerRequest>) -> R<cri::CreateContainerResponse> {
+    async fn create_container(
+        &self,
+        req: Request<cri::CreateContainerRequest>,
+    ) -> R<cri::CreateContainerResponse> {
         let req = req.into_inner();
         let span = tracing::info_span!("CreateContainer", pod = %req.pod_sandbox_id);
         let config = req
@@ -88,17 +125,25 @@ impl RuntimeService for Cri {
             .create_container(&req.pod_sandbox_id, config)
             .instrument(span)
             .await?;
-        Ok(Response::new(cri::CreateContainerResponse { container_id: id }))
+        Ok(Response::new(cri::CreateContainerResponse {
+            container_id: id,
+        }))
     }
 
-    async fn start_container(&self, req: Request<cri::StartContainerRequest>) -> R<cri::StartContainerResponse> {
+    async fn start_container(
+        &self,
+        req: Request<cri::StartContainerRequest>,
+    ) -> R<cri::StartContainerResponse> {
         let id = req.into_inner().container_id;
         let span = tracing::info_span!("StartContainer", container = %id);
         self.runtime.start_container(&id).instrument(span).await?;
         Ok(Response::new(cri::StartContainerResponse {}))
     }
 
-    async fn stop_container(&self, req: Request<cri::StopContainerRequest>) -> R<cri::StopContainerResponse> {
+    async fn stop_container(
+        &self,
+        req: Request<cri::StopContainerRequest>,
+    ) -> R<cri::StopContainerResponse> {
         let req = req.into_inner();
         let span = tracing::info_span!("StopContainer", container = %req.container_id, timeout = req.timeout);
         self.runtime
@@ -108,14 +153,20 @@ impl RuntimeService for Cri {
         Ok(Response::new(cri::StopContainerResponse {}))
     }
 
-    async fn remove_container(&self, req: Request<cri::RemoveContainerRequest>) -> R<cri::RemoveContainerResponse> {
+    async fn remove_container(
+        &self,
+        req: Request<cri::RemoveContainerRequest>,
+    ) -> R<cri::RemoveContainerResponse> {
         let id = req.into_inner().container_id;
         let span = tracing::info_span!("RemoveContainer", container = %id);
         self.runtime.remove_container(&id).instrument(span).await?;
         Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
-    async fn list_containers(&self, req: Request<cri::ListContainersRequest>) -> R<cri::ListContainersResponse> {
+    async fn list_containers(
+        &self,
+        req: Request<cri::ListContainersRequest>,
+    ) -> R<cri::ListContainersResponse> {
         let filter = req.into_inner().filter;
         let containers = self
             .runtime
@@ -126,7 +177,10 @@ impl RuntimeService for Cri {
         Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 
-    async fn container_status(&self, req: Request<cri::ContainerStatusRequest>) -> R<cri::ContainerStatusResponse> {
+    async fn container_status(
+        &self,
+        req: Request<cri::ContainerStatusRequest>,
+    ) -> R<cri::ContainerStatusResponse> {
         let id = req.into_inner().container_id;
         let _span = tracing::debug_span!("ContainerStatus", container = %id).entered();
         let c = self.runtime.container(&id)?;
@@ -136,11 +190,17 @@ impl RuntimeService for Cri {
         }))
     }
 
-    async fn update_container_resources(&self, _req: Request<cri::UpdateContainerResourcesRequest>) -> R<cri::UpdateContainerResourcesResponse> {
+    async fn update_container_resources(
+        &self,
+        _req: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> R<cri::UpdateContainerResourcesResponse> {
         Err(unimplemented("UpdateContainerResources"))
     }
 
-    async fn reopen_container_log(&self, _req: Request<cri::ReopenContainerLogRequest>) -> R<cri::ReopenContainerLogResponse> {
+    async fn reopen_container_log(
+        &self,
+        _req: Request<cri::ReopenContainerLogRequest>,
+    ) -> R<cri::ReopenContainerLogResponse> {
         Err(unimplemented("ReopenContainerLog"))
     }
 
@@ -156,27 +216,45 @@ impl RuntimeService for Cri {
         Err(unimplemented("Attach"))
     }
 
-    async fn port_forward(&self, _req: Request<cri::PortForwardRequest>) -> R<cri::PortForwardResponse> {
+    async fn port_forward(
+        &self,
+        _req: Request<cri::PortForwardRequest>,
+    ) -> R<cri::PortForwardResponse> {
         Err(unimplemented("PortForward"))
     }
 
-    async fn container_stats(&self, _req: Request<cri::ContainerStatsRequest>) -> R<cri::ContainerStatsResponse> {
+    async fn container_stats(
+        &self,
+        _req: Request<cri::ContainerStatsRequest>,
+    ) -> R<cri::ContainerStatsResponse> {
         Err(unimplemented("ContainerStats"))
     }
 
-    async fn list_container_stats(&self, _req: Request<cri::ListContainerStatsRequest>) -> R<cri::ListContainerStatsResponse> {
+    async fn list_container_stats(
+        &self,
+        _req: Request<cri::ListContainerStatsRequest>,
+    ) -> R<cri::ListContainerStatsResponse> {
         Err(unimplemented("ListContainerStats"))
     }
 
-    async fn pod_sandbox_stats(&self, _req: Request<cri::PodSandboxStatsRequest>) -> R<cri::PodSandboxStatsResponse> {
+    async fn pod_sandbox_stats(
+        &self,
+        _req: Request<cri::PodSandboxStatsRequest>,
+    ) -> R<cri::PodSandboxStatsResponse> {
         Err(unimplemented("PodSandboxStats"))
     }
 
-    async fn list_pod_sandbox_stats(&self, _req: Request<cri::ListPodSandboxStatsRequest>) -> R<cri::ListPodSandboxStatsResponse> {
+    async fn list_pod_sandbox_stats(
+        &self,
+        _req: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> R<cri::ListPodSandboxStatsResponse> {
         Err(unimplemented("ListPodSandboxStats"))
     }
 
-    async fn update_runtime_config(&self, _req: Request<cri::UpdateRuntimeConfigRequest>) -> R<cri::UpdateRuntimeConfigResponse> {
+    async fn update_runtime_config(
+        &self,
+        _req: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> R<cri::UpdateRuntimeConfigResponse> {
         // kubelet sends the pod CIDR here; crisp's network config does not take it from kubelet.
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
@@ -193,7 +271,9 @@ impl RuntimeService for Cri {
                 r#type: "NetworkReady".into(),
                 status: false,
                 reason: "NetworkPluginNotReady".into(),
-                message: "CNI is not wired yet: pods get a private network namespace with loopback only".into(),
+                message:
+                    "CNI is not wired yet: pods get a private network namespace with loopback only"
+                        .into(),
             },
         ];
         Ok(Response::new(cri::StatusResponse {
@@ -207,26 +287,46 @@ impl RuntimeService for Cri {
         }))
     }
 
-    async fn checkpoint_container(&self, _req: Request<cri::CheckpointContainerRequest>) -> R<cri::CheckpointContainerResponse> {
+    async fn checkpoint_container(
+        &self,
+        _req: Request<cri::CheckpointContainerRequest>,
+    ) -> R<cri::CheckpointContainerResponse> {
         Err(unimplemented("CheckpointContainer"))
     }
 
-    type GetContainerEventsStream =
-        Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send + 'static>>;
+    type GetContainerEventsStream = Pin<
+        Box<
+            dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>>
+                + Send
+                + 'static,
+        >,
+    >;
 
-    async fn get_container_events(&self, _req: Request<cri::GetEventsRequest>) -> R<Self::GetContainerEventsStream> {
+    async fn get_container_events(
+        &self,
+        _req: Request<cri::GetEventsRequest>,
+    ) -> R<Self::GetContainerEventsStream> {
         Err(unimplemented("GetContainerEvents"))
     }
 
-    async fn list_metric_descriptors(&self, _req: Request<cri::ListMetricDescriptorsRequest>) -> R<cri::ListMetricDescriptorsResponse> {
+    async fn list_metric_descriptors(
+        &self,
+        _req: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> R<cri::ListMetricDescriptorsResponse> {
         Err(unimplemented("ListMetricDescriptors"))
     }
 
-    async fn list_pod_sandbox_metrics(&self, _req: Request<cri::ListPodSandboxMetricsRequest>) -> R<cri::ListPodSandboxMetricsResponse> {
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _req: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> R<cri::ListPodSandboxMetricsResponse> {
         Err(unimplemented("ListPodSandboxMetrics"))
     }
 
-    async fn runtime_config(&self, _req: Request<cri::RuntimeConfigRequest>) -> R<cri::RuntimeConfigResponse> {
+    async fn runtime_config(
+        &self,
+        _req: Request<cri::RuntimeConfigRequest>,
+    ) -> R<cri::RuntimeConfigResponse> {
         Ok(Response::new(cri::RuntimeConfigResponse {
             linux: Some(cri::LinuxRuntimeConfiguration {
                 cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,

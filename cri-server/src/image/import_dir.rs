@@ -33,8 +33,13 @@ impl ImportDir {
         paths.sort();
         let mut added = 0;
         for path in paths {
-            let Ok(meta) = std::fs::metadata(&path) else { continue };
-            let stamp = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let stamp = (
+                meta.len(),
+                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            );
             {
                 let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
                 if seen.get(&path) == Some(&stamp) {
@@ -50,7 +55,9 @@ impl ImportDir {
                                 added += 1;
                                 tracing::info!(image = %rec.id, tags = ?rec.repo_tags, from = %path.display(), "imported image");
                             }
-                            Err(e) => tracing::error!(from = %path.display(), error = %e, "recording imported image"),
+                            Err(e) => {
+                                tracing::error!(from = %path.display(), error = %e, "recording imported image")
+                            }
                         }
                     }
                     self.seen
@@ -72,7 +79,11 @@ fn names_for(path: &Path, raw: &[String]) -> Vec<Reference> {
     let stem = path
         .file_name()
         .and_then(|n| n.to_str())
-        .map(|n| n.trim_end_matches(".tar.gz").trim_end_matches(".tgz").trim_end_matches(".tar"))
+        .map(|n| {
+            n.trim_end_matches(".tar.gz")
+                .trim_end_matches(".tgz")
+                .trim_end_matches(".tar")
+        })
         .unwrap_or("image")
         .to_lowercase();
     raw.iter()
@@ -101,7 +112,10 @@ mod tests {
     fn bare_tags_take_the_entry_name() {
         let n = names_for(Path::new("/i/busybox"), &["latest".into()]);
         assert_eq!(n[0].tagged().unwrap(), "docker.io/library/busybox:latest");
-        let n = names_for(Path::new("/i/x.tar"), &["docker.io/library/busybox:1".into()]);
+        let n = names_for(
+            Path::new("/i/x.tar"),
+            &["docker.io/library/busybox:1".into()],
+        );
         assert_eq!(n[0].tagged().unwrap(), "docker.io/library/busybox:1");
     }
 }

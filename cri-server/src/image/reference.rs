@@ -14,7 +14,8 @@ pub struct Reference {
 
 impl Reference {
     pub fn parse(s: &str) -> Result<Reference> {
-        let bad = |why: &str| Error::InvalidArgument(format!("invalid image reference {s:?}: {why}"));
+        let bad =
+            |why: &str| Error::InvalidArgument(format!("invalid image reference {s:?}: {why}"));
         if s.is_empty() {
             return Err(bad("empty"));
         }
@@ -35,14 +36,20 @@ impl Reference {
         };
         let last_slash = name_tag.rfind('/').map(|i| i + 1).unwrap_or(0);
         let (name, tag) = match name_tag[last_slash..].rfind(':') {
-            Some(i) => (&name_tag[..last_slash + i], Some(&name_tag[last_slash + i + 1..])),
+            Some(i) => (
+                &name_tag[..last_slash + i],
+                Some(&name_tag[last_slash + i + 1..]),
+            ),
             None => (name_tag, None),
         };
         if let Some(t) = tag {
             let ok = !t.is_empty()
                 && t.len() <= 128
-                && t.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+                && t.bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
             if !ok {
                 return Err(bad("tag must match [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"));
             }
@@ -52,7 +59,10 @@ impl Reference {
             && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost")
         {
             let d = parts.remove(0);
-            if !d.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':')) {
+            if !d
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
+            {
                 return Err(bad("invalid registry host"));
             }
             d.to_string()
@@ -64,7 +74,8 @@ impl Reference {
         }
         for p in &parts {
             let ok = !p.is_empty()
-                && p.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+                && p.bytes()
+                    .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
                 && p.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
                 && p.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
             if !ok {
@@ -84,12 +95,16 @@ impl Reference {
 
     /// `repo:tag`, if the reference has a tag.
     pub fn tagged(&self) -> Option<String> {
-        self.tag.as_ref().map(|t| format!("{}:{t}", self.repository))
+        self.tag
+            .as_ref()
+            .map(|t| format!("{}:{t}", self.repository))
     }
 
     /// `repo@digest`, if the reference has a digest.
     pub fn digested(&self) -> Option<String> {
-        self.digest.as_ref().map(|d| format!("{}@{d}", self.repository))
+        self.digest
+            .as_ref()
+            .map(|d| format!("{}@{d}", self.repository))
     }
 }
 
@@ -114,7 +129,10 @@ mod tests {
     #[test]
     fn digests() {
         let d = format!("sha256:{}", "a".repeat(64));
-        assert_eq!(norm(&format!("busybox@{d}")), format!("docker.io/library/busybox@{d}"));
+        assert_eq!(
+            norm(&format!("busybox@{d}")),
+            format!("docker.io/library/busybox@{d}")
+        );
         let r = Reference::parse(&format!("busybox:1@{d}")).unwrap();
         assert_eq!(r.tag.as_deref(), Some("1"));
         assert!(Reference::parse("busybox@sha256:xyz").is_err());

@@ -36,7 +36,11 @@ pub struct ImageStore {
 impl ImageStore {
     pub fn open(dir: PathBuf) -> Result<ImageStore> {
         let records = RecordStore::<ImageRecord>::open(dir)?;
-        let images = records.load_all()?.into_iter().map(|(_, r)| (r.id.clone(), r)).collect();
+        let images = records
+            .load_all()?
+            .into_iter()
+            .map(|(_, r)| (r.id.clone(), r))
+            .collect();
         Ok(ImageStore {
             records,
             images: RwLock::new(images),
@@ -44,7 +48,12 @@ impl ImageStore {
     }
 
     pub fn list(&self) -> Vec<ImageRecord> {
-        self.images.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.images
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Finds an image by id, id prefix (≥ 12 hex digits, as `crictl` shows), tag or digest ref.
@@ -52,14 +61,21 @@ impl ImageStore {
         let images = self.images.read().unwrap_or_else(|e| e.into_inner());
         let hexish = spec.strip_prefix("sha256:").unwrap_or(spec);
         if hexish.len() >= 12 && hexish.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let mut hits = images.values().filter(|r| r.id.strip_prefix("sha256:").unwrap_or(&r.id).starts_with(hexish));
+            let mut hits = images.values().filter(|r| {
+                r.id.strip_prefix("sha256:")
+                    .unwrap_or(&r.id)
+                    .starts_with(hexish)
+            });
             if let (Some(r), None) = (hits.next(), hits.next()) {
                 return Some(r.clone());
             }
         }
         let r = Reference::parse(spec).ok()?;
         if let Some(d) = r.digested() {
-            return images.values().find(|i| i.repo_digests.contains(&d)).cloned();
+            return images
+                .values()
+                .find(|i| i.repo_digests.contains(&d))
+                .cloned();
         }
         let t = r.tagged()?;
         images.values().find(|i| i.repo_tags.contains(&t)).cloned()
@@ -83,7 +99,8 @@ impl ImageStore {
                 for other in images.values_mut().filter(|o| o.id != id) {
                     if let Some(pos) = other.repo_tags.iter().position(|x| *x == t) {
                         other.repo_tags.remove(pos);
-                        self.records.save(other.id.strip_prefix("sha256:").unwrap_or(&other.id), other)?;
+                        self.records
+                            .save(other.id.strip_prefix("sha256:").unwrap_or(&other.id), other)?;
                     }
                 }
                 if !rec.repo_tags.contains(&t) {
@@ -95,7 +112,8 @@ impl ImageStore {
                 rec.repo_digests.push(d);
             }
         }
-        self.records.save(id.strip_prefix("sha256:").unwrap_or(&id), &rec)?;
+        self.records
+            .save(id.strip_prefix("sha256:").unwrap_or(&id), &rec)?;
         images.insert(id, rec.clone());
         Ok(rec)
     }
@@ -115,14 +133,16 @@ impl ImageStore {
         let mut images = self.images.write().unwrap_or_else(|e| e.into_inner());
         if let Some(rec) = images.get_mut(id) {
             rec.repo_tags.retain(|t| t != tag);
-            self.records.save(id.strip_prefix("sha256:").unwrap_or(id), rec)?;
+            self.records
+                .save(id.strip_prefix("sha256:").unwrap_or(id), rec)?;
         }
         Ok(())
     }
 
     pub fn remove(&self, id: &str) -> Result<()> {
         let mut images = self.images.write().unwrap_or_else(|e| e.into_inner());
-        self.records.remove(id.strip_prefix("sha256:").unwrap_or(id))?;
+        self.records
+            .remove(id.strip_prefix("sha256:").unwrap_or(id))?;
         images.remove(id);
         Ok(())
     }

@@ -26,7 +26,9 @@ pub fn write(dir: &Path, hostname: &str, dns: Option<&DnsConfig>) -> Result<()> 
 
 /// `resolv.conf` from the pod's `DNSConfig`; without one, the host's (as containerd does).
 fn resolv_conf(dns: Option<&DnsConfig>) -> Result<String> {
-    let Some(dns) = dns.filter(|d| !(d.servers.is_empty() && d.searches.is_empty() && d.options.is_empty())) else {
+    let Some(dns) =
+        dns.filter(|d| !(d.servers.is_empty() && d.searches.is_empty() && d.options.is_empty()))
+    else {
         return Ok(std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
     };
     let mut out = String::new();
@@ -61,7 +63,9 @@ pub fn check_hostname(h: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!("invalid pod hostname {h:?}")))
+        Err(Error::InvalidArgument(format!(
+            "invalid pod hostname {h:?}"
+        )))
     }
 }
 

@@ -101,7 +101,12 @@ fn pin(ns_dir: &Path, name: &str) -> Result<PathBuf> {
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .map_err(|e| Error::internal(format!("pinning {name} namespace at {}", target.display()), e))?;
+    .map_err(|e| {
+        Error::internal(
+            format!("pinning {name} namespace at {}", target.display()),
+            e,
+        )
+    })?;
     Ok(target)
 }
 

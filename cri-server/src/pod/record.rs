@@ -22,7 +22,9 @@ impl SandboxState {
     pub fn transition(self, to: SandboxState) -> Result<SandboxState> {
         use SandboxState::*;
         match (self, to) {
-            (Creating, Ready) | (Ready, NotReady) | (NotReady, NotReady) | (Creating, NotReady) => Ok(to),
+            (Creating, Ready) | (Ready, NotReady) | (NotReady, NotReady) | (Creating, NotReady) => {
+                Ok(to)
+            }
             _ => Err(Error::FailedPrecondition(format!(
                 "pod sandbox cannot go from {self:?} to {to:?}"
             ))),
@@ -51,9 +53,13 @@ pub struct SandboxRecord {
 
 impl SandboxRecord {
     pub fn name_key(config: &PodSandboxConfig) -> Option<(String, String, String, u32)> {
-        config
-            .metadata
-            .as_ref()
-            .map(|m| (m.name.clone(), m.namespace.clone(), m.uid.clone(), m.attempt))
+        config.metadata.as_ref().map(|m| {
+            (
+                m.name.clone(),
+                m.namespace.clone(),
+                m.uid.clone(),
+                m.attempt,
+            )
+        })
     }
 }

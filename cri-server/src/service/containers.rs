@@ -14,21 +14,42 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// A snapshot of a container entry, taken under the objects lock and used without it.
+struct EntryView {
+    rec: ContainerRecord,
+    shim: Option<Shim>,
+    op: Arc<tokio::sync::Mutex<()>>,
+    exited: watch::Receiver<bool>,
+}
+
 /// How long to wait for a container to die after SIGKILL before giving up on it.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
 impl Runtime {
-    pub async fn create_container(self: &Arc<Self>, pod_id: &str, config: ContainerConfig) -> Result<String> {
+    pub async fn create_container(
+        self: &Arc<Self>,
+        pod_id: &str,
+        config: ContainerConfig,
+    ) -> Result<String> {
         let meta = config
             .metadata
             .clone()
             .ok_or_else(|| Error::InvalidArgument("container config has no metadata".into()))?;
         if meta.name.is_empty() {
-            return Err(Error::InvalidArgument("container name must not be empty".into()));
+            return Err(Error::InvalidArgument(
+                "container name must not be empty".into(),
+            ));
         }
-        let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
         if image_name.is_empty() {
-            return Err(Error::InvalidArgument(format!("container {:?} names no image", meta.name)));
+            return Err(Error::InvalidArgument(format!(
+                "container {:?} names no image",
+                meta.name
+            )));
         }
         let pod = self.pod(pod_id)?;
         if pod.state != SandboxState::Ready {
@@ -37,14 +58,13 @@ impl Runtime {
                 pod.id, meta.name
             )));
         }
-        let image = self
-            .images
-            .find(&image_name)
-            .ok_or_else(|| Error::NotFound(format!("image {image_name:?} not found: pull it first")))?;
+        let image = self.images.find(&image_name).ok_or_else(|| {
+            Error::NotFound(format!("image {image_name:?} not found: pull it first"))
+        })?;
         let log_path = log_path(&pod.config.log_directory, &config.log_path)?;
 
         let id = ids::new_id();
-        let dir = ShimDir::new(self.container_dir(&id));
+        let dir = self.shim_dir(&id);
         let mut rec = ContainerRecord {
             id: id.clone(),
             pod_id: pod.id.clone(),
@@ -53,7 +73,6 @@ impl Runtime {
             image_name,
             image_id: image.id.clone(),
             stop_signal: stop_signal(&image.config.stop_signal)?,
-            dir: dir.path().to_path_buf(),
             log_path: log_path.clone(),
             pid: 0,
             created_at_ns: now_ns(),
@@ -67,7 +86,8 @@ impl Runtime {
             let mut objs = self.objects();
             if let Some(other) = objs.containers.values().find(|c| {
                 c.rec.pod_id == pod.id
-                    && c.rec.config.metadata.as_ref().map(|m| (&m.name, m.attempt)) == Some((&meta.name, meta.attempt))
+                    && c.rec.config.metadata.as_ref().map(|m| (&m.name, m.attempt))
+                        == Some((&meta.name, meta.attempt))
             }) {
                 return Err(Error::AlreadyExists(format!(
                     "container {:?} (attempt {}) already exists in pod {} as {}",
@@ -148,8 +168,9 @@ impl Runtime {
             spec.save(bundle.join("config.json"))
                 .map_err(|e| Error::internal(format!("writing the bundle of {id}"), e))?;
             if let Some(parent) = log_path.as_ref().and_then(|p| p.parent()) {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| Error::internal(format!("creating log dir {}", parent.display()), e))?;
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    Error::internal(format!("creating log dir {}", parent.display()), e)
+                })?;
             }
             Ok(())
         })
@@ -177,25 +198,30 @@ impl Runtime {
         ids::resolve("container", id, objs.containers.keys())
     }
 
-    fn entry_parts(&self, id: &str) -> Result<(ContainerRecord, Option<Shim>, Arc<tokio::sync::Mutex<()>>, watch::Receiver<bool>)> {
+    fn entry_parts(&self, id: &str) -> Result<EntryView> {
         let objs = self.objects();
         let e = objs
             .containers
             .get(id)
             .ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
-        Ok((e.rec.clone(), e.shim.clone(), e.op.clone(), e.exited.subscribe()))
+        Ok(EntryView {
+            rec: e.rec.clone(),
+            shim: e.shim.clone(),
+            op: e.op.clone(),
+            exited: e.exited.subscribe(),
+        })
     }
 
     pub fn container(&self, id: &str) -> Result<ContainerRecord> {
         let id = self.resolve_container(id)?;
-        Ok(self.entry_parts(&id)?.0)
+        Ok(self.entry_parts(&id)?.rec)
     }
 
     pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<()> {
         let id = self.resolve_container(id)?;
-        let (_, _, op, _) = self.entry_parts(&id)?;
+        let op = self.entry_parts(&id)?.op;
         let _guard = op.lock().await;
-        let (rec, shim, _, _) = self.entry_parts(&id)?;
+        let EntryView { rec, shim, .. } = self.entry_parts(&id)?;
         if rec.state != ContainerState::Created {
             return Err(Error::FailedPrecondition(format!(
                 "container {id} is {:?}: only a created container can be started",
@@ -241,7 +267,10 @@ impl Runtime {
                 Ok(exit) => me.record_exit(&id, exit, String::new()),
                 Err(e) => me.record_exit(
                     &id,
-                    Exit { code: 255, at_ns: now_ns() },
+                    Exit {
+                        code: 255,
+                        at_ns: now_ns(),
+                    },
                     format!("shim lost: {e}"),
                 ),
             }
@@ -249,11 +278,14 @@ impl Runtime {
     }
 
     pub(super) fn exit_from_record(&self, id: &str) -> Option<Exit> {
-        let dir = ShimDir::new(self.container_dir(id));
+        let dir = self.shim_dir(id);
         crisp_api::ExitRecord::load(&dir.exit_record())
             .ok()
             .flatten()
-            .map(|r| Exit { code: r.exit_code, at_ns: r.exited_at_ns })
+            .map(|r| Exit {
+                code: r.exit_code,
+                at_ns: r.exited_at_ns,
+            })
     }
 
     pub(super) fn record_exit(&self, id: &str, exit: Exit, message: String) {
@@ -261,7 +293,12 @@ impl Runtime {
             if r.state == ContainerState::Exited {
                 return Ok(());
             }
-            r.exited(exit.code, if exit.at_ns > 0 { exit.at_ns } else { now_ns() }, false, message.clone())
+            r.exited(
+                exit.code,
+                if exit.at_ns > 0 { exit.at_ns } else { now_ns() },
+                false,
+                message.clone(),
+            )
         });
         if let Err(e) = r {
             tracing::warn!(container = %id, error = %e, "recording exit");
@@ -276,7 +313,11 @@ impl Runtime {
         }
     }
 
-    pub(super) fn update_container(&self, id: &str, f: impl FnOnce(&mut ContainerRecord) -> Result<()>) -> Result<()> {
+    pub(super) fn update_container(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut ContainerRecord) -> Result<()>,
+    ) -> Result<()> {
         let mut objs = self.objects();
         let e = objs
             .containers
@@ -291,13 +332,18 @@ impl Runtime {
 
     pub async fn stop_container(self: &Arc<Self>, id: &str, timeout_s: i64) -> Result<()> {
         let id = self.resolve_container(id)?;
-        let (_, _, op, _) = self.entry_parts(&id)?;
+        let op = self.entry_parts(&id)?.op;
         let _guard = op.lock().await;
         self.stop_locked(&id, timeout_s).await
     }
 
     async fn stop_locked(&self, id: &str, timeout_s: i64) -> Result<()> {
-        let (rec, shim, _, mut exited) = self.entry_parts(id)?;
+        let EntryView {
+            rec,
+            shim,
+            mut exited,
+            ..
+        } = self.entry_parts(id)?;
         if rec.state != ContainerState::Running {
             return Ok(());
         }
@@ -305,7 +351,10 @@ impl Runtime {
         if timeout_s > 0 {
             shim.kill(rec.stop_signal as u32, false).await?;
             let wait = exited.wait_for(|e| *e);
-            if tokio::time::timeout(Duration::from_secs(timeout_s as u64), wait).await.is_ok() {
+            if tokio::time::timeout(Duration::from_secs(timeout_s as u64), wait)
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
             tracing::info!(container = %id, "stop timeout passed: killing");
@@ -314,7 +363,9 @@ impl Runtime {
         let wait = exited.wait_for(|e| *e);
         tokio::time::timeout(KILL_GRACE, wait)
             .await
-            .map_err(|_| Error::DeadlineExceeded(format!("container {id} did not die after SIGKILL")))?
+            .map_err(|_| {
+                Error::DeadlineExceeded(format!("container {id} did not die after SIGKILL"))
+            })?
             .map_err(|_| Error::Internal(format!("container {id} vanished while stopping")))?;
         Ok(())
     }
@@ -325,12 +376,12 @@ impl Runtime {
             Err(Error::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let (_, _, op, _) = self.entry_parts(&id)?;
+        let op = self.entry_parts(&id)?.op;
         let _guard = op.lock().await;
         if let Err(e) = self.stop_locked(&id, 0).await {
             tracing::warn!(container = %id, error = %e, "stopping before removal");
         }
-        let Ok((rec, shim, _, _)) = self.entry_parts(&id) else {
+        let Ok(EntryView { rec, shim, .. }) = self.entry_parts(&id) else {
             return Ok(());
         };
         self.destroy_container(&rec, shim).await;
@@ -341,7 +392,7 @@ impl Runtime {
 
     /// Tears down everything a container made, tolerating a shim that is already gone.
     pub(super) async fn destroy_container(&self, rec: &ContainerRecord, shim: Option<Shim>) {
-        let dir = ShimDir::new(rec.dir.clone());
+        let dir = self.shim_dir(&rec.id);
         let shim = match shim {
             Some(s) => Some(s),
             None => Shim::connect(&dir, &rec.id).await.ok(),
@@ -371,6 +422,7 @@ impl Runtime {
             if let Err(e) = snapshotter.remove_active(&id) {
                 tracing::warn!(container = %id, error = %e, "removing writable layer");
             }
+            let _ = std::fs::remove_file(dir.socket());
             if let Err(e) = std::fs::remove_dir_all(dir.path()) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(container = %id, error = %e, "removing container dir");
@@ -393,8 +445,12 @@ impl Runtime {
                 let Some(f) = filter else { return true };
                 (f.id.is_empty() || c.id.starts_with(&f.id))
                     && (f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))
-                    && f.state.as_ref().is_none_or(|s| s.state == c.state.to_cri() as i32)
-                    && f.label_selector.iter().all(|(k, v)| c.config.labels.get(k) == Some(v))
+                    && f.state
+                        .as_ref()
+                        .is_none_or(|s| s.state == c.state.to_cri() as i32)
+                    && f.label_selector
+                        .iter()
+                        .all(|(k, v)| c.config.labels.get(k) == Some(v))
             })
             .cloned()
             .collect()
@@ -408,7 +464,11 @@ fn log_path(log_directory: &str, rel: &str) -> Result<Option<PathBuf>> {
         return Ok(None);
     }
     let rel_path = Path::new(rel);
-    if rel_path.is_absolute() || rel_path.components().any(|c| !matches!(c, Component::Normal(_))) {
+    if rel_path.is_absolute()
+        || rel_path
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_)))
+    {
         return Err(Error::InvalidArgument(format!(
             "log path {rel:?} must be relative to the pod's log directory, without '..'"
         )));
@@ -429,7 +489,11 @@ fn stop_signal(s: &str) -> Result<i32> {
     if let Ok(n) = s.parse::<i32>() {
         return Ok(n);
     }
-    let name = if s.starts_with("SIG") { s.to_string() } else { format!("SIG{s}") };
+    let name = if s.starts_with("SIG") {
+        s.to_string()
+    } else {
+        format!("SIG{s}")
+    };
     name.parse::<nix::sys::signal::Signal>()
         .map(|sig| sig as i32)
         .map_err(|_| Error::InvalidArgument(format!("image StopSignal {s:?} is not a signal")))

@@ -43,7 +43,10 @@ impl Runtime {
             return Ok(());
         };
         if let Ok(r) = Reference::parse(spec) {
-            if let Some(tag) = r.tagged().filter(|t| img.repo_tags.contains(t) && img.repo_tags.len() > 1) {
+            if let Some(tag) = r
+                .tagged()
+                .filter(|t| img.repo_tags.contains(t) && img.repo_tags.len() > 1)
+            {
                 return self.images.untag(&img.id, &tag);
             }
         }
@@ -57,7 +60,11 @@ impl Runtime {
             .flat_map(|i| i.chain_ids)
             .collect();
         self.images.remove(&img.id)?;
-        let unused: Vec<String> = img.chain_ids.into_iter().filter(|c| !in_use.contains(c)).collect();
+        let unused: Vec<String> = img
+            .chain_ids
+            .into_iter()
+            .filter(|c| !in_use.contains(c))
+            .collect();
         let snapshotter = self.snapshotter.clone();
         tokio::task::spawn_blocking(move || {
             for c in unused {
@@ -77,7 +84,9 @@ impl Runtime {
     pub async fn image_fs_usage(&self) -> (std::path::PathBuf, u64, u64) {
         let dir = self.cfg.root.join("snapshots");
         let d = dir.clone();
-        let (bytes, inodes) = tokio::task::spawn_blocking(move || du(&d)).await.unwrap_or((0, 0));
+        let (bytes, inodes) = tokio::task::spawn_blocking(move || du(&d))
+            .await
+            .unwrap_or((0, 0));
         (dir, bytes, inodes)
     }
 }
@@ -90,7 +99,9 @@ fn du(dir: &std::path::Path) -> (u64, u64) {
     let mut inodes = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let Ok(m) = e.metadata() else { continue };
             bytes += m.blocks() * 512;

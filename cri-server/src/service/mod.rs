@@ -88,7 +88,7 @@ impl Runtime {
         self.cfg.state.join("pods").join(id)
     }
 
-    fn container_dir(&self, id: &str) -> PathBuf {
-        self.cfg.state.join("containers").join(id)
+    fn shim_dir(&self, id: &str) -> crisp_api::ShimDir {
+        crisp_api::ShimDir::under_state(&self.cfg.state, id)
     }
 }

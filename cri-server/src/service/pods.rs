@@ -9,16 +9,24 @@ use k8s_cri::v1::{NamespaceMode, PodSandboxConfig, PodSandboxFilter};
 use std::sync::Arc;
 
 impl Runtime {
-    pub async fn run_pod_sandbox(self: &Arc<Self>, config: PodSandboxConfig, handler: String) -> Result<String> {
+    pub async fn run_pod_sandbox(
+        self: &Arc<Self>,
+        config: PodSandboxConfig,
+        handler: String,
+    ) -> Result<String> {
         let meta = config
             .metadata
             .as_ref()
             .ok_or_else(|| Error::InvalidArgument("pod sandbox config has no metadata".into()))?;
         if meta.name.is_empty() {
-            return Err(Error::InvalidArgument("pod sandbox name must not be empty".into()));
+            return Err(Error::InvalidArgument(
+                "pod sandbox name must not be empty".into(),
+            ));
         }
         if !handler.is_empty() && handler != "crisp" && handler != "runc" {
-            return Err(Error::InvalidArgument(format!("unknown runtime handler {handler:?}")));
+            return Err(Error::InvalidArgument(format!(
+                "unknown runtime handler {handler:?}"
+            )));
         }
         let ns_opts = config
             .linux
@@ -37,18 +45,34 @@ impl Runtime {
             config.hostname.clone()
         };
         files::check_hostname(&hostname)?;
-        let requested_parent = config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default();
+        let requested_parent = config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
         if !requested_parent.is_empty() {
             crate::cgroups::check_path(&requested_parent).map_err(Error::InvalidArgument)?;
         }
-        for key in config.linux.as_ref().map(|l| l.sysctls.keys().collect::<Vec<_>>()).unwrap_or_default() {
+        for key in config
+            .linux
+            .as_ref()
+            .map(|l| l.sysctls.keys().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
             crate::container::spec::check_sysctl(key)?;
         }
 
         let id = ids::new_id();
         let dir = self.pod_dir(&id);
         let (cgroup_parent, owns_cgroup) = if requested_parent.is_empty() {
-            (format!("{}/pod-{}", self.cfg.cgroup_parent.trim_end_matches('/'), &id[..12]), true)
+            (
+                format!(
+                    "{}/pod-{}",
+                    self.cfg.cgroup_parent.trim_end_matches('/'),
+                    &id[..12]
+                ),
+                true,
+            )
         } else {
             (requested_parent, false)
         };
@@ -68,7 +92,11 @@ impl Runtime {
         {
             let mut objs = self.objects();
             let key = SandboxRecord::name_key(&config);
-            if let Some(other) = objs.pods.values().find(|p| SandboxRecord::name_key(&p.config) == key) {
+            if let Some(other) = objs
+                .pods
+                .values()
+                .find(|p| SandboxRecord::name_key(&p.config) == key)
+            {
                 return Err(Error::AlreadyExists(format!(
                     "pod sandbox {}/{} (uid {:?}, attempt {}) already exists as {}",
                     meta.namespace, meta.name, meta.uid, meta.attempt, other.id
@@ -86,7 +114,8 @@ impl Runtime {
             uts: !host_net,
         };
         let made = tokio::task::spawn_blocking(move || -> Result<Pinned> {
-            std::fs::create_dir_all(&dir).map_err(|e| Error::internal(format!("creating {}", dir.display()), e))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::internal(format!("creating {}", dir.display()), e))?;
             files::write(&dir, &hostname, dns.as_ref())?;
             namespaces::create(&dir, want, hostname)
         })
@@ -195,8 +224,12 @@ impl Runtime {
             .filter(|p| {
                 let Some(f) = filter else { return true };
                 (f.id.is_empty() || p.id.starts_with(&f.id))
-                    && f.state.as_ref().is_none_or(|s| s.state == pod_state_to_cri(p.state) as i32)
-                    && f.label_selector.iter().all(|(k, v)| p.config.labels.get(k) == Some(v))
+                    && f.state
+                        .as_ref()
+                        .is_none_or(|s| s.state == pod_state_to_cri(p.state) as i32)
+                    && f.label_selector
+                        .iter()
+                        .all(|(k, v)| p.config.labels.get(k) == Some(v))
             })
             .cloned()
             .collect()

@@ -8,7 +8,6 @@ use crate::container::ContainerState;
 use crate::error::Result;
 use crate::pod::SandboxState;
 use containerd_shim_protos::api::Status;
-use crisp_api::ShimDir;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -29,7 +28,12 @@ impl Runtime {
                 tracing::info!(container = %rec.id, "cleaning up a container left half made or orphaned");
                 self.objects().containers.insert(
                     rec.id.clone(),
-                    ContainerEntry { rec: rec.clone(), shim: None, exited, op: Default::default() },
+                    ContainerEntry {
+                        rec: rec.clone(),
+                        shim: None,
+                        exited,
+                        op: Default::default(),
+                    },
                 );
                 self.destroy_container(&rec, None).await;
                 self.objects().containers.remove(&rec.id);
@@ -39,25 +43,48 @@ impl Runtime {
             let shim = if rec.state == ContainerState::Exited {
                 None
             } else {
-                Shim::connect(&ShimDir::new(rec.dir.clone()), &id).await.ok()
+                Shim::connect(&self.shim_dir(&id), &id).await.ok()
             };
             let was = rec.state;
             self.objects().containers.insert(
                 id.clone(),
-                ContainerEntry { rec, shim: shim.clone(), exited, op: Default::default() },
+                ContainerEntry {
+                    rec,
+                    shim: shim.clone(),
+                    exited,
+                    op: Default::default(),
+                },
             );
             if was == ContainerState::Exited {
                 continue;
             }
             let Some(shim) = shim else {
                 let exit = self.exit_from_record(&id);
-                let msg = if exit.is_some() { String::new() } else { "shim exited while crispd was down".into() };
-                self.record_exit(&id, exit.unwrap_or(Exit { code: 255, at_ns: now_ns() }), msg);
+                let msg = if exit.is_some() {
+                    String::new()
+                } else {
+                    "shim exited while crispd was down".into()
+                };
+                self.record_exit(
+                    &id,
+                    exit.unwrap_or(Exit {
+                        code: 255,
+                        at_ns: now_ns(),
+                    }),
+                    msg,
+                );
                 continue;
             };
             match shim.state().await {
                 Ok((Status::STOPPED, _, exit)) => {
-                    self.record_exit(&id, exit.unwrap_or(Exit { code: 255, at_ns: now_ns() }), String::new());
+                    self.record_exit(
+                        &id,
+                        exit.unwrap_or(Exit {
+                            code: 255,
+                            at_ns: now_ns(),
+                        }),
+                        String::new(),
+                    );
                 }
                 Ok((Status::RUNNING, _, _)) => {
                     if was == ContainerState::Created {

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what building and testing crisp needs on a bare Debian machine (idempotent).
+set -euo pipefail
+
+pkgs=(
+  protobuf-compiler      # k8s-cri generates its gRPC code with protoc
+  libseccomp-dev pkg-config  # youki's libcontainer links libseccomp
+  busybox-static         # the test and demo images are built from it
+  iproute2 util-linux    # ip, nsenter, mount tools used by tests
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; exit 1; }
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The project's test command (README and .ci/run call exactly this). Needs root: the
+# integration tests create real namespaces, overlay mounts, cgroups and processes, and clean
+# them up again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo build --workspace --quiet
+cargo nextest run --workspace --no-fail-fast "$@"
