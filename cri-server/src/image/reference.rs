@@ -59,10 +59,13 @@ impl Reference {
             && (parts[0].contains('.') || parts[0].contains(':') || parts[0] == "localhost")
         {
             let d = parts.remove(0);
-            if !d
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
-            {
+            let (host, port) = d.split_once(':').unwrap_or((d, ""));
+            let host_ok = host.split('.').all(|l| {
+                !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+            let port_ok =
+                !d.contains(':') || (!port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+            if !host_ok || !port_ok {
                 return Err(bad("invalid registry host"));
             }
             d.to_string()
