@@ -65,6 +65,10 @@ impl ShimDir {
     pub fn runtime_root(&self) -> PathBuf {
         self.dir.join("runtime")
     }
+    /// The OCI process spec of a pending exec (read by the runtime helper, then removed).
+    pub fn exec_spec(&self, exec_id: &str) -> PathBuf {
+        self.dir.join("exec").join(format!("{exec_id}.json"))
+    }
     /// The shim's own diagnostics (not the container's output).
     pub fn shim_log(&self) -> PathBuf {
         self.dir.join("shim.log")

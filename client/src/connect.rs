@@ -17,6 +17,9 @@ pub struct CriClient {
 }
 
 /// Connects to a CRI server listening on the unix socket `socket`.
+/// kubelet's gRPC message size limit towards the runtime (16 MiB).
+pub const MAX_MESSAGE: usize = 16 << 20;
+
 pub async fn connect(socket: &Path) -> Result<CriClient, Error> {
     let connect_error = |source| Error::Connect {
         socket: socket.display().to_string(),
@@ -37,7 +40,8 @@ pub async fn connect(socket: &Path) -> Result<CriClient, Error> {
         .await
         .map_err(connect_error)?;
     Ok(CriClient {
-        runtime: RuntimeServiceClient::new(channel.clone()),
-        image: ImageServiceClient::new(channel),
+        // kubelet's limit for CRI responses (ExecSync output, long lists).
+        runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
+        image: ImageServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE),
     })
 }

@@ -45,6 +45,22 @@ pub enum Op {
         #[arg(long)]
         id: String,
     },
+    /// Run an extra process in the running container; prints its pid on stdout.
+    Exec {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        id: String,
+        /// An OCI `process` JSON.
+        #[arg(long)]
+        process: PathBuf,
+        #[arg(long)]
+        with_stdin: bool,
+        #[arg(long)]
+        with_stdout: bool,
+        #[arg(long)]
+        with_stderr: bool,
+    },
     Delete {
         #[arg(long)]
         root: PathBuf,
@@ -79,6 +95,14 @@ pub fn run_op(op: Op) -> i32 {
             with_stdout,
             with_stderr,
         } => create(&root, &id, &bundle, [with_stdin, with_stdout, with_stderr]),
+        Op::Exec {
+            root,
+            id,
+            process,
+            with_stdin,
+            with_stdout,
+            with_stderr,
+        } => exec(&root, &id, &process, [with_stdin, with_stdout, with_stderr]),
         Op::Start { root, id } => Container::load(root.join(&id))
             .and_then(|mut c| c.start())
             .map_err(|e| e.to_string()),
@@ -98,8 +122,7 @@ pub fn run_op(op: Op) -> i32 {
     }
 }
 
-fn create(root: &Path, id: &str, bundle: &Path, stdio: [bool; 3]) -> Result<(), String> {
-    std::fs::create_dir_all(root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+fn builder_with_stdio(root: &Path, id: &str, stdio: [bool; 3]) -> Result<ContainerBuilder, String> {
     let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
         .map_err(|e| e.to_string())?;
@@ -116,7 +139,12 @@ fn create(root: &Path, id: &str, bundle: &Path, stdio: [bool; 3]) -> Result<(), 
             builder = builder.with_stderr(OwnedFd::from_raw_fd(CHILD_STDERR_FD));
         }
     }
-    let container = builder
+    Ok(builder)
+}
+
+fn create(root: &Path, id: &str, bundle: &Path, stdio: [bool; 3]) -> Result<(), String> {
+    std::fs::create_dir_all(root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    let container = builder_with_stdio(root, id, stdio)?
         .as_init(bundle)
         .with_systemd(false)
         .with_detach(true)
@@ -125,6 +153,17 @@ fn create(root: &Path, id: &str, bundle: &Path, stdio: [bool; 3]) -> Result<(), 
     let pid = container
         .pid()
         .ok_or_else(|| "container created without a pid".to_string())?;
+    println!("{pid}");
+    Ok(())
+}
+
+fn exec(root: &Path, id: &str, process: &Path, stdio: [bool; 3]) -> Result<(), String> {
+    let pid = builder_with_stdio(root, id, stdio)?
+        .as_tenant()
+        .with_process(Some(process))
+        .with_detach(true)
+        .build()
+        .map_err(|e| e.to_string())?;
     println!("{pid}");
     Ok(())
 }
@@ -158,6 +197,22 @@ impl RuntimeHelper {
     ) -> Result<u32, HelperError> {
         let mut cmd = self.command("create", id);
         cmd.arg("--bundle").arg(bundle);
+        self.spawn_with_stdio("create", cmd, stdio)
+    }
+
+    /// Starts `process` (an OCI process JSON file) inside the running container.
+    pub fn exec(&self, id: &str, process: &Path, stdio: ContainerStdio) -> Result<u32, HelperError> {
+        let mut cmd = self.command("exec", id);
+        cmd.arg("--process").arg(process);
+        self.spawn_with_stdio("exec", cmd, stdio)
+    }
+
+    fn spawn_with_stdio(
+        &self,
+        op: &'static str,
+        mut cmd: Command,
+        stdio: ContainerStdio,
+    ) -> Result<u32, HelperError> {
         let mut fds: Vec<(RawFd, RawFd)> = Vec::new();
         for (flag, fd, target) in [
             ("--with-stdin", &stdio.stdin, CHILD_STDIN_FD),
@@ -170,11 +225,11 @@ impl RuntimeHelper {
             }
         }
         pass_fds(&mut cmd, fds);
-        let out = self.execute("create", cmd)?;
+        let out = self.execute(op, cmd)?;
         // The fds in `stdio` are dropped here: the container holds the only write ends now.
         drop(stdio);
         out.trim().parse().map_err(|_| HelperError::Failed {
-            op: "create",
+            op,
             message: format!("helper printed no pid: {out:?}"),
         })
     }

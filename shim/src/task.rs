@@ -14,6 +14,7 @@ use containerd_shim_protos::Task;
 use crisp_api::{ExitRecord, ShimDir};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -30,15 +31,49 @@ enum Phase {
     Deleted,
 }
 
-struct Container {
-    id: String,
-    bundle: String,
+/// The container's init or one of its exec processes.
+struct Process {
     pid: u32,
     phase: Phase,
     exit: Option<ExitRecord>,
     stdin: String,
     stdout: String,
     stderr: String,
+}
+
+impl Process {
+    fn new(stdin: &str, stdout: &str, stderr: &str) -> Process {
+        Process {
+            pid: 0,
+            phase: Phase::Created,
+            exit: None,
+            stdin: stdin.to_string(),
+            stdout: stdout.to_string(),
+            stderr: stderr.to_string(),
+        }
+    }
+}
+
+struct Container {
+    id: String,
+    bundle: String,
+    init: Process,
+    execs: HashMap<String, Process>,
+}
+
+impl Container {
+    fn process(&mut self, exec_id: &str) -> ttrpc::Result<&mut Process> {
+        if exec_id.is_empty() {
+            return Ok(&mut self.init);
+        }
+        let id = &self.id;
+        self.execs.get_mut(exec_id).ok_or_else(|| {
+            err(
+                Code::NOT_FOUND,
+                format!("exec {exec_id} not found in container {id}"),
+            )
+        })
+    }
 }
 
 struct Inner {
@@ -100,7 +135,7 @@ impl TaskService {
     ) -> ttrpc::Result<T> {
         let mut guard = self.lock();
         match guard.as_mut() {
-            Some(c) if c.id == id && c.phase != Phase::Deleted => f(c),
+            Some(c) if c.id == id && c.init.phase != Phase::Deleted => f(c),
             _ => Err(err(
                 Code::NOT_FOUND,
                 format!("container {id} not found in this shim"),
@@ -108,8 +143,9 @@ impl TaskService {
         }
     }
 
-    /// Waits for the init to exit, lets its output drain, persists the exit, then publishes it.
-    fn monitor(&self, pid: u32, io: Arc<ContainerIo>) {
+    /// Waits for a process to exit, lets its output drain, persists the init's exit, then
+    /// publishes it.
+    fn monitor(&self, exec_id: String, pid: u32, io: ContainerIo) {
         let code = self.inner.reaper.wait(pid as i32);
         io.wait_drained(IO_DRAIN_TIMEOUT);
         let record = ExitRecord {
@@ -118,19 +154,30 @@ impl TaskService {
             exited_at_ns: now_ns(),
             oom_killed: false,
         };
-        if let Err(e) = record.store(&self.inner.dir.exit_record()) {
-            tracing::error!(error = %e, "persisting the exit record");
+        if exec_id.is_empty() {
+            if let Err(e) = record.store(&self.inner.dir.exit_record()) {
+                tracing::error!(error = %e, "persisting the exit record");
+            }
         }
         let mut guard = self.lock();
-        if let Some(c) = guard.as_mut() {
-            if c.pid == pid {
-                c.exit = Some(record);
-                if c.phase != Phase::Deleted {
-                    c.phase = Phase::Stopped;
+        if let Some(p) = guard.as_mut().and_then(|c| c.process(&exec_id).ok()) {
+            if p.pid == pid {
+                p.exit = Some(record);
+                if p.phase != Phase::Deleted {
+                    p.phase = Phase::Stopped;
                 }
             }
         }
         self.inner.changed.notify_all();
+    }
+
+    fn spawn_monitor(&self, exec_id: String, pid: u32, io: ContainerIo) -> ttrpc::Result<()> {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("monitor".into())
+            .spawn(move || me.monitor(exec_id, pid, io))
+            .map(|_| ())
+            .map_err(|e| err(Code::INTERNAL, format!("starting the exit monitor: {e}")))
     }
 
     fn cgroup_pids(&self, bundle: &str, id: &str) -> Vec<Pid> {
@@ -154,6 +201,13 @@ impl TaskService {
     }
 }
 
+fn exit_fields(exit: Option<ExitRecord>) -> (u32, MessageField<Timestamp>) {
+    match exit {
+        Some(e) => (e.exit_code as u32, timestamp(e.exited_at_ns)),
+        None => (0, MessageField::none()),
+    }
+}
+
 impl Task for TaskService {
     fn create(
         &self,
@@ -168,49 +222,93 @@ impl Task for TaskService {
             ));
         }
         {
-            let guard = self.lock();
+            let mut guard = self.lock();
             if let Some(c) = guard.as_ref() {
                 return Err(err(
                     Code::ALREADY_EXISTS,
                     format!("this shim already runs container {}", c.id),
                 ));
             }
+            // Reserve the slot so a concurrent Create cannot race us.
+            *guard = Some(Container {
+                id: req.id.clone(),
+                bundle: req.bundle.clone(),
+                init: Process::new(&req.stdin, &req.stdout, &req.stderr),
+                execs: HashMap::new(),
+            });
         }
-        let (stdio, io) = stdio::setup(&req.stdin, &req.stdout, &req.stderr).map_err(|e| {
-            err(
-                Code::INTERNAL,
-                format!("setting up stdio of {}: {e}", req.id),
-            )
+        let created = stdio::setup(&req.stdin, &req.stdout, &req.stderr)
+            .map_err(|e| err(Code::INTERNAL, format!("setting up stdio of {}: {e}", req.id)))
+            .and_then(|(stdio, io)| {
+                let pid = self
+                    .inner
+                    .helper
+                    .create(&req.id, PathBuf::from(&req.bundle).as_path(), stdio)
+                    .map_err(|e| err(Code::INTERNAL, format!("creating container {}: {e}", req.id)))?;
+                Ok((pid, io))
+            });
+        let (pid, io) = match created {
+            Ok(v) => v,
+            Err(e) => {
+                *self.lock() = None;
+                return Err(e);
+            }
+        };
+        self.with_container(&req.id, |c| {
+            c.init.pid = pid;
+            Ok(())
         })?;
-        let io = Arc::new(io);
-        let pid = self
-            .inner
-            .helper
-            .create(&req.id, PathBuf::from(&req.bundle).as_path(), stdio)
-            .map_err(|e| {
-                err(
-                    Code::INTERNAL,
-                    format!("creating container {}: {e}", req.id),
-                )
-            })?;
-        *self.lock() = Some(Container {
-            id: req.id.clone(),
-            bundle: req.bundle.clone(),
-            pid,
-            phase: Phase::Created,
-            exit: None,
-            stdin: req.stdin.clone(),
-            stdout: req.stdout.clone(),
-            stderr: req.stderr.clone(),
-        });
-        let me = self.clone();
-        std::thread::Builder::new()
-            .name("monitor".into())
-            .spawn(move || me.monitor(pid, io))
-            .map_err(|e| err(Code::INTERNAL, format!("starting the exit monitor: {e}")))?;
+        self.spawn_monitor(String::new(), pid, io)?;
         let mut resp = api::CreateTaskResponse::new();
         resp.pid = pid;
         Ok(resp)
+    }
+
+    fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> ttrpc::Result<api::Empty> {
+        let _span = tracing::info_span!("exec", container = %req.id, exec = %req.exec_id).entered();
+        if req.terminal {
+            return Err(err(Code::UNIMPLEMENTED, "terminal exec is not supported yet"));
+        }
+        if req.exec_id.is_empty()
+            || req.exec_id.len() > 64
+            || !req.exec_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(err(Code::INVALID_ARGUMENT, format!("invalid exec id {:?}", req.exec_id)));
+        }
+        let spec = req
+            .spec
+            .as_ref()
+            .map(|a| a.value.clone())
+            .ok_or_else(|| err(Code::INVALID_ARGUMENT, "exec without a process spec"))?;
+        serde_json::from_slice::<oci_spec::runtime::Process>(&spec)
+            .map_err(|e| err(Code::INVALID_ARGUMENT, format!("invalid exec process spec: {e}")))?;
+        let spec_path = self.inner.dir.exec_spec(&req.exec_id);
+        self.with_container(&req.id, |c| {
+            if c.init.phase != Phase::Running {
+                return Err(err(
+                    Code::FAILED_PRECONDITION,
+                    format!("container {} is not running", c.id),
+                ));
+            }
+            if c.execs.contains_key(&req.exec_id) {
+                return Err(err(
+                    Code::ALREADY_EXISTS,
+                    format!("exec {} already exists in container {}", req.exec_id, c.id),
+                ));
+            }
+            if let Some(parent) = spec_path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| err(Code::INTERNAL, format!("creating {}: {e}", parent.display())))?;
+            }
+            std::fs::write(&spec_path, &spec)
+                .map_err(|e| err(Code::INTERNAL, format!("writing {}: {e}", spec_path.display())))?;
+            c.execs.insert(
+                req.exec_id.clone(),
+                Process::new(&req.stdin, &req.stdout, &req.stderr),
+            );
+            Ok(())
+        })?;
+        Ok(api::Empty::new())
     }
 
     fn start(
@@ -218,29 +316,54 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> ttrpc::Result<api::StartResponse> {
-        let _span = tracing::info_span!("start", container = %req.id).entered();
-        if !req.exec_id.is_empty() {
-            return Err(err(
-                Code::UNIMPLEMENTED,
-                "exec processes are not supported yet",
-            ));
-        }
-        let pid = self.with_container(&req.id, |c| match c.phase {
-            Phase::Created => Ok(c.pid),
-            p => Err(err(
-                Code::FAILED_PRECONDITION,
-                format!("container {} cannot start: it is {p:?}", c.id),
-            )),
+        let _span = tracing::info_span!("start", container = %req.id, exec = %req.exec_id).entered();
+        let (pid, stdin, stdout, stderr) = self.with_container(&req.id, |c| {
+            let id = c.id.clone();
+            let p = c.process(&req.exec_id)?;
+            match p.phase {
+                Phase::Created => Ok((p.pid, p.stdin.clone(), p.stdout.clone(), p.stderr.clone())),
+                phase => Err(err(
+                    Code::FAILED_PRECONDITION,
+                    format!("container {id} process {:?} cannot start: it is {phase:?}", req.exec_id),
+                )),
+            }
         })?;
-        self.inner.helper.start(&req.id).map_err(|e| {
-            err(
-                Code::INTERNAL,
-                format!("starting container {}: {e}", req.id),
-            )
-        })?;
+        let pid = if req.exec_id.is_empty() {
+            self.inner
+                .helper
+                .start(&req.id)
+                .map_err(|e| err(Code::INTERNAL, format!("starting container {}: {e}", req.id)))?;
+            pid
+        } else {
+            let (stdio, io) = stdio::setup(&stdin, &stdout, &stderr)
+                .map_err(|e| err(Code::INTERNAL, format!("setting up exec stdio: {e}")))?;
+            let spec_path = self.inner.dir.exec_spec(&req.exec_id);
+            let started = self.inner.helper.exec(&req.id, &spec_path, stdio);
+            let _ = std::fs::remove_file(&spec_path);
+            let pid = match started {
+                Ok(pid) => pid,
+                Err(e) => {
+                    let _ = self.with_container(&req.id, |c| {
+                        c.execs.remove(&req.exec_id);
+                        Ok(())
+                    });
+                    return Err(err(
+                        Code::INTERNAL,
+                        format!("exec {} in container {}: {e}", req.exec_id, req.id),
+                    ));
+                }
+            };
+            self.with_container(&req.id, |c| {
+                c.process(&req.exec_id)?.pid = pid;
+                Ok(())
+            })?;
+            self.spawn_monitor(req.exec_id.clone(), pid, io)?;
+            pid
+        };
         self.with_container(&req.id, |c| {
-            if c.phase == Phase::Created {
-                c.phase = Phase::Running;
+            let p = c.process(&req.exec_id)?;
+            if p.phase == Phase::Created {
+                p.phase = Phase::Running;
             }
             Ok(())
         })?;
@@ -251,21 +374,20 @@ impl Task for TaskService {
 
     fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> ttrpc::Result<api::Empty> {
         let _span = tracing::info_span!("kill", container = %req.id, signal = req.signal).entered();
-        let signal = Signal::try_from(req.signal as i32).map_err(|_| {
-            err(
-                Code::INVALID_ARGUMENT,
-                format!("unknown signal {}", req.signal),
-            )
+        let signal = Signal::try_from(req.signal as i32)
+            .map_err(|_| err(Code::INVALID_ARGUMENT, format!("unknown signal {}", req.signal)))?;
+        let (pid, bundle, phase) = self.with_container(&req.id, |c| {
+            let bundle = c.bundle.clone();
+            let p = c.process(&req.exec_id)?;
+            Ok((p.pid, bundle, p.phase))
         })?;
-        let (pid, bundle, phase) =
-            self.with_container(&req.id, |c| Ok((c.pid, c.bundle.clone(), c.phase)))?;
-        if phase == Phase::Stopped {
+        if phase == Phase::Stopped || pid == 0 {
             return Err(err(
                 Code::NOT_FOUND,
                 format!("container {}: process already finished", req.id),
             ));
         }
-        if req.all {
+        if req.all && req.exec_id.is_empty() {
             for p in self.cgroup_pids(&bundle, &req.id) {
                 let _ = kill(p, signal);
             }
@@ -282,21 +404,21 @@ impl Task for TaskService {
     fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> ttrpc::Result<api::WaitResponse> {
         let mut guard = self.lock();
         loop {
-            match guard.as_ref() {
-                Some(c) if c.id == req.id => {
-                    if let Some(exit) = c.exit {
-                        let mut resp = api::WaitResponse::new();
-                        resp.exit_status = exit.exit_code as u32;
-                        resp.exited_at = timestamp(exit.exited_at_ns);
-                        return Ok(resp);
-                    }
-                }
+            let exit = match guard.as_mut() {
+                Some(c) if c.id == req.id => c.process(&req.exec_id)?.exit,
                 _ => {
                     return Err(err(
                         Code::NOT_FOUND,
                         format!("container {} not found in this shim", req.id),
                     ))
                 }
+            };
+            if exit.is_some() {
+                let (status, at) = exit_fields(exit);
+                let mut resp = api::WaitResponse::new();
+                resp.exit_status = status;
+                resp.exited_at = at;
+                return Ok(resp);
             }
             guard = self
                 .inner
@@ -312,23 +434,23 @@ impl Task for TaskService {
         req: api::StateRequest,
     ) -> ttrpc::Result<api::StateResponse> {
         self.with_container(&req.id, |c| {
+            let (id, bundle) = (c.id.clone(), c.bundle.clone());
+            let p = c.process(&req.exec_id)?;
             let mut resp = api::StateResponse::new();
-            resp.id = c.id.clone();
-            resp.bundle = c.bundle.clone();
-            resp.pid = c.pid;
-            resp.stdin = c.stdin.clone();
-            resp.stdout = c.stdout.clone();
-            resp.stderr = c.stderr.clone();
-            resp.status = match c.phase {
+            resp.id = id;
+            resp.exec_id = req.exec_id.clone();
+            resp.bundle = bundle;
+            resp.pid = p.pid;
+            resp.stdin = p.stdin.clone();
+            resp.stdout = p.stdout.clone();
+            resp.stderr = p.stderr.clone();
+            resp.status = match p.phase {
                 Phase::Created => api::Status::CREATED,
                 Phase::Running => api::Status::RUNNING,
                 Phase::Stopped | Phase::Deleted => api::Status::STOPPED,
             }
             .into();
-            if let Some(exit) = c.exit {
-                resp.exit_status = exit.exit_code as u32;
-                resp.exited_at = timestamp(exit.exited_at_ns);
-            }
+            (resp.exit_status, resp.exited_at) = exit_fields(p.exit);
             Ok(resp)
         })
     }
@@ -349,8 +471,24 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> ttrpc::Result<api::DeleteResponse> {
-        let _span = tracing::info_span!("delete", container = %req.id).entered();
-        let (pid, phase) = self.with_container(&req.id, |c| Ok((c.pid, c.phase)))?;
+        let _span = tracing::info_span!("delete", container = %req.id, exec = %req.exec_id).entered();
+        if !req.exec_id.is_empty() {
+            return self.with_container(&req.id, |c| {
+                let p = c.process(&req.exec_id)?;
+                if p.phase == Phase::Running {
+                    return Err(err(
+                        Code::FAILED_PRECONDITION,
+                        format!("exec {} is still running", req.exec_id),
+                    ));
+                }
+                let mut resp = api::DeleteResponse::new();
+                resp.pid = p.pid;
+                (resp.exit_status, resp.exited_at) = exit_fields(p.exit);
+                c.execs.remove(&req.exec_id);
+                Ok(resp)
+            });
+        }
+        let (pid, phase) = self.with_container(&req.id, |c| Ok((c.init.pid, c.init.phase)))?;
         if phase == Phase::Running {
             return Err(err(
                 Code::FAILED_PRECONDITION,
@@ -361,12 +499,10 @@ impl Task for TaskService {
             // Never started: its init is parked waiting for `start`; kill it so it can be reaped.
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
-        self.inner.helper.delete(&req.id).map_err(|e| {
-            err(
-                Code::INTERNAL,
-                format!("deleting container {}: {e}", req.id),
-            )
-        })?;
+        self.inner
+            .helper
+            .delete(&req.id)
+            .map_err(|e| err(Code::INTERNAL, format!("deleting container {}: {e}", req.id)))?;
         let exit = {
             let mut guard = self.lock();
             if phase == Phase::Created {
@@ -375,7 +511,7 @@ impl Task for TaskService {
                     .inner
                     .changed
                     .wait_timeout_while(guard, Duration::from_secs(5), |c| {
-                        c.as_ref().is_some_and(|c| c.exit.is_none())
+                        c.as_ref().is_some_and(|c| c.init.exit.is_none())
                     })
                     .map(|(g, _)| g)
                     .unwrap_or_else(|e| e.into_inner().0);
@@ -383,16 +519,13 @@ impl Task for TaskService {
             let c = guard
                 .as_mut()
                 .ok_or_else(|| err(Code::NOT_FOUND, "container vanished"))?;
-            c.phase = Phase::Deleted;
-            c.exit
+            c.init.phase = Phase::Deleted;
+            c.init.exit
         };
         self.inner.changed.notify_all();
         let mut resp = api::DeleteResponse::new();
         resp.pid = pid;
-        if let Some(exit) = exit {
-            resp.exit_status = exit.exit_code as u32;
-            resp.exited_at = timestamp(exit.exited_at_ns);
-        }
+        (resp.exit_status, resp.exited_at) = exit_fields(exit);
         Ok(resp)
     }
 
@@ -401,7 +534,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::ConnectRequest,
     ) -> ttrpc::Result<api::ConnectResponse> {
-        let task_pid = self.with_container(&req.id, |c| Ok(c.pid)).unwrap_or(0);
+        let task_pid = self.with_container(&req.id, |c| Ok(c.init.pid)).unwrap_or(0);
         let mut resp = api::ConnectResponse::new();
         resp.shim_pid = std::process::id();
         resp.task_pid = task_pid;
@@ -409,13 +542,9 @@ impl Task for TaskService {
         Ok(resp)
     }
 
-    fn shutdown(
-        &self,
-        _ctx: &TtrpcContext,
-        _req: api::ShutdownRequest,
-    ) -> ttrpc::Result<api::Empty> {
+    fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> ttrpc::Result<api::Empty> {
         let busy = matches!(
-            self.lock().as_ref().map(|c| c.phase),
+            self.lock().as_ref().map(|c| c.init.phase),
             Some(Phase::Created | Phase::Running | Phase::Stopped)
         );
         if busy {

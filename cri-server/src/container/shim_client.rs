@@ -196,6 +196,83 @@ impl Shim {
         Ok((status, r.pid, exit))
     }
 
+    /// Registers an exec process (an OCI `process` as JSON) with its stdio paths.
+    pub async fn exec(&self, exec_id: &str, process_json: Vec<u8>, stdout: &str, stderr: &str) -> Result<()> {
+        let mut any = containerd_shim_protos::protobuf::well_known_types::any::Any::new();
+        any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
+        any.value = process_json;
+        let req = api::ExecProcessRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            stdout: stdout.to_string(),
+            stderr: stderr.to_string(),
+            spec: containerd_shim_protos::protobuf::MessageField::some(any),
+            ..Default::default()
+        };
+        self.task
+            .exec(ctx(Some(CALL_TIMEOUT)), &req)
+            .await
+            .map_err(|e| call_err(&self.id, "exec in", e))?;
+        Ok(())
+    }
+
+    pub async fn start_exec(&self, exec_id: &str) -> Result<u32> {
+        let req = api::StartRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        let r = self
+            .task
+            .start(ctx(Some(CALL_TIMEOUT)), &req)
+            .await
+            .map_err(|e| call_err(&self.id, "starting exec in", e))?;
+        Ok(r.pid)
+    }
+
+    pub async fn wait_exec(&self, exec_id: &str) -> Result<Exit> {
+        let req = api::WaitRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        let r = self
+            .task
+            .wait(ctx(None), &req)
+            .await
+            .map_err(|e| call_err(&self.id, "waiting for exec in", e))?;
+        Ok(exit_of(r.exit_status, &r.exited_at))
+    }
+
+    pub async fn kill_exec(&self, exec_id: &str, signal: u32) -> Result<()> {
+        let req = api::KillRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            signal,
+            ..Default::default()
+        };
+        match self.task.kill(ctx(Some(CALL_TIMEOUT)), &req).await {
+            Ok(_) => Ok(()),
+            Err(e) => match call_err(&self.id, "signalling exec in", e) {
+                Error::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    pub async fn delete_exec(&self, exec_id: &str) -> Result<()> {
+        let req = api::DeleteRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        self.task
+            .delete(ctx(Some(CALL_TIMEOUT)), &req)
+            .await
+            .map_err(|e| call_err(&self.id, "deleting exec in", e))?;
+        Ok(())
+    }
+
     pub async fn delete(&self) -> Result<()> {
         let req = api::DeleteRequest {
             id: self.id.clone(),

@@ -204,8 +204,19 @@ impl RuntimeService for Cri {
         Err(unimplemented("ReopenContainerLog"))
     }
 
-    async fn exec_sync(&self, _req: Request<cri::ExecSyncRequest>) -> R<cri::ExecSyncResponse> {
-        Err(unimplemented("ExecSync"))
+    async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> R<cri::ExecSyncResponse> {
+        let req = req.into_inner();
+        let span = tracing::debug_span!("ExecSync", container = %req.container_id);
+        let out = self
+            .runtime
+            .exec_sync(&req.container_id, req.cmd, req.timeout)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(cri::ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        }))
     }
 
     async fn exec(&self, _req: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {

@@ -2,6 +2,7 @@
 //! layer (`crate::cri`) is a thin translation on top of these.
 
 mod containers;
+mod exec;
 pub use pods::pod_state_to_cri;
 mod images;
 mod pods;

@@ -1,0 +1,92 @@
+//! ExecSync: output and exit codes, timeouts, output cap, many at once, and bad input.
+
+use std::time::{Duration, Instant};
+
+use crisp_tests::cri::ExecSyncRequest;
+use crisp_tests::{require_root, CriClient, Crispd, TestPod, BUSYBOX};
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_sync() {
+    if !require_root() {
+        return;
+    }
+    let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(check(&crispd).await);
+}
+
+async fn exec(
+    client: &mut CriClient,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<crisp_tests::cri::ExecSyncResponse, tonic::Status> {
+    client
+        .runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: id.to_string(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn check(crispd: &Crispd) -> anyhow::Result<()> {
+    let mut client = crispd.client().await?;
+    client.pull(BUSYBOX).await?;
+    let pod = TestPod::start(&mut client, crispd, "execer").await?;
+    let id = pod
+        .start_container(&mut client, "target", &["sleep", "1000"])
+        .await?;
+
+    let r = exec(&mut client, &id, &["echo", "hello"], 10).await?;
+    assert_eq!(r.stdout, b"hello\n");
+    assert!(r.stderr.is_empty());
+    assert_eq!(r.exit_code, 0);
+
+    let r = exec(&mut client, &id, &["sh", "-c", "echo out; echo err >&2; exit 3"], 10).await?;
+    assert_eq!((r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code), (&b"out\n"[..], &b"err\n"[..], 3));
+
+    // The exec runs as the container does: same namespaces, same hostname.
+    let r = exec(&mut client, &id, &["hostname"], 10).await?;
+    assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "execer");
+
+    // A timeout kills the command and is DEADLINE_EXCEEDED, as kubelet's probes expect.
+    let started = Instant::now();
+    let e = exec(&mut client, &id, &["sleep", "100"], 1).await.expect_err("must time out");
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+
+    // Output is capped (8 MiB per stream, so both fit kubelet's 16 MiB message limit) and the
+    // call still completes.
+    let r = exec(&mut client, &id, &["sh", "-c", "head -c 20000000 /dev/zero; echo done >&2"], 60).await?;
+    assert_eq!(r.stdout.len(), (8 << 20) - 4096);
+    assert_eq!(r.stderr, b"done\n");
+
+    // 100 concurrent calls each get their own output.
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let mut c = client.clone();
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            let arg = format!("n{i}");
+            exec(&mut c, &id, &["echo", &arg], 30).await.map(|r| (i, r))
+        }));
+    }
+    for t in tasks {
+        let (i, r) = t.await??;
+        assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), format!("n{i}"));
+    }
+
+    for (cid, cmd, code) in [("nosuch", &["true"][..], Code::NotFound), (id.as_str(), &[][..], Code::InvalidArgument)] {
+        let e = exec(&mut client, cid, cmd, 5).await.expect_err("must fail");
+        assert_eq!(e.code(), code, "{e:?}");
+    }
+    let r = exec(&mut client, &id, &["/no/such/binary"], 5).await;
+    assert!(r.is_err() || r.as_ref().is_ok_and(|r| r.exit_code != 0), "{r:?}");
+
+    client.stop_and_remove_pod(&pod.id).await?;
+    crispd.assert_no_leaks();
+    Ok(())
+}
