@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 mod cri_log;
 mod helper;
+mod oom;
 mod reaper;
 mod run;
 mod serve;

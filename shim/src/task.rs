@@ -148,11 +148,17 @@ impl TaskService {
     fn monitor(&self, exec_id: String, pid: u32, io: ContainerIo) {
         let code = self.inner.reaper.wait(pid as i32);
         io.wait_drained(IO_DRAIN_TIMEOUT);
+        let oom_killed = exec_id.is_empty()
+            && self
+                .lock()
+                .as_ref()
+                .and_then(|c| cgroups_path(&c.bundle))
+                .is_some_and(|p| crate::oom::oom_kills(&p) > 0);
         let record = ExitRecord {
             pid,
             exit_code: code,
             exited_at_ns: now_ns(),
-            oom_killed: false,
+            oom_killed,
         };
         if exec_id.is_empty() {
             if let Err(e) = record.store(&self.inner.dir.exit_record()) {
@@ -182,11 +188,7 @@ impl TaskService {
 
     fn cgroup_pids(&self, bundle: &str, id: &str) -> Vec<Pid> {
         use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager};
-        let path = PathBuf::from(bundle).join("config.json");
-        let Ok(spec) = oci_spec::runtime::Spec::load(&path) else {
-            return Vec::new();
-        };
-        let Some(cg) = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) else {
+        let Some(cg) = cgroups_path(bundle) else {
             return Vec::new();
         };
         let cfg = CgroupConfig {
@@ -199,6 +201,12 @@ impl TaskService {
             .and_then(|m| m.get_all_pids().ok())
             .unwrap_or_default()
     }
+}
+
+/// The container's cgroup, as its bundle's spec names it.
+fn cgroups_path(bundle: &str) -> Option<PathBuf> {
+    let spec = oci_spec::runtime::Spec::load(PathBuf::from(bundle).join("config.json")).ok()?;
+    spec.linux().as_ref().and_then(|l| l.cgroups_path().clone())
 }
 
 fn exit_fields(exit: Option<ExitRecord>) -> (u32, MessageField<Timestamp>) {

@@ -45,6 +45,8 @@ fn call_err(id: &str, what: &str, e: ttrpc::Error) -> Error {
 pub struct Exit {
     pub code: i32,
     pub at_ns: i64,
+    /// Only known from the shim's exit record (the Task API does not carry it).
+    pub oom_killed: bool,
 }
 
 fn exit_of(

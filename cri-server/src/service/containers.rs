@@ -259,7 +259,9 @@ impl Runtime {
         let me = self.clone();
         tokio::spawn(async move {
             let exit = match shim.wait().await {
-                Ok(exit) => Ok(exit),
+                // The shim persisted the exit (with what only it knows: the OOM kill) before
+                // answering; prefer that record.
+                Ok(exit) => Ok(me.exit_from_record(&id).unwrap_or(exit)),
                 // The shim died: its persisted record, if any, still tells the truth.
                 Err(e) => me.exit_from_record(&id).ok_or(e),
             };
