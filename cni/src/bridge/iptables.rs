@@ -1,0 +1,330 @@
+//! The iptables side of `crisp-bridge`: masquerade, hostPort DNAT and forward-accept rules.
+//!
+//! Uses the host's `iptables-save`/`iptables-restore` binaries (either backend: with
+//! `iptables-nft` the rules land in nftables' `ip nat`/`ip filter` tables). Layout:
+//!
+//! - shared chains, created on first use and never removed (like the reference plugins'):
+//!   `nat CRISP-POSTROUTING` (jumped to from `POSTROUTING`), `nat CRISP-HOSTPORTS` (from
+//!   `PREROUTING` and `OUTPUT` for local destinations), `filter CRISP-FORWARD` (from `FORWARD`);
+//! - per-pod rules appended to those chains, each tagged with the comment
+//!   `crisp:<network>:<container id>:<ifname>` so DEL deletes exactly them.
+//!
+//! Every change is one `iptables-restore --noflush` transaction; all of them run under an
+//! exclusive `flock` on [`LOCK_PATH`], which serialises concurrent plugin runs (chain creation
+//! is check-then-create).
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+use crate::ipam::Ipv4Net;
+
+pub const NAT_POSTROUTING: &str = "CRISP-POSTROUTING";
+pub const NAT_HOSTPORTS: &str = "CRISP-HOSTPORTS";
+pub const FILTER_FORWARD: &str = "CRISP-FORWARD";
+pub const LOCK_PATH: &str = "/run/crisp-cni-iptables.lock";
+
+/// A hostPort mapping of the pod (IPv4 only; see [`pod_rules`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMap {
+    pub host_port: u16,
+    pub container_port: u16,
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    #[serde(default, rename = "hostIP")]
+    pub host_ip: String,
+}
+
+fn tcp() -> String {
+    "tcp".into()
+}
+
+/// The comment that tags a pod's rules.
+pub fn tag(network: &str, id: &str, ifname: &str) -> String {
+    format!("crisp:{network}:{id}:{ifname}")
+}
+
+/// The pod's rules as `iptables-restore` lines per table: (nat, filter).
+pub fn pod_rules(
+    tag: &str,
+    ip: Ipv4Addr,
+    subnet: Ipv4Net,
+    masq: bool,
+    ports: &[PortMap],
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let c = format!("-m comment --comment {tag}");
+    let mut nat = Vec::new();
+    if masq {
+        nat.push(format!(
+            "-A {NAT_POSTROUTING} -s {ip}/32 ! -d {subnet} {c} -j MASQUERADE"
+        ));
+    }
+    let mut any_port = false;
+    for p in ports {
+        let proto = p.protocol.to_ascii_lowercase();
+        if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+            return Err(format!(
+                "hostPort {}: unknown protocol {:?}",
+                p.host_port, p.protocol
+            ));
+        }
+        if p.host_port == 0 || p.container_port == 0 {
+            return Err(format!(
+                "port mapping {}:{} has a zero port",
+                p.host_port, p.container_port
+            ));
+        }
+        let dst = match p.host_ip.as_str() {
+            "" | "0.0.0.0" => String::new(),
+            h => match h.parse::<Ipv4Addr>() {
+                Ok(a) => format!("-d {a}/32 "),
+                // An IPv6 host IP cannot be served by an IPv4-only pod network.
+                Err(_) if h.contains(':') => continue,
+                Err(_) => return Err(format!("hostIP {h:?} is not an IP address")),
+            },
+        };
+        any_port = true;
+        nat.push(format!(
+            "-A {NAT_HOSTPORTS} {dst}-p {proto} -m {proto} --dport {} {c} -j DNAT --to-destination {ip}:{}",
+            p.host_port, p.container_port
+        ));
+    }
+    if any_port {
+        // Connections to a hostPort on 127.0.0.1 leave with a loopback source; rewrite it (with
+        // route_localnet on the bridge) like the reference portmap. And hairpin: the pod
+        // reaching itself through its hostPort.
+        nat.push(format!(
+            "-A {NAT_POSTROUTING} -s 127.0.0.0/8 -d {ip}/32 {c} -j MASQUERADE"
+        ));
+        nat.push(format!(
+            "-A {NAT_POSTROUTING} -s {ip}/32 -d {ip}/32 {c} -j MASQUERADE"
+        ));
+    }
+    let filter = vec![
+        format!("-A {FILTER_FORWARD} -s {ip}/32 {c} -j ACCEPT"),
+        format!("-A {FILTER_FORWARD} -d {ip}/32 {c} -j ACCEPT"),
+    ];
+    Ok((nat, filter))
+}
+
+struct Lock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+fn lock() -> Result<Lock, String> {
+    crate::ipam::lock_file(std::path::Path::new(LOCK_PATH))
+        .map(Lock)
+        .map_err(|e| format!("locking {LOCK_PATH}: {e}"))
+}
+
+fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running {cmd}: {e} (is iptables installed?)"))?;
+    if let Some(input) = stdin {
+        let mut s = child.stdin.take().expect("piped stdin");
+        s.write_all(input.as_bytes())
+            .map_err(|e| format!("writing to {cmd}: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("waiting for {cmd}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd} {} failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            stdin.map(|s| format!("\ninput:\n{s}")).unwrap_or_default()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn save(table: &str) -> Result<String, String> {
+    run("iptables-save", &["-t", table], None)
+}
+
+fn restore(script: &str) -> Result<(), String> {
+    run("iptables-restore", &["-w", "--noflush"], Some(script)).map(drop)
+}
+
+/// Adds shared chains/jumps that are missing to the restore script of `table`.
+fn ensure_shared(table: &str, saved: &str, chains: &[(&str, &str, &str)], script: &mut String) {
+    let lines: Vec<&str> = saved.lines().map(str::trim).collect();
+    let mut body = String::new();
+    for (chain, parent, matcher) in chains {
+        if !lines
+            .iter()
+            .any(|l| l.split_whitespace().next() == Some(&format!(":{chain}")))
+        {
+            body.push_str(&format!(":{chain} - [0:0]\n"));
+        }
+        let jump = format!("-A {parent} {matcher}-j {chain}");
+        if !lines.iter().any(|l| *l == jump) {
+            body.push_str(&format!("-I {parent} 1 {matcher}-j {chain}\n"));
+        }
+    }
+    if !body.is_empty() {
+        script.push_str(&format!("*{table}\n{body}COMMIT\n"));
+    }
+}
+
+/// Installs the pod's rules (and the shared chains if missing). Rules left over by an earlier
+/// ADD with the same tag are replaced, so a retried ADD does not duplicate them.
+pub fn add_pod(tag: &str, nat: &[String], filter: &[String]) -> Result<(), String> {
+    let _l = lock()?;
+    let saved_nat = save("nat")?;
+    let saved_filter = save("filter")?;
+    let mut setup = String::new();
+    ensure_shared(
+        "nat",
+        &saved_nat,
+        &[
+            (NAT_POSTROUTING, "POSTROUTING", ""),
+            (NAT_HOSTPORTS, "PREROUTING", "-m addrtype --dst-type LOCAL "),
+            (NAT_HOSTPORTS, "OUTPUT", "-m addrtype --dst-type LOCAL "),
+        ],
+        &mut setup,
+    );
+    ensure_shared(
+        "filter",
+        &saved_filter,
+        &[(FILTER_FORWARD, "FORWARD", "")],
+        &mut setup,
+    );
+    if !setup.is_empty() {
+        restore(&setup)?;
+    }
+    let mut script = String::new();
+    for (table, saved, rules) in [("nat", &saved_nat, nat), ("filter", &saved_filter, filter)] {
+        let mut body = String::new();
+        for stale in tagged(saved, tag) {
+            body.push_str(&format!("-D{}\n", &stale[2..]));
+        }
+        for r in rules {
+            body.push_str(r);
+            body.push('\n');
+        }
+        if !body.is_empty() {
+            script.push_str(&format!("*{table}\n{body}COMMIT\n"));
+        }
+    }
+    if !script.is_empty() {
+        restore(&script)?;
+    }
+    Ok(())
+}
+
+/// The `-A` lines of an `iptables-save` dump tagged with `tag`.
+fn tagged<'a>(saved: &'a str, tag: &str) -> Vec<&'a str> {
+    saved
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("-A "))
+        .filter(|l| {
+            let toks: Vec<&str> = l.split_whitespace().collect();
+            toks.windows(2)
+                .any(|w| w[0] == "--comment" && w[1].trim_matches('"') == tag)
+        })
+        .collect()
+}
+
+/// Deletes every rule tagged with `tag`; none is fine.
+pub fn remove_pod(tag: &str) -> Result<(), String> {
+    let _l = lock()?;
+    let mut script = String::new();
+    for table in ["nat", "filter"] {
+        let saved = save(table)?;
+        let lines = tagged(&saved, tag);
+        if lines.is_empty() {
+            continue;
+        }
+        script.push_str(&format!("*{table}\n"));
+        for l in lines {
+            script.push_str(&format!("-D{}\n", &l[2..]));
+        }
+        script.push_str("COMMIT\n");
+    }
+    if !script.is_empty() {
+        restore(&script)?;
+    }
+    Ok(())
+}
+
+/// Whether any rule tagged `tag` exists (for CHECK).
+pub fn has_pod_rules(tag: &str) -> Result<bool, String> {
+    let _l = lock()?;
+    Ok(!tagged(&save("nat")?, tag).is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builds_rules() {
+        let ports = vec![
+            PortMap {
+                host_port: 8080,
+                container_port: 80,
+                protocol: "TCP".into(),
+                host_ip: "".into(),
+            },
+            PortMap {
+                host_port: 5353,
+                container_port: 53,
+                protocol: "udp".into(),
+                host_ip: "127.0.0.1".into(),
+            },
+            PortMap {
+                host_port: 9,
+                container_port: 9,
+                protocol: "tcp".into(),
+                host_ip: "::1".into(),
+            },
+        ];
+        let (nat, filter) = pod_rules(
+            "crisp:n:abc:eth0",
+            "10.99.0.5".parse().unwrap(),
+            "10.99.0.0/24".parse().unwrap(),
+            true,
+            &ports,
+        )
+        .unwrap();
+        assert_eq!(nat.len(), 5, "{nat:#?}");
+        assert!(nat[0].contains("! -d 10.99.0.0/24"));
+        assert!(nat[1].contains("-p tcp -m tcp --dport 8080"));
+        assert!(nat[1].ends_with("--to-destination 10.99.0.5:80"));
+        assert!(nat[2].contains("-d 127.0.0.1/32 -p udp"));
+        assert_eq!(filter.len(), 2);
+        assert!(pod_rules(
+            "t",
+            "10.99.0.5".parse().unwrap(),
+            "10.99.0.0/24".parse().unwrap(),
+            false,
+            &[PortMap {
+                host_port: 1,
+                container_port: 1,
+                protocol: "icmp".into(),
+                host_ip: String::new()
+            }]
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn finds_tagged_lines_exactly() {
+        let saved = "*nat\n:CRISP-POSTROUTING - [0:0]\n-A CRISP-POSTROUTING -s 10.0.0.2/32 -m comment --comment crisp:n:abc:eth0 -j MASQUERADE\n-A CRISP-POSTROUTING -s 10.0.0.3/32 -m comment --comment crisp:n:abcd:eth0 -j MASQUERADE\nCOMMIT\n";
+        let t = tagged(saved, "crisp:n:abc:eth0");
+        assert_eq!(t.len(), 1);
+        assert!(t[0].contains("10.0.0.2"));
+    }
+}
