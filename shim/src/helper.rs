@@ -201,7 +201,12 @@ impl RuntimeHelper {
     }
 
     /// Starts `process` (an OCI process JSON file) inside the running container.
-    pub fn exec(&self, id: &str, process: &Path, stdio: ContainerStdio) -> Result<u32, HelperError> {
+    pub fn exec(
+        &self,
+        id: &str,
+        process: &Path,
+        stdio: ContainerStdio,
+    ) -> Result<u32, HelperError> {
         let mut cmd = self.command("exec", id);
         cmd.arg("--process").arg(process);
         self.spawn_with_stdio("exec", cmd, stdio)

@@ -9,7 +9,9 @@ use std::path::Path;
 pub fn oom_kills(cgroups_path: &Path) -> u64 {
     let rel = cgroups_path.strip_prefix("/").unwrap_or(cgroups_path);
     let candidates = [
-        Path::new("/sys/fs/cgroup/memory").join(rel).join("memory.oom_control"),
+        Path::new("/sys/fs/cgroup/memory")
+            .join(rel)
+            .join("memory.oom_control"),
         Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
     ];
     candidates
@@ -33,8 +35,14 @@ mod tests {
 
     #[test]
     fn parses_both_layouts() {
-        assert_eq!(counter("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n", "oom_kill"), Some(2));
-        assert_eq!(counter("low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\n", "oom_kill"), Some(1));
+        assert_eq!(
+            counter("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n", "oom_kill"),
+            Some(2)
+        );
+        assert_eq!(
+            counter("low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\n", "oom_kill"),
+            Some(1)
+        );
         assert_eq!(counter("oom_kill_disable 0\n", "oom_kill"), None);
     }
 }

@@ -246,13 +246,23 @@ impl Task for TaskService {
             });
         }
         let created = stdio::setup(&req.stdin, &req.stdout, &req.stderr)
-            .map_err(|e| err(Code::INTERNAL, format!("setting up stdio of {}: {e}", req.id)))
+            .map_err(|e| {
+                err(
+                    Code::INTERNAL,
+                    format!("setting up stdio of {}: {e}", req.id),
+                )
+            })
             .and_then(|(stdio, io)| {
                 let pid = self
                     .inner
                     .helper
                     .create(&req.id, PathBuf::from(&req.bundle).as_path(), stdio)
-                    .map_err(|e| err(Code::INTERNAL, format!("creating container {}: {e}", req.id)))?;
+                    .map_err(|e| {
+                        err(
+                            Code::INTERNAL,
+                            format!("creating container {}: {e}", req.id),
+                        )
+                    })?;
                 Ok((pid, io))
             });
         let (pid, io) = match created {
@@ -275,21 +285,34 @@ impl Task for TaskService {
     fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> ttrpc::Result<api::Empty> {
         let _span = tracing::info_span!("exec", container = %req.id, exec = %req.exec_id).entered();
         if req.terminal {
-            return Err(err(Code::UNIMPLEMENTED, "terminal exec is not supported yet"));
+            return Err(err(
+                Code::UNIMPLEMENTED,
+                "terminal exec is not supported yet",
+            ));
         }
         if req.exec_id.is_empty()
             || req.exec_id.len() > 64
-            || !req.exec_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            || !req
+                .exec_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return Err(err(Code::INVALID_ARGUMENT, format!("invalid exec id {:?}", req.exec_id)));
+            return Err(err(
+                Code::INVALID_ARGUMENT,
+                format!("invalid exec id {:?}", req.exec_id),
+            ));
         }
         let spec = req
             .spec
             .as_ref()
             .map(|a| a.value.clone())
             .ok_or_else(|| err(Code::INVALID_ARGUMENT, "exec without a process spec"))?;
-        serde_json::from_slice::<oci_spec::runtime::Process>(&spec)
-            .map_err(|e| err(Code::INVALID_ARGUMENT, format!("invalid exec process spec: {e}")))?;
+        serde_json::from_slice::<oci_spec::runtime::Process>(&spec).map_err(|e| {
+            err(
+                Code::INVALID_ARGUMENT,
+                format!("invalid exec process spec: {e}"),
+            )
+        })?;
         let spec_path = self.inner.dir.exec_spec(&req.exec_id);
         self.with_container(&req.id, |c| {
             if c.init.phase != Phase::Running {
@@ -305,11 +328,19 @@ impl Task for TaskService {
                 ));
             }
             if let Some(parent) = spec_path.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| err(Code::INTERNAL, format!("creating {}: {e}", parent.display())))?;
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    err(
+                        Code::INTERNAL,
+                        format!("creating {}: {e}", parent.display()),
+                    )
+                })?;
             }
-            std::fs::write(&spec_path, &spec)
-                .map_err(|e| err(Code::INTERNAL, format!("writing {}: {e}", spec_path.display())))?;
+            std::fs::write(&spec_path, &spec).map_err(|e| {
+                err(
+                    Code::INTERNAL,
+                    format!("writing {}: {e}", spec_path.display()),
+                )
+            })?;
             c.execs.insert(
                 req.exec_id.clone(),
                 Process::new(&req.stdin, &req.stdout, &req.stderr),
@@ -324,7 +355,8 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> ttrpc::Result<api::StartResponse> {
-        let _span = tracing::info_span!("start", container = %req.id, exec = %req.exec_id).entered();
+        let _span =
+            tracing::info_span!("start", container = %req.id, exec = %req.exec_id).entered();
         let (pid, stdin, stdout, stderr) = self.with_container(&req.id, |c| {
             let id = c.id.clone();
             let p = c.process(&req.exec_id)?;
@@ -332,15 +364,20 @@ impl Task for TaskService {
                 Phase::Created => Ok((p.pid, p.stdin.clone(), p.stdout.clone(), p.stderr.clone())),
                 phase => Err(err(
                     Code::FAILED_PRECONDITION,
-                    format!("container {id} process {:?} cannot start: it is {phase:?}", req.exec_id),
+                    format!(
+                        "container {id} process {:?} cannot start: it is {phase:?}",
+                        req.exec_id
+                    ),
                 )),
             }
         })?;
         let pid = if req.exec_id.is_empty() {
-            self.inner
-                .helper
-                .start(&req.id)
-                .map_err(|e| err(Code::INTERNAL, format!("starting container {}: {e}", req.id)))?;
+            self.inner.helper.start(&req.id).map_err(|e| {
+                err(
+                    Code::INTERNAL,
+                    format!("starting container {}: {e}", req.id),
+                )
+            })?;
             pid
         } else {
             let (stdio, io) = stdio::setup(&stdin, &stdout, &stderr)
@@ -382,8 +419,12 @@ impl Task for TaskService {
 
     fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> ttrpc::Result<api::Empty> {
         let _span = tracing::info_span!("kill", container = %req.id, signal = req.signal).entered();
-        let signal = Signal::try_from(req.signal as i32)
-            .map_err(|_| err(Code::INVALID_ARGUMENT, format!("unknown signal {}", req.signal)))?;
+        let signal = Signal::try_from(req.signal as i32).map_err(|_| {
+            err(
+                Code::INVALID_ARGUMENT,
+                format!("unknown signal {}", req.signal),
+            )
+        })?;
         let (pid, bundle, phase) = self.with_container(&req.id, |c| {
             let bundle = c.bundle.clone();
             let p = c.process(&req.exec_id)?;
@@ -479,7 +520,8 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> ttrpc::Result<api::DeleteResponse> {
-        let _span = tracing::info_span!("delete", container = %req.id, exec = %req.exec_id).entered();
+        let _span =
+            tracing::info_span!("delete", container = %req.id, exec = %req.exec_id).entered();
         if !req.exec_id.is_empty() {
             return self.with_container(&req.id, |c| {
                 let p = c.process(&req.exec_id)?;
@@ -507,10 +549,12 @@ impl Task for TaskService {
             // Never started: its init is parked waiting for `start`; kill it so it can be reaped.
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
-        self.inner
-            .helper
-            .delete(&req.id)
-            .map_err(|e| err(Code::INTERNAL, format!("deleting container {}: {e}", req.id)))?;
+        self.inner.helper.delete(&req.id).map_err(|e| {
+            err(
+                Code::INTERNAL,
+                format!("deleting container {}: {e}", req.id),
+            )
+        })?;
         let exit = {
             let mut guard = self.lock();
             if phase == Phase::Created {
@@ -537,12 +581,70 @@ impl Task for TaskService {
         Ok(resp)
     }
 
+    fn update(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::UpdateTaskRequest,
+    ) -> ttrpc::Result<api::Empty> {
+        use libcgroups::common::{
+            create_cgroup_manager, CgroupConfig, CgroupManager, ControllerOpt,
+        };
+        let _span = tracing::info_span!("update", container = %req.id).entered();
+        let raw = req
+            .resources
+            .as_ref()
+            .map(|a| a.value.clone())
+            .ok_or_else(|| err(Code::INVALID_ARGUMENT, "update without resources"))?;
+        let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&raw)
+            .map_err(|e| err(Code::INVALID_ARGUMENT, format!("invalid resources: {e}")))?;
+        let bundle = self.with_container(&req.id, |c| match c.init.phase {
+            Phase::Created | Phase::Running => Ok(c.bundle.clone()),
+            p => Err(err(
+                Code::FAILED_PRECONDITION,
+                format!("container {} is {p:?}: cannot update its resources", c.id),
+            )),
+        })?;
+        let cgroup_path = cgroups_path(&bundle).ok_or_else(|| {
+            err(
+                Code::FAILED_PRECONDITION,
+                format!("container {} has no cgroup", req.id),
+            )
+        })?;
+        let manager = create_cgroup_manager(CgroupConfig {
+            cgroup_path,
+            systemd_cgroup: false,
+            container_name: req.id.clone(),
+        })
+        .map_err(|e| {
+            err(
+                Code::INTERNAL,
+                format!("opening the cgroup of {}: {e}", req.id),
+            )
+        })?;
+        manager
+            .apply(&ControllerOpt {
+                resources: &resources,
+                disable_oom_killer: false,
+                oom_score_adj: None,
+                freezer_state: None,
+            })
+            .map_err(|e| {
+                err(
+                    Code::INVALID_ARGUMENT,
+                    format!("updating the resources of {}: {e}", req.id),
+                )
+            })?;
+        Ok(api::Empty::new())
+    }
+
     fn connect(
         &self,
         _ctx: &TtrpcContext,
         req: api::ConnectRequest,
     ) -> ttrpc::Result<api::ConnectResponse> {
-        let task_pid = self.with_container(&req.id, |c| Ok(c.init.pid)).unwrap_or(0);
+        let task_pid = self
+            .with_container(&req.id, |c| Ok(c.init.pid))
+            .unwrap_or(0);
         let mut resp = api::ConnectResponse::new();
         resp.shim_pid = std::process::id();
         resp.task_pid = task_pid;
@@ -550,7 +652,11 @@ impl Task for TaskService {
         Ok(resp)
     }
 
-    fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> ttrpc::Result<api::Empty> {
+    fn shutdown(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::ShutdownRequest,
+    ) -> ttrpc::Result<api::Empty> {
         let busy = matches!(
             self.lock().as_ref().map(|c| c.init.phase),
             Some(Phase::Created | Phase::Running | Phase::Stopped)

@@ -45,8 +45,17 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     assert!(r.stderr.is_empty());
     assert_eq!(r.exit_code, 0);
 
-    let r = exec(&mut client, &id, &["sh", "-c", "echo out; echo err >&2; exit 3"], 10).await?;
-    assert_eq!((r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code), (&b"out\n"[..], &b"err\n"[..], 3));
+    let r = exec(
+        &mut client,
+        &id,
+        &["sh", "-c", "echo out; echo err >&2; exit 3"],
+        10,
+    )
+    .await?;
+    assert_eq!(
+        (r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code),
+        (&b"out\n"[..], &b"err\n"[..], 3)
+    );
 
     // The exec runs as the container does: same namespaces, same hostname.
     let r = exec(&mut client, &id, &["hostname"], 10).await?;
@@ -54,13 +63,21 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
 
     // A timeout kills the command and is DEADLINE_EXCEEDED, as kubelet's probes expect.
     let started = Instant::now();
-    let e = exec(&mut client, &id, &["sleep", "100"], 1).await.expect_err("must time out");
+    let e = exec(&mut client, &id, &["sleep", "100"], 1)
+        .await
+        .expect_err("must time out");
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
     assert!(started.elapsed() < Duration::from_secs(15));
 
     // Output is capped (8 MiB per stream, so both fit kubelet's 16 MiB message limit) and the
     // call still completes.
-    let r = exec(&mut client, &id, &["sh", "-c", "head -c 20000000 /dev/zero; echo done >&2"], 60).await?;
+    let r = exec(
+        &mut client,
+        &id,
+        &["sh", "-c", "head -c 20000000 /dev/zero; echo done >&2"],
+        60,
+    )
+    .await?;
     assert_eq!(r.stdout.len(), (8 << 20) - 4096);
     assert_eq!(r.stderr, b"done\n");
 
@@ -79,12 +96,18 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), format!("n{i}"));
     }
 
-    for (cid, cmd, code) in [("nosuch", &["true"][..], Code::NotFound), (id.as_str(), &[][..], Code::InvalidArgument)] {
+    for (cid, cmd, code) in [
+        ("nosuch", &["true"][..], Code::NotFound),
+        (id.as_str(), &[][..], Code::InvalidArgument),
+    ] {
         let e = exec(&mut client, cid, cmd, 5).await.expect_err("must fail");
         assert_eq!(e.code(), code, "{e:?}");
     }
     let r = exec(&mut client, &id, &["/no/such/binary"], 5).await;
-    assert!(r.is_err() || r.as_ref().is_ok_and(|r| r.exit_code != 0), "{r:?}");
+    assert!(
+        r.is_err() || r.as_ref().is_ok_and(|r| r.exit_code != 0),
+        "{r:?}"
+    );
 
     client.stop_and_remove_pod(&pod.id).await?;
     crispd.assert_no_leaks();

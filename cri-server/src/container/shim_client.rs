@@ -61,6 +61,7 @@ fn exit_of(
             .as_ref()
             .map(|t| t.seconds * 1_000_000_000 + t.nanos as i64)
             .unwrap_or(0),
+        oom_killed: false,
     }
 }
 
@@ -199,7 +200,13 @@ impl Shim {
     }
 
     /// Registers an exec process (an OCI `process` as JSON) with its stdio paths.
-    pub async fn exec(&self, exec_id: &str, process_json: Vec<u8>, stdout: &str, stderr: &str) -> Result<()> {
+    pub async fn exec(
+        &self,
+        exec_id: &str,
+        process_json: Vec<u8>,
+        stdout: &str,
+        stderr: &str,
+    ) -> Result<()> {
         let mut any = containerd_shim_protos::protobuf::well_known_types::any::Any::new();
         any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
         any.value = process_json;
@@ -272,6 +279,23 @@ impl Shim {
             .delete(ctx(Some(CALL_TIMEOUT)), &req)
             .await
             .map_err(|e| call_err(&self.id, "deleting exec in", e))?;
+        Ok(())
+    }
+
+    /// Applies new cgroup limits (an OCI `LinuxResources` as JSON) to the running container.
+    pub async fn update(&self, resources_json: Vec<u8>) -> Result<()> {
+        let mut any = containerd_shim_protos::protobuf::well_known_types::any::Any::new();
+        any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into();
+        any.value = resources_json;
+        let req = api::UpdateTaskRequest {
+            id: self.id.clone(),
+            resources: containerd_shim_protos::protobuf::MessageField::some(any),
+            ..Default::default()
+        };
+        self.task
+            .update(ctx(Some(CALL_TIMEOUT)), &req)
+            .await
+            .map_err(|e| call_err(&self.id, "updating", e))?;
         Ok(())
     }
 

@@ -4,11 +4,12 @@ use super::user::{self, ResolvedUser, UserRequest};
 use crate::error::{Error, Result};
 use crate::pod::{files, SandboxRecord};
 use crisp_snapshotter::image::ImageConfig;
-use k8s_cri::v1::{ContainerConfig, MountPropagation};
+use k8s_cri::v1::{ContainerConfig, LinuxContainerResources, MountPropagation};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
-    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    LinuxDeviceType, LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder,
+    LinuxNamespaceType, LinuxResources, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder,
+    RootBuilder, Spec, UserBuilder,
 };
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -208,35 +209,8 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         namespaces.push(ns(LinuxNamespaceType::Cgroup, None)?);
     }
 
-    let mut cpu = LinuxCpuBuilder::default();
-    if resources.cpu_shares > 0 {
-        cpu = cpu.shares(resources.cpu_shares as u64);
-    }
-    if resources.cpu_quota > 0 {
-        cpu = cpu.quota(resources.cpu_quota);
-    }
-    if resources.cpu_period > 0 {
-        cpu = cpu.period(resources.cpu_period as u64);
-    }
-    if !resources.cpuset_cpus.is_empty() {
-        cpu = cpu.cpus(resources.cpuset_cpus.clone());
-    }
-    if !resources.cpuset_mems.is_empty() {
-        cpu = cpu.mems(resources.cpuset_mems.clone());
-    }
-    let mut memory = LinuxMemoryBuilder::default();
-    if resources.memory_limit_in_bytes > 0 {
-        memory = memory.limit(resources.memory_limit_in_bytes);
-    }
-    if resources.memory_swap_limit_in_bytes > 0 {
-        memory = memory.swap(resources.memory_swap_limit_in_bytes);
-    }
-    let linux_resources = LinuxResourcesBuilder::default()
-        .devices(device_rules(sc.privileged)?)
-        .cpu(cpu.build().map_err(spec_err)?)
-        .memory(memory.build().map_err(spec_err)?)
-        .build()
-        .map_err(spec_err)?;
+    let mut linux_resources = cgroup_resources(&resources)?;
+    linux_resources.set_devices(Some(device_rules(sc.privileged)?));
 
     let sysctls = input
         .pod
@@ -263,6 +237,53 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     }
     spec.set_linux(Some(linux));
     Ok(spec)
+}
+
+/// CRI resources → OCI cgroup resources; used at creation and by UpdateContainerResources.
+pub fn cgroup_resources(r: &LinuxContainerResources) -> Result<LinuxResources> {
+    let mut cpu = LinuxCpuBuilder::default();
+    if r.cpu_shares > 0 {
+        cpu = cpu.shares(r.cpu_shares as u64);
+    }
+    if r.cpu_quota > 0 {
+        cpu = cpu.quota(r.cpu_quota);
+    }
+    if r.cpu_period > 0 {
+        cpu = cpu.period(r.cpu_period as u64);
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu = cpu.cpus(r.cpuset_cpus.clone());
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu = cpu.mems(r.cpuset_mems.clone());
+    }
+    let mut memory = LinuxMemoryBuilder::default();
+    if r.memory_limit_in_bytes > 0 {
+        memory = memory.limit(r.memory_limit_in_bytes);
+    }
+    if r.memory_swap_limit_in_bytes > 0 {
+        memory = memory.swap(r.memory_swap_limit_in_bytes);
+    }
+    let mut hugepages = Vec::new();
+    for h in &r.hugepage_limits {
+        hugepages.push(
+            LinuxHugepageLimitBuilder::default()
+                .page_size(h.page_size.clone())
+                .limit(h.limit as i64)
+                .build()
+                .map_err(spec_err)?,
+        );
+    }
+    let mut b = LinuxResourcesBuilder::default()
+        .cpu(cpu.build().map_err(spec_err)?)
+        .memory(memory.build().map_err(spec_err)?);
+    if !hugepages.is_empty() {
+        b = b.hugepage_limits(hugepages);
+    }
+    if !r.unified.is_empty() {
+        b = b.unified(r.unified.clone());
+    }
+    b.build().map_err(spec_err)
 }
 
 /// Kubernetes' rule: `command` replaces the image ENTRYPOINT (and drops its CMD), `args`

@@ -84,7 +84,15 @@ pub fn container_status(c: &ContainerRecord) -> cri::ContainerStatus {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
-        resources: None,
+        resources: c
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.clone())
+            .map(|linux| cri::ContainerResources {
+                linux: Some(linux),
+                ..Default::default()
+            }),
         image_id: c.image_id.clone(),
         user: None,
     }

@@ -192,9 +192,18 @@ impl RuntimeService for Cri {
 
     async fn update_container_resources(
         &self,
-        _req: Request<cri::UpdateContainerResourcesRequest>,
+        req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> R<cri::UpdateContainerResourcesResponse> {
-        Err(unimplemented("UpdateContainerResources"))
+        let req = req.into_inner();
+        let span = tracing::info_span!("UpdateContainerResources", container = %req.container_id);
+        let linux = req.linux.ok_or_else(|| {
+            Error::InvalidArgument("UpdateContainerResources: linux resources are required".into())
+        })?;
+        self.runtime
+            .update_container_resources(&req.container_id, linux)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(

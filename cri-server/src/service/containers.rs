@@ -272,6 +272,7 @@ impl Runtime {
                     Exit {
                         code: 255,
                         at_ns: now_ns(),
+                        oom_killed: false,
                     },
                     format!("shim lost: {e}"),
                 ),
@@ -287,6 +288,7 @@ impl Runtime {
             .map(|r| Exit {
                 code: r.exit_code,
                 at_ns: r.exited_at_ns,
+                oom_killed: r.oom_killed,
             })
     }
 
@@ -298,7 +300,7 @@ impl Runtime {
             r.exited(
                 exit.code,
                 if exit.at_ns > 0 { exit.at_ns } else { now_ns() },
-                false,
+                exit.oom_killed,
                 message.clone(),
             )
         });
@@ -523,5 +525,38 @@ mod tests {
         assert_eq!(stop_signal("INT").unwrap(), libc::SIGINT);
         assert_eq!(stop_signal("9").unwrap(), 9);
         assert!(stop_signal("NOPE").is_err());
+    }
+}
+
+impl Runtime {
+    /// UpdateContainerResources: new cgroup limits applied live by the shim, and remembered in
+    /// the record so ContainerStatus reports them.
+    pub async fn update_container_resources(
+        self: &Arc<Self>,
+        id: &str,
+        resources: k8s_cri::v1::LinuxContainerResources,
+    ) -> Result<()> {
+        let id = self.resolve_container(id)?;
+        let op = self.entry_parts(&id)?.op;
+        let _guard = op.lock().await;
+        let EntryView { rec, shim, .. } = self.entry_parts(&id)?;
+        if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} is {:?}: cannot update its resources",
+                rec.state
+            )));
+        }
+        let oci = spec::cgroup_resources(&resources)?;
+        let json =
+            serde_json::to_vec(&oci).map_err(|e| Error::internal("encoding resources", e))?;
+        let shim = shim.ok_or_else(|| Error::Internal(format!("container {id} has no shim")))?;
+        shim.update(json).await?;
+        self.update_container(&id, |r| {
+            r.config
+                .linux
+                .get_or_insert_with(Default::default)
+                .resources = Some(resources);
+            Ok(())
+        })
     }
 }

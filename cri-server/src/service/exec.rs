@@ -27,13 +27,22 @@ pub struct ExecOutput {
 }
 
 impl Runtime {
-    pub async fn exec_sync(self: &Arc<Self>, id: &str, cmd: Vec<String>, timeout_s: i64) -> Result<ExecOutput> {
+    pub async fn exec_sync(
+        self: &Arc<Self>,
+        id: &str,
+        cmd: Vec<String>,
+        timeout_s: i64,
+    ) -> Result<ExecOutput> {
         let id = self.resolve_container(id)?;
         if cmd.is_empty() {
-            return Err(Error::InvalidArgument("ExecSync: cmd must not be empty".into()));
+            return Err(Error::InvalidArgument(
+                "ExecSync: cmd must not be empty".into(),
+            ));
         }
         if cmd.iter().any(|a| a.contains('\0')) {
-            return Err(Error::InvalidArgument("ExecSync: cmd contains a NUL byte".into()));
+            return Err(Error::InvalidArgument(
+                "ExecSync: cmd contains a NUL byte".into(),
+            ));
         }
         let (rec, shim) = self.running_container(&id)?;
         let dir = self.shim_dir(&rec.id);
@@ -44,7 +53,8 @@ impl Runtime {
             .ok_or_else(|| Error::Internal(format!("container {id} has no process spec")))?;
         spec.set_args(Some(cmd));
         spec.set_terminal(Some(false));
-        let spec = serde_json::to_vec(&spec).map_err(|e| Error::internal("encoding the exec spec", e))?;
+        let spec =
+            serde_json::to_vec(&spec).map_err(|e| Error::internal("encoding the exec spec", e))?;
 
         let exec_id = crate::ids::new_id()[..16].to_string();
         let fifo_dir = dir.path().join("exec");
@@ -70,7 +80,11 @@ impl Runtime {
             )),
             other => other,
         })?;
-        Ok(ExecOutput { stdout, stderr, exit_code })
+        Ok(ExecOutput {
+            stdout,
+            stderr,
+            exit_code,
+        })
     }
 
     fn running_container(&self, id: &str) -> Result<(crate::container::ContainerRecord, Shim)> {
@@ -93,9 +107,21 @@ impl Runtime {
     }
 }
 
-async fn run(shim: &Shim, exec_id: &str, spec: Vec<u8>, out: &Path, err: &Path, timeout_s: i64) -> Result<i32> {
-    shim.exec(exec_id, spec, &out.display().to_string(), &err.display().to_string())
-        .await?;
+async fn run(
+    shim: &Shim,
+    exec_id: &str,
+    spec: Vec<u8>,
+    out: &Path,
+    err: &Path,
+    timeout_s: i64,
+) -> Result<i32> {
+    shim.exec(
+        exec_id,
+        spec,
+        &out.display().to_string(),
+        &err.display().to_string(),
+    )
+    .await?;
     shim.start_exec(exec_id).await?;
     let wait = shim.wait_exec(exec_id);
     if timeout_s <= 0 {
@@ -111,8 +137,13 @@ async fn run(shim: &Shim, exec_id: &str, spec: Vec<u8>, out: &Path, err: &Path, 
     }
 }
 
-fn open_fifos(dir: &Path, out: &PathBuf, err: &PathBuf) -> Result<(pipe::Receiver, pipe::Receiver)> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::internal(format!("creating {}", dir.display()), e))?;
+fn open_fifos(
+    dir: &Path,
+    out: &PathBuf,
+    err: &PathBuf,
+) -> Result<(pipe::Receiver, pipe::Receiver)> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::internal(format!("creating {}", dir.display()), e))?;
     let mut rx = Vec::new();
     for p in [out, err] {
         nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600))

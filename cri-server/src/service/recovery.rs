@@ -70,6 +70,7 @@ impl Runtime {
                     exit.unwrap_or(Exit {
                         code: 255,
                         at_ns: now_ns(),
+                        oom_killed: false,
                     }),
                     msg,
                 );
@@ -82,6 +83,7 @@ impl Runtime {
                         exit.unwrap_or(Exit {
                             code: 255,
                             at_ns: now_ns(),
+                            oom_killed: false,
                         }),
                         String::new(),
                     );

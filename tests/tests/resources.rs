@@ -1,0 +1,112 @@
+//! Resource limits checked from inside the container: the memory limit and CPU quota in the
+//! container's own cgroup, UpdateContainerResources applied live, and an OOM kill reported as
+//! `OOMKilled` with exit code 137.
+
+use std::time::Duration;
+
+use crisp_tests::cri::{
+    ContainerState, ExecSyncRequest, LinuxContainerConfig, LinuxContainerResources,
+    UpdateContainerResourcesRequest,
+};
+use crisp_tests::{require_root, CriClient, Crispd, TestPod, BUSYBOX};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources() {
+    if !require_root() {
+        return;
+    }
+    let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(check(&crispd).await);
+}
+
+async fn read_in(client: &mut CriClient, id: &str, path: &str) -> anyhow::Result<String> {
+    let r = client
+        .runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: id.to_string(),
+            cmd: vec!["cat".into(), path.into()],
+            timeout: 10,
+        })
+        .await?
+        .into_inner();
+    anyhow::ensure!(
+        r.exit_code == 0,
+        "cat {path}: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    Ok(String::from_utf8_lossy(&r.stdout).trim().to_string())
+}
+
+fn limited(mem: i64, quota: i64) -> LinuxContainerConfig {
+    LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: mem,
+            cpu_period: 100_000,
+            cpu_quota: quota,
+            cpu_shares: 512,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn check(crispd: &Crispd) -> anyhow::Result<()> {
+    let mut client = crispd.client().await?;
+    client.pull(BUSYBOX).await?;
+    let pod = TestPod::start(&mut client, crispd, "limits").await?;
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let (mem_file, quota_file) = if v2 {
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/cpu.max")
+    } else {
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+        )
+    };
+
+    let mut config = pod.container("limited", &["sleep", "1000"])?;
+    config.linux = Some(limited(64 << 20, 50_000));
+    let id = pod.create(&mut client, config).await?;
+    client.start_container(&id).await?;
+    assert_eq!(
+        read_in(&mut client, &id, mem_file).await?,
+        (64u64 << 20).to_string()
+    );
+    let quota = read_in(&mut client, &id, quota_file).await?;
+    assert!(quota.starts_with("50000"), "quota {quota}");
+
+    client
+        .runtime
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: limited(128 << 20, 20_000).resources,
+            ..Default::default()
+        })
+        .await?;
+    assert_eq!(
+        read_in(&mut client, &id, mem_file).await?,
+        (128u64 << 20).to_string()
+    );
+    let quota = read_in(&mut client, &id, quota_file).await?;
+    assert!(quota.starts_with("20000"), "quota after update {quota}");
+    let status = client.container_status(&id).await?;
+    let reported = status
+        .resources
+        .and_then(|r| r.linux)
+        .map(|l| l.memory_limit_in_bytes);
+    assert_eq!(reported, Some(128 << 20));
+
+    // A memory hog: `tail` buffers /dev/zero (no newline ever) until the OOM killer fires.
+    let mut hog = pod.container("hog", &["tail", "/dev/zero"])?;
+    hog.linux = Some(limited(16 << 20, 0));
+    let hog_id = pod.create(&mut client, hog).await?;
+    client.start_container(&hog_id).await?;
+    let status = client.wait_exited(&hog_id, Duration::from_secs(60)).await?;
+    assert_eq!(status.state(), ContainerState::ContainerExited);
+    assert_eq!(status.exit_code, 137);
+    assert_eq!(status.reason, "OOMKilled");
+
+    client.stop_and_remove_pod(&pod.id).await?;
+    crispd.assert_no_leaks();
+    Ok(())
+}
