@@ -19,6 +19,26 @@ pub struct Config {
     pub cgroup_parent: String,
     pub images: ImagesConfig,
     pub shim: ShimConfig,
+    pub cni: CniSection,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CniSection {
+    /// The first network config (lexical order) here is used; without one, crispd uses its
+    /// embedded default network for `crisp-bridge`.
+    pub conf_dir: PathBuf,
+    /// Where plugins are looked up (crispd's own directory, for `crisp-bridge`, is added last).
+    pub bin_dirs: Vec<PathBuf>,
+}
+
+impl Default for CniSection {
+    fn default() -> Self {
+        CniSection {
+            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -45,6 +65,7 @@ impl Default for Config {
             cgroup_parent: "/crisp".into(),
             images: ImagesConfig::default(),
             shim: ShimConfig::default(),
+            cni: CniSection::default(),
         }
     }
 }

@@ -81,12 +81,16 @@ LAYER_SIZE=$(stat -c %s "$WORK/layer.tar.gz")
 mv "$WORK/layer.tar.gz" "$LAYOUT/blobs/sha256/$LAYER_DIGEST"
 
 # Writes stdin as a blob; prints "<hex> <size>".
+# Runs in a process substitution, i.e. concurrently with the script: its own temp file, and
+# the answer printed only once the blob is in place.
 put_blob() {
-    local tmp=$WORK/blob.tmp hex
+    local tmp hex size
+    tmp=$(mktemp "$WORK/blob.XXXXXX")
     cat > "$tmp"
     hex=$(sha256sum "$tmp" | cut -d' ' -f1)
-    echo "$hex $(stat -c %s "$tmp")"
+    size=$(stat -c %s "$tmp")
     mv "$tmp" "$LAYOUT/blobs/sha256/$hex"
+    echo "$hex $size"
 }
 
 # --- config ---------------------------------------------------------------

@@ -32,6 +32,7 @@ pub struct Crispd {
     /// Canonical, so it compares equal to paths in mountinfo and cmdlines.
     dir: PathBuf,
     child: Option<Child>,
+    network: Option<crate::network::TestNetwork>,
 }
 
 impl Crispd {
@@ -63,13 +64,24 @@ impl Crispd {
             id,
             dir,
             child: None,
+            network: None,
         };
 
         for dir in [crispd.root(), crispd.state(), crispd.log_dir()] {
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         crispd.import_image(&layout, "busybox")?;
-        let config = format!("cgroup_parent = \"{}\"\n", crispd.cgroup_parent());
+        let conf_dir = crispd.dir.join("net.d");
+        crispd.network = Some(crate::network::TestNetwork::claim(
+            &crispd.id,
+            &conf_dir,
+            &crispd.dir.join("ipam"),
+        )?);
+        let config = format!(
+            "cgroup_parent = \"{}\"\n[cni]\nconf_dir = \"{}\"\nbin_dirs = []\n",
+            crispd.cgroup_parent(),
+            conf_dir.display()
+        );
         fs::write(crispd.config_path(), config).context("writing config.toml")?;
 
         crispd.spawn()?;
@@ -185,6 +197,11 @@ impl Crispd {
     /// Where tests put pod log directories (kubelet's /var/log/pods).
     pub fn log_dir(&self) -> PathBuf {
         self.dir.join("pods")
+    }
+
+    /// This instance's private pod network.
+    pub fn network(&self) -> &crate::network::TestNetwork {
+        self.network.as_ref().expect("every instance has a network")
     }
 
     /// The cgroup parent from config.toml, e.g. `/crisp-test-0123abcd`.

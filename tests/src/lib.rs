@@ -39,6 +39,7 @@ mod crispd;
 mod image;
 mod leaks;
 mod mounts;
+mod network;
 mod pod;
 mod privileges;
 mod procs;
@@ -54,3 +55,5 @@ pub use procs::process_alive;
 pub use wait::{wait_for_file, wait_until};
 
 pub use crisp_client::{container_config, cri, pod_config, CriClient};
+
+pub use network::TestNetwork;

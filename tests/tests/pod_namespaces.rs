@@ -58,9 +58,10 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         "containers share a mount namespace"
     );
 
+    // loopback, plus the CNI interface of the test's private network.
     assert_eq!(
         one.get("ifaces").map(|s| s.trim()),
-        Some("lo"),
+        Some("lo eth0"),
         "interfaces in the pod: {one:?}"
     );
     let flags = one.get("loflags").context("no loflags")?;

@@ -30,8 +30,15 @@ pub fn pod_status(p: &SandboxRecord) -> cri::PodSandboxStatus {
         metadata: p.config.metadata.clone(),
         state: pod_state_to_cri(p.state) as i32,
         created_at: p.created_at_ns,
-        // Pod IPs come with CNI (networking issue); until then the pod has loopback only.
-        network: Some(cri::PodSandboxNetworkStatus::default()),
+        network: Some(cri::PodSandboxNetworkStatus {
+            ip: p.ips.first().cloned().unwrap_or_default(),
+            additional_ips: p
+                .ips
+                .iter()
+                .skip(1)
+                .map(|ip| cri::PodIp { ip: ip.clone() })
+                .collect(),
+        }),
         linux: Some(cri::LinuxPodSandboxStatus {
             namespaces: Some(cri::Namespace { options: ns }),
         }),

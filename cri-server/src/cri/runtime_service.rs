@@ -287,13 +287,19 @@ impl RuntimeService for Cri {
                 reason: String::new(),
                 message: String::new(),
             },
-            cri::RuntimeCondition {
-                r#type: "NetworkReady".into(),
-                status: false,
-                reason: "NetworkPluginNotReady".into(),
-                message:
-                    "CNI is not wired yet: pods get a private network namespace with loopback only"
-                        .into(),
+            match self.runtime.network_ready() {
+                Ok(()) => cri::RuntimeCondition {
+                    r#type: "NetworkReady".into(),
+                    status: true,
+                    reason: String::new(),
+                    message: String::new(),
+                },
+                Err(why) => cri::RuntimeCondition {
+                    r#type: "NetworkReady".into(),
+                    status: false,
+                    reason: "NetworkPluginNotReady".into(),
+                    message: format!("CNI network is not ready: {why}"),
+                },
             },
         ];
         Ok(Response::new(cri::StatusResponse {

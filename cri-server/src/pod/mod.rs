@@ -3,6 +3,7 @@
 
 pub mod files;
 pub mod namespaces;
+pub mod network;
 pub mod record;
 
 pub use record::{SandboxRecord, SandboxState};

@@ -49,6 +49,9 @@ pub struct SandboxRecord {
     pub cgroup_parent: String,
     /// Whether crisp created that cgroup (and so removes it), or kubelet did.
     pub owns_cgroup: bool,
+    /// The pod's IPs from CNI, primary first (empty for host-network pods).
+    #[serde(default)]
+    pub ips: Vec<String>,
 }
 
 impl SandboxRecord {

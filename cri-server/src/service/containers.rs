@@ -230,11 +230,14 @@ impl Runtime {
         }
         let shim = shim.ok_or_else(|| Error::Internal(format!("container {id} has no shim")))?;
         let watcher = shim.clone();
+        // Taken before the start: a short-lived container can exit before the call returns,
+        // and finished_at must not precede started_at.
+        let started_at = now_ns();
         match shim.start().await {
             Ok(_) => {
                 self.update_container(&id, |r| {
                     r.state = r.state.transition(ContainerState::Running)?;
-                    r.started_at_ns = now_ns();
+                    r.started_at_ns = started_at;
                     Ok(())
                 })?;
                 self.watch_exit(id.clone(), watcher);
@@ -503,31 +506,6 @@ fn stop_signal(s: &str) -> Result<i32> {
         .map_err(|_| Error::InvalidArgument(format!("image StopSignal {s:?} is not a signal")))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn log_paths_stay_inside_the_pod_log_dir() {
-        assert_eq!(
-            log_path("/var/log/pods/x", "c/0.log").unwrap(),
-            Some(PathBuf::from("/var/log/pods/x/c/0.log"))
-        );
-        assert!(log_path("/var/log/pods/x", "../../etc/passwd").is_err());
-        assert!(log_path("/var/log/pods/x", "/etc/passwd").is_err());
-        assert_eq!(log_path("", "c.log").unwrap(), None);
-    }
-
-    #[test]
-    fn stop_signals() {
-        assert_eq!(stop_signal("").unwrap(), libc::SIGTERM);
-        assert_eq!(stop_signal("SIGQUIT").unwrap(), libc::SIGQUIT);
-        assert_eq!(stop_signal("INT").unwrap(), libc::SIGINT);
-        assert_eq!(stop_signal("9").unwrap(), 9);
-        assert!(stop_signal("NOPE").is_err());
-    }
-}
-
 impl Runtime {
     /// UpdateContainerResources: new cgroup limits applied live by the shim, and remembered in
     /// the record so ContainerStatus reports them.
@@ -558,5 +536,30 @@ impl Runtime {
                 .resources = Some(resources);
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_paths_stay_inside_the_pod_log_dir() {
+        assert_eq!(
+            log_path("/var/log/pods/x", "c/0.log").unwrap(),
+            Some(PathBuf::from("/var/log/pods/x/c/0.log"))
+        );
+        assert!(log_path("/var/log/pods/x", "../../etc/passwd").is_err());
+        assert!(log_path("/var/log/pods/x", "/etc/passwd").is_err());
+        assert_eq!(log_path("", "c.log").unwrap(), None);
+    }
+
+    #[test]
+    fn stop_signals() {
+        assert_eq!(stop_signal("").unwrap(), libc::SIGTERM);
+        assert_eq!(stop_signal("SIGQUIT").unwrap(), libc::SIGQUIT);
+        assert_eq!(stop_signal("INT").unwrap(), libc::SIGINT);
+        assert_eq!(stop_signal("9").unwrap(), 9);
+        assert!(stop_signal("NOPE").is_err());
     }
 }

@@ -45,6 +45,7 @@ pub struct Runtime {
     snapshotter: Arc<Snapshotter>,
     images: Arc<ImageStore>,
     import_dir: Arc<ImportDir>,
+    network: crate::pod::network::Network,
     pod_store: RecordStore<SandboxRecord>,
     container_store: RecordStore<ContainerRecord>,
     objects: Mutex<Objects>,
@@ -63,7 +64,17 @@ impl Runtime {
         );
         let images = Arc::new(ImageStore::open(cfg.root.join("images"))?);
         let import_dir = Arc::new(ImportDir::new(cfg.import_dir()));
+        let mut bin_dirs = cfg.cni.bin_dirs.clone();
+        if let Some(dir) = shim_binary.parent() {
+            bin_dirs.push(dir.to_path_buf());
+        }
+        let network = crate::pod::network::Network::new(crisp_cni::runtime::CniConfig {
+            conf_dir: cfg.cni.conf_dir.clone(),
+            bin_dirs,
+            cache_dir: cfg.root.join("cni"),
+        });
         let rt = Arc::new(Runtime {
+            network,
             pod_store: RecordStore::open(cfg.root.join("pods"))?,
             container_store: RecordStore::open(cfg.root.join("containers"))?,
             cfg,
@@ -79,6 +90,11 @@ impl Runtime {
             .await
             .map_err(|e| crate::error::Error::internal("importing images", e))?;
         Ok(rt)
+    }
+
+    /// `Ok` when pods can get a network; the reason otherwise.
+    pub fn network_ready(&self) -> std::result::Result<(), String> {
+        self.network.ready()
     }
 
     fn objects(&self) -> MutexGuard<'_, Objects> {

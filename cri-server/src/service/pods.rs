@@ -4,6 +4,7 @@ use super::{now_ns, Runtime};
 use crate::error::{Error, Result};
 use crate::ids;
 use crate::pod::namespaces::{self, Pinned, Wanted};
+use crate::pod::network;
 use crate::pod::{files, SandboxRecord, SandboxState};
 use k8s_cri::v1::{NamespaceMode, PodSandboxConfig, PodSandboxFilter};
 use std::sync::Arc;
@@ -88,6 +89,7 @@ impl Runtime {
             utsns: None,
             cgroup_parent,
             owns_cgroup,
+            ips: Vec::new(),
         };
         {
             let mut objs = self.objects();
@@ -113,17 +115,34 @@ impl Runtime {
             ipc: !host_ipc,
             uts: !host_net,
         };
-        let made = tokio::task::spawn_blocking(move || -> Result<Pinned> {
+        let me = self.clone();
+        let (pod_id, pod_config) = (id.clone(), config.clone());
+        let made = tokio::task::spawn_blocking(move || -> Result<(Pinned, Vec<String>)> {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::internal(format!("creating {}", dir.display()), e))?;
             files::write(&dir, &hostname, dns.as_ref())?;
-            namespaces::create(&dir, want, hostname)
+            let pinned = namespaces::create(&dir, want, hostname)?;
+            let ips = match &pinned.net {
+                Some(netns) => {
+                    me.network
+                        .attach(&network::pod_network(&pod_id, netns, &pod_config))
+                }
+                None => Ok(Vec::new()),
+            };
+            match ips {
+                Ok(ips) => Ok((pinned, ips)),
+                Err(e) => {
+                    namespaces::remove(&pinned);
+                    Err(e)
+                }
+            }
         })
         .await
         .map_err(|e| Error::internal("pod setup task", e))
         .and_then(|r| r);
         match made {
-            Ok(pinned) => {
+            Ok((pinned, ips)) => {
+                rec.ips = ips;
                 rec.netns = pinned.net;
                 rec.ipcns = pinned.ipc;
                 rec.utsns = pinned.uts;
@@ -143,6 +162,7 @@ impl Runtime {
 
     /// Removes every host object of a pod: namespace pins, its directory, its cgroup, its record.
     pub(super) fn destroy_pod(&self, rec: &SandboxRecord) {
+        self.detach_network(rec);
         namespaces::remove(&Pinned {
             net: rec.netns.clone().or_else(|| Some(rec.dir.join("ns/net"))),
             ipc: rec.ipcns.clone().or_else(|| Some(rec.dir.join("ns/ipc"))),
@@ -161,6 +181,27 @@ impl Runtime {
         }
         if let Err(e) = self.pod_store.remove(&rec.id) {
             tracing::warn!(pod = %rec.id, error = %e, "removing pod record");
+        }
+    }
+
+    /// CNI DEL for a pod that has (or may have had) its own network namespace.
+    fn detach_network(&self, rec: &SandboxRecord) {
+        let netns = rec.netns.clone().unwrap_or_else(|| rec.dir.join("ns/net"));
+        let host_net = rec
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+            .is_some_and(|n| n.network == NamespaceMode::Node as i32);
+        if host_net {
+            return;
+        }
+        if let Err(e) = self
+            .network
+            .detach(&network::pod_network(&rec.id, &netns, &rec.config))
+        {
+            tracing::warn!(pod = %rec.id, error = %e, "CNI DEL");
         }
     }
 
@@ -183,10 +224,17 @@ impl Runtime {
         for cid in self.containers_of(&id) {
             self.stop_container(&cid, 0).await?;
         }
-        let mut objs = self.objects();
-        if let Some(rec) = objs.pods.get_mut(&id) {
-            if rec.state != SandboxState::NotReady {
+        let rec = self.objects().pods.get(&id).cloned();
+        if let Some(rec) = rec.filter(|r| r.state != SandboxState::NotReady) {
+            let me = self.clone();
+            let r = rec.clone();
+            tokio::task::spawn_blocking(move || me.detach_network(&r))
+                .await
+                .map_err(|e| Error::internal("network teardown task", e))?;
+            let mut objs = self.objects();
+            if let Some(rec) = objs.pods.get_mut(&id) {
                 rec.state = rec.state.transition(SandboxState::NotReady)?;
+                rec.ips.clear();
                 self.pod_store.save(&id, rec)?;
             }
         }

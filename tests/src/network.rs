@@ -1,0 +1,83 @@
+//! A private pod network per crispd instance: its own bridge and /24 (claimed so parallel
+//! tests never share one), a conflist for `crisp-bridge` in the instance's conf dir, and IPAM
+//! state under the instance's temp dir. Dropping it deletes the bridge and releases the claim.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// Where /24 claims live; one file per claimed third octet of 10.89.0.0/16.
+const CLAIMS: &str = "/run/crisp-test-subnets";
+
+pub struct TestNetwork {
+    pub octet: u8,
+    pub bridge: String,
+    claim: PathBuf,
+}
+
+impl TestNetwork {
+    /// Claims a free 10.89.<n>.0/24 and writes a conflist for it into `conf_dir`.
+    pub fn claim(id: &str, conf_dir: &Path, ipam_dir: &Path) -> anyhow::Result<TestNetwork> {
+        fs::create_dir_all(CLAIMS).with_context(|| format!("creating {CLAIMS}"))?;
+        let start = u8::from_str_radix(id.get(..2).unwrap_or("00"), 16).unwrap_or(0);
+        for i in 0..=255u8 {
+            let octet = start.wrapping_add(i);
+            let claim = Path::new(CLAIMS).join(octet.to_string());
+            if fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&claim)
+                .is_err()
+            {
+                continue;
+            }
+            let net = TestNetwork {
+                octet,
+                bridge: format!("crt{}", &id[..id.len().min(8)]),
+                claim,
+            };
+            fs::create_dir_all(conf_dir)
+                .with_context(|| format!("creating {}", conf_dir.display()))?;
+            let conflist = serde_json::json!({
+                "cniVersion": "1.0.0",
+                "name": format!("crisp-test-{id}"),
+                "plugins": [{
+                    "type": "crisp-bridge",
+                    "bridge": net.bridge,
+                    "subnet": net.subnet(),
+                    "gateway": net.gateway(),
+                    "hairpinMode": true,
+                    "ipMasq": true,
+                    "dataDir": ipam_dir,
+                    "capabilities": { "portMappings": true }
+                }]
+            });
+            fs::write(
+                conf_dir.join("10-crisp-test.conflist"),
+                conflist.to_string(),
+            )
+            .context("writing the test conflist")?;
+            return Ok(net);
+        }
+        anyhow::bail!("no free test subnet in 10.89.0.0/16")
+    }
+
+    pub fn subnet(&self) -> String {
+        format!("10.89.{}.0/24", self.octet)
+    }
+
+    pub fn gateway(&self) -> String {
+        format!("10.89.{}.1", self.octet)
+    }
+}
+
+impl Drop for TestNetwork {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = fs::remove_file(&self.claim);
+    }
+}

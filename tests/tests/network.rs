@@ -1,0 +1,193 @@
+//! Pod networking through CNI with crisp-bridge, on a bridge and /24 private to this test:
+//! pod IPs, pod-to-pod and pod-to-gateway traffic, a hostPort on 127.0.0.1, 50 concurrent pods
+//! with distinct IPs, and nothing left (veth, iptables rule, IPAM lease) after removal.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crisp_tests::cri::{ExecSyncRequest, PortMapping, Protocol, StatusRequest};
+use crisp_tests::{require_root, CriClient, Crispd, TestPod, BUSYBOX};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network() {
+    if !require_root() {
+        return;
+    }
+    let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(check(&crispd).await);
+}
+
+async fn exec(client: &mut CriClient, id: &str, cmd: &[&str]) -> anyhow::Result<(i32, String)> {
+    let r = client
+        .runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: id.to_string(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: 20,
+        })
+        .await?
+        .into_inner();
+    Ok((
+        r.exit_code,
+        String::from_utf8_lossy(&r.stdout).to_string() + &String::from_utf8_lossy(&r.stderr),
+    ))
+}
+
+async fn pod_ip(client: &mut CriClient, pod: &str) -> anyhow::Result<String> {
+    let s = client.pod_status(pod).await?;
+    Ok(s.network.map(|n| n.ip).unwrap_or_default())
+}
+
+fn http_get(port: u16) -> anyhow::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+async fn check(crispd: &Crispd) -> anyhow::Result<()> {
+    let mut client = crispd.client().await?;
+    let status = client
+        .runtime
+        .status(StatusRequest { verbose: false })
+        .await?
+        .into_inner();
+    let net_ready = status
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.r#type == "NetworkReady")
+        .map(|c| (c.status, c.message.clone()));
+    assert_eq!(net_ready.as_ref().map(|r| r.0), Some(true), "{net_ready:?}");
+    client.pull(BUSYBOX).await?;
+    let subnet_prefix = format!("10.89.{}.", crispd.network().octet);
+
+    let host_port = 20000 + (std::process::id() % 20000) as u16;
+    let mut web_cfg = TestPod::new_config(crispd, "web")?;
+    web_cfg.port_mappings = vec![PortMapping {
+        protocol: Protocol::Tcp as i32,
+        container_port: 8080,
+        host_port: host_port as i32,
+        host_ip: "127.0.0.1".into(),
+    }];
+    let web = TestPod::run(&mut client, web_cfg).await?;
+    let server = web
+        .start_container(
+            &mut client,
+            "httpd",
+            &["sh", "-c", "mkdir -p /tmp/www && echo crisp-page > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"],
+        )
+        .await?;
+    let client_pod = TestPod::start(&mut client, crispd, "client").await?;
+    let probe = client_pod
+        .start_container(&mut client, "probe", &["sleep", "1000"])
+        .await?;
+
+    let web_ip = pod_ip(&mut client, &web.id).await?;
+    let client_ip = pod_ip(&mut client, &client_pod.id).await?;
+    assert!(web_ip.starts_with(&subnet_prefix), "web ip {web_ip}");
+    assert!(
+        client_ip.starts_with(&subnet_prefix),
+        "client ip {client_ip}"
+    );
+    assert_ne!(web_ip, client_ip);
+
+    // Pod to pod, and pod to its gateway.
+    let url = format!("http://{web_ip}:8080/");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, out) = exec(&mut client, &probe, &["wget", "-qO-", &url]).await?;
+        if code == 0 {
+            assert_eq!(out.trim(), "crisp-page");
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "pod-to-pod wget kept failing: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let gw = crispd.network().gateway();
+    let (code, out) = exec(&mut client, &probe, &["ping", "-c", "1", "-W", "2", &gw]).await?;
+    assert_eq!(code, 0, "ping gateway: {out}");
+    let _ = server;
+
+    // The host reaches the pod's httpd through the hostPort on 127.0.0.1.
+    let page = tokio::task::spawn_blocking(move || http_get(host_port)).await??;
+    assert!(page.contains("crisp-page"), "{page}");
+
+    // 50 pods at once get 50 distinct addresses.
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let mut c = client.clone();
+        let cfg = TestPod::new_config(crispd, &format!("many{i}"))?;
+        tasks.push(tokio::spawn(async move {
+            let id = c.run_pod(&cfg).await?;
+            let ip = pod_ip(&mut c, &id).await?;
+            anyhow::Ok((id, ip))
+        }));
+    }
+    let mut ips = HashSet::new();
+    let mut ids = Vec::new();
+    for t in tasks {
+        let (id, ip) = t.await??;
+        assert!(ip.starts_with(&subnet_prefix), "{ip}");
+        assert!(ips.insert(ip.clone()), "{ip} handed out twice");
+        ids.push(id);
+    }
+    assert!(!ips.contains(&web_ip) && !ips.contains(&client_ip));
+
+    let all_ids: Vec<String> = ids
+        .iter()
+        .cloned()
+        .chain([web.id.clone(), client_pod.id.clone()])
+        .collect();
+    for id in &all_ids {
+        client.stop_and_remove_pod(id).await?;
+    }
+
+    // Nothing of theirs is left on the host.
+    let rules = std::process::Command::new("iptables-save").output()?;
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    for id in &all_ids {
+        assert!(
+            !rules.contains(id.as_str()),
+            "iptables rule for pod {id} left"
+        );
+    }
+    let brif = format!("/sys/class/net/{}/brif", crispd.network().bridge);
+    let ports: Vec<_> = std::fs::read_dir(&brif)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(ports.is_empty(), "veths still on the bridge: {ports:?}");
+    let leases: Vec<String> = walk_files(&crispd.dir().join("ipam"))
+        .into_iter()
+        .filter(|n| n.starts_with("10."))
+        .collect();
+    assert!(leases.is_empty(), "IPAM leases left: {leases:?}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", host_port)).is_err(),
+        "hostPort still open"
+    );
+    crispd.assert_no_leaks();
+    Ok(())
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.file_name().to_string_lossy().to_string());
+            }
+        }
+    }
+    out
+}
