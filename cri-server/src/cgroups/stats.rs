@@ -91,37 +91,9 @@ fn read_v2(dir: &Path) -> CgroupUsage {
     }
 }
 
-/// Per-interface counters from a `/proc/net/dev` text: (name, rx_bytes, rx_errs, tx_bytes, tx_errs).
-pub fn parse_net_dev(text: &str) -> Vec<(String, u64, u64, u64, u64)> {
-    text.lines()
-        .skip(2)
-        .filter_map(|l| {
-            let (name, rest) = l.split_once(':')?;
-            let f: Vec<u64> = rest
-                .split_whitespace()
-                .filter_map(|v| v.parse().ok())
-                .collect();
-            Some((
-                name.trim().to_string(),
-                *f.first()?,
-                *f.get(2)?,
-                *f.get(8)?,
-                *f.get(10)?,
-            ))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn net_dev() {
-        let text = "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n  eth0:    5000      10    2    0    0     0          0         0     3000       8    1    0    0     0       0          0\n";
-        let v = parse_net_dev(text);
-        assert_eq!(v[1], ("eth0".to_string(), 5000, 2, 3000, 1));
-    }
 
     #[test]
     fn escapes_are_refused() {

@@ -174,16 +174,46 @@ impl Runtime {
     }
 }
 
-fn network_usage(at: i64, ifaces: Vec<(String, u64, u64, u64, u64)>) -> cri::NetworkUsage {
+/// One interface's counters from `/proc/net/dev`.
+#[derive(Debug, PartialEq, Eq)]
+struct Interface {
+    name: String,
+    rx_bytes: u64,
+    rx_errors: u64,
+    tx_bytes: u64,
+    tx_errors: u64,
+}
+
+fn parse_net_dev(text: &str) -> Vec<Interface> {
+    text.lines()
+        .skip(2)
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            Some(Interface {
+                name: name.trim().to_string(),
+                rx_bytes: *f.first()?,
+                rx_errors: *f.get(2)?,
+                tx_bytes: *f.get(8)?,
+                tx_errors: *f.get(10)?,
+            })
+        })
+        .collect()
+}
+
+fn network_usage(at: i64, ifaces: Vec<Interface>) -> cri::NetworkUsage {
     let interfaces: Vec<cri::NetworkInterfaceUsage> = ifaces
         .into_iter()
-        .filter(|i| i.0 != "lo")
-        .map(|(name, rx, rxe, tx, txe)| cri::NetworkInterfaceUsage {
-            name,
-            rx_bytes: v(Some(rx)),
-            rx_errors: v(Some(rxe)),
-            tx_bytes: v(Some(tx)),
-            tx_errors: v(Some(txe)),
+        .filter(|i| i.name != "lo")
+        .map(|i| cri::NetworkInterfaceUsage {
+            name: i.name,
+            rx_bytes: v(Some(i.rx_bytes)),
+            rx_errors: v(Some(i.rx_errors)),
+            tx_bytes: v(Some(i.tx_bytes)),
+            tx_errors: v(Some(i.tx_errors)),
         })
         .collect();
     cri::NetworkUsage {
@@ -195,14 +225,45 @@ fn network_usage(at: i64, ifaces: Vec<(String, u64, u64, u64, u64)>) -> cri::Net
 
 /// `/proc/net/dev` as seen inside the pod's network namespace. `setns` is per thread, so this
 /// runs on a thread of its own that exits right after; no other thread changes namespace.
-fn net_dev_in(netns: &Path) -> Option<Vec<(String, u64, u64, u64, u64)>> {
+fn net_dev_in(netns: &Path) -> Option<Vec<Interface>> {
     let ns = std::fs::File::open(netns).ok()?;
     std::thread::spawn(move || {
         nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
         let text = std::fs::read_to_string("/proc/thread-self/net/dev").ok()?;
-        Some(stats::parse_net_dev(&text))
+        Some(parse_net_dev(&text))
     })
     .join()
     .ok()
     .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_dev() {
+        let text = "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n  eth0:    5000      10    2    0    0     0          0         0     3000       8    1    0    0     0       0          0\n";
+        let v = parse_net_dev(text);
+        assert_eq!(
+            v[1],
+            Interface {
+                name: "eth0".into(),
+                rx_bytes: 5000,
+                rx_errors: 2,
+                tx_bytes: 3000,
+                tx_errors: 1
+            }
+        );
+    }
+
+    #[test]
+    fn nano_cores_from_two_samples() {
+        let s = CpuSamples::default();
+        assert_eq!(s.nano_cores("c", 1_000_000_000, 0), None);
+        assert_eq!(
+            s.nano_cores("c", 2_000_000_000, 500_000_000),
+            Some(500_000_000)
+        );
+    }
 }
