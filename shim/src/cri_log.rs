@@ -30,6 +30,7 @@ impl Stream {
 /// lock so lines from the two streams never interleave mid-line.
 #[derive(Clone)]
 pub struct CriLog {
+    path: PathBuf,
     file: Arc<Mutex<File>>,
 }
 
@@ -37,8 +38,16 @@ impl CriLog {
     pub fn open(path: PathBuf) -> std::io::Result<CriLog> {
         let file = open_append(&path)?;
         Ok(CriLog {
+            path,
             file: Arc::new(Mutex::new(file)),
         })
+    }
+
+    /// Reopens the file by path, after kubelet rotated it away (ReopenContainerLog).
+    pub fn reopen(&self) -> std::io::Result<()> {
+        let f = open_append(&self.path)?;
+        *self.file.lock().unwrap_or_else(|e| e.into_inner()) = f;
+        Ok(())
     }
 
     fn write_record(&self, stream: Stream, partial: bool, content: &[u8]) {

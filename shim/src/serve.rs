@@ -25,10 +25,28 @@ pub fn serve(id: &str, dir: &Path, socket: &Path) -> Result<()> {
     .context("writing the shim pid file")?;
     init_tracing();
     let _span = tracing::info_span!("shim", container = %id).entered();
+    // Blocked before any thread exists, so every thread inherits the mask and only the
+    // dedicated thread below receives it (helpers unblock it again before exec'ing a container).
+    let usr1 = {
+        let mut set = nix::sys::signal::SigSet::empty();
+        set.add(nix::sys::signal::Signal::SIGUSR1);
+        set
+    };
+    usr1.thread_block().context("blocking SIGUSR1")?;
 
     let reaper = Reaper::start().context("becoming a subreaper")?;
     let (shutdown_tx, shutdown_rx) = mpsc::channel();
     let service = TaskService::new(dir.clone(), reaper, shutdown_tx);
+    let reopener = service.clone();
+    std::thread::Builder::new()
+        .name("sigusr1".into())
+        .spawn(move || {
+            // SIGUSR1 = crispd's ReopenContainerLog.
+            while usr1.wait().is_ok() {
+                reopener.reopen_log();
+            }
+        })
+        .context("starting the signal thread")?;
 
     let socket = dir.socket().to_path_buf();
     if let Some(parent) = socket.parent() {

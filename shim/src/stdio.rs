@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 pub struct ContainerIo {
     done: std::sync::Mutex<mpsc::Receiver<()>>,
     copiers: usize,
+    /// The CRI log the copiers write, if any (reopened on log rotation).
+    pub log: Option<CriLog>,
 }
 
 impl ContainerIo {
@@ -81,6 +83,7 @@ pub fn setup(
         ContainerIo {
             done: std::sync::Mutex::new(done),
             copiers,
+            log,
         },
     ))
 }

@@ -81,6 +81,8 @@ struct Inner {
     helper: RuntimeHelper,
     reaper: Reaper,
     container: Mutex<Option<Container>>,
+    /// The init's CRI log, reopened on SIGUSR1 (crispd's ReopenContainerLog).
+    log: Mutex<Option<crate::cri_log::CriLog>>,
     changed: Condvar,
     shutdown: Mutex<mpsc::Sender<()>>,
 }
@@ -114,6 +116,7 @@ impl TaskService {
                 helper,
                 reaper,
                 container: Mutex::new(None),
+                log: Mutex::new(None),
                 changed: Condvar::new(),
                 shutdown: Mutex::new(shutdown),
             }),
@@ -175,6 +178,21 @@ impl TaskService {
             }
         }
         self.inner.changed.notify_all();
+    }
+
+    /// Reopens the container's CRI log (after kubelet rotated it).
+    pub fn reopen_log(&self) {
+        if let Some(log) = self
+            .inner
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            if let Err(e) = log.reopen() {
+                tracing::error!(error = %e, "reopening the container log");
+            }
+        }
     }
 
     fn spawn_monitor(&self, exec_id: String, pid: u32, io: ContainerIo) -> ttrpc::Result<()> {
@@ -276,6 +294,7 @@ impl Task for TaskService {
             c.init.pid = pid;
             Ok(())
         })?;
+        *self.inner.log.lock().unwrap_or_else(|e| e.into_inner()) = io.log.clone();
         self.spawn_monitor(String::new(), pid, io)?;
         let mut resp = api::CreateTaskResponse::new();
         resp.pid = pid;

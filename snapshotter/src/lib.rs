@@ -10,6 +10,7 @@ pub mod overlay;
 mod snapshots;
 mod tmpname;
 pub mod unpack;
+pub mod usage;
 
 pub use content::ContentStore;
 pub use digest::{chain_id, Digest};

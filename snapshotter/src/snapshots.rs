@@ -416,6 +416,19 @@ impl Snapshotter {
         remove_any(&staging).map_err(io_ctx(|| format!("removing {}", staging.display())))
     }
 
+    /// What a container's writable layer holds on disk.
+    pub fn active_usage(&self, key: &str) -> Result<crate::usage::Usage> {
+        validate_key(key)?;
+        Ok(crate::usage::disk_usage(
+            &self.active.join(key).join("upper"),
+        ))
+    }
+
+    /// What the committed (image) layers hold on disk.
+    pub fn committed_usage(&self) -> crate::usage::Usage {
+        crate::usage::disk_usage(&self.committed)
+    }
+
     pub fn list_active(&self) -> Result<Vec<String>> {
         let mut out: Vec<String> = read_names(&self.active)?
             .into_iter()

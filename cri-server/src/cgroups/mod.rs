@@ -5,6 +5,8 @@
 //! Both layouts are handled by walking every mounted cgroup hierarchy: cgroup v1 (one mount per
 //! controller, as on this CI host) and v2 (a single unified mount).
 
+pub mod stats;
+
 use std::path::{Path, PathBuf};
 
 /// Mount points of every cgroup hierarchy (v1 controllers and the v2 unified tree).

@@ -245,30 +245,42 @@ impl RuntimeService for Cri {
 
     async fn container_stats(
         &self,
-        _req: Request<cri::ContainerStatsRequest>,
+        req: Request<cri::ContainerStatsRequest>,
     ) -> R<cri::ContainerStatsResponse> {
-        Err(unimplemented("ContainerStats"))
+        let id = req.into_inner().container_id;
+        let stats = self.runtime.container_stats(&id).await?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_container_stats(
         &self,
-        _req: Request<cri::ListContainerStatsRequest>,
+        req: Request<cri::ListContainerStatsRequest>,
     ) -> R<cri::ListContainerStatsResponse> {
-        Err(unimplemented("ListContainerStats"))
+        let filter = req.into_inner().filter;
+        let stats = self.runtime.list_container_stats(filter.as_ref()).await;
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _req: Request<cri::PodSandboxStatsRequest>,
+        req: Request<cri::PodSandboxStatsRequest>,
     ) -> R<cri::PodSandboxStatsResponse> {
-        Err(unimplemented("PodSandboxStats"))
+        let id = req.into_inner().pod_sandbox_id;
+        let stats = self.runtime.pod_stats(&id).await?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _req: Request<cri::ListPodSandboxStatsRequest>,
+        req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> R<cri::ListPodSandboxStatsResponse> {
-        Err(unimplemented("ListPodSandboxStats"))
+        let filter = req.into_inner().filter;
+        let stats = self.runtime.list_pod_stats(filter.as_ref()).await;
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
     async fn update_runtime_config(

@@ -392,6 +392,7 @@ impl Runtime {
             return Ok(());
         };
         self.destroy_container(&rec, shim).await;
+        self.cpu_samples.forget(&id);
         self.objects().containers.remove(&id);
         tracing::info!(container = %id, "container removed");
         Ok(())

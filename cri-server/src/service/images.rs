@@ -80,36 +80,12 @@ impl Runtime {
         Ok(())
     }
 
-    /// Bytes and inodes used under the snapshot store.
+    /// Bytes and inodes of the image layers.
     pub async fn image_fs_usage(&self) -> (std::path::PathBuf, u64, u64) {
-        let dir = self.cfg.root.join("snapshots");
-        let d = dir.clone();
-        let (bytes, inodes) = tokio::task::spawn_blocking(move || du(&d))
+        let snapshotter = self.snapshotter.clone();
+        let u = tokio::task::spawn_blocking(move || snapshotter.committed_usage())
             .await
-            .unwrap_or((0, 0));
-        (dir, bytes, inodes)
+            .unwrap_or_default();
+        (self.cfg.root.join("snapshots"), u.bytes, u.inodes)
     }
-}
-
-/// Disk usage of a tree (allocated blocks, so hard links count once per link; close enough
-/// for kubelet's eviction signals and far cheaper than tracking inodes).
-fn du(dir: &std::path::Path) -> (u64, u64) {
-    use std::os::unix::fs::MetadataExt;
-    let mut bytes = 0;
-    let mut inodes = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            bytes += m.blocks() * 512;
-            inodes += 1;
-            if m.is_dir() {
-                stack.push(e.path());
-            }
-        }
-    }
-    (bytes, inodes)
 }

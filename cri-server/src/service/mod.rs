@@ -7,6 +7,7 @@ pub use pods::pod_state_to_cri;
 mod images;
 mod pods;
 mod recovery;
+mod stats;
 
 use crate::config::Config;
 use crate::container::shim_client::Shim;
@@ -46,6 +47,7 @@ pub struct Runtime {
     images: Arc<ImageStore>,
     import_dir: Arc<ImportDir>,
     network: crate::pod::network::Network,
+    cpu_samples: stats::CpuSamples,
     pod_store: RecordStore<SandboxRecord>,
     container_store: RecordStore<ContainerRecord>,
     objects: Mutex<Objects>,
@@ -75,6 +77,7 @@ impl Runtime {
         });
         let rt = Arc::new(Runtime {
             network,
+            cpu_samples: stats::CpuSamples::default(),
             pod_store: RecordStore::open(cfg.root.join("pods"))?,
             container_store: RecordStore::open(cfg.root.join("containers"))?,
             cfg,

@@ -1,0 +1,160 @@
+//! ContainerStats / ListContainerStats / PodSandboxStats move when the container burns CPU,
+//! holds memory, writes to its writable layer and sends traffic.
+
+use std::time::Duration;
+
+use crisp_tests::cri::{
+    ContainerStatsFilter, ContainerStatsRequest, ExecSyncRequest, ListContainerStatsRequest,
+    PodSandboxStatsRequest,
+};
+use crisp_tests::{require_root, Crispd, TestPod, BUSYBOX};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats() {
+    if !require_root() {
+        return;
+    }
+    let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(check(&crispd).await);
+}
+
+async fn check(crispd: &Crispd) -> anyhow::Result<()> {
+    let mut client = crispd.client().await?;
+    client.pull(BUSYBOX).await?;
+    let pod = TestPod::start(&mut client, crispd, "stats").await?;
+    let burner = pod
+        .start_container(
+            &mut client,
+            "burner",
+            &[
+                "sh",
+                "-c",
+                "dd if=/dev/zero of=/filler bs=1M count=8 2>/dev/null; while true; do :; done",
+            ],
+        )
+        .await?;
+    let idle = pod
+        .start_container(&mut client, "idle", &["sleep", "1000"])
+        .await?;
+
+    let get = |c: &mut crisp_tests::CriClient, id: String| {
+        let mut c = c.clone();
+        async move {
+            anyhow::Ok(
+                c.runtime
+                    .container_stats(ContainerStatsRequest { container_id: id })
+                    .await?
+                    .into_inner()
+                    .stats
+                    .ok_or_else(|| anyhow::anyhow!("no stats"))?,
+            )
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = get(&mut client, burner.clone()).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = get(&mut client, burner.clone()).await?;
+    let cpu = |s: &crisp_tests::cri::ContainerStats| {
+        s.cpu
+            .as_ref()
+            .and_then(|c| c.usage_core_nano_seconds.as_ref())
+            .map(|v| v.value)
+            .unwrap_or(0)
+    };
+    assert!(
+        cpu(&second) > cpu(&first),
+        "cpu did not move: {first:?} → {second:?}"
+    );
+    let cores = second
+        .cpu
+        .as_ref()
+        .and_then(|c| c.usage_nano_cores.as_ref())
+        .map(|v| v.value);
+    assert!(
+        cores.is_some_and(|c| c > 100_000_000),
+        "nano cores {cores:?}"
+    );
+    let ws = second
+        .memory
+        .as_ref()
+        .and_then(|m| m.working_set_bytes.as_ref())
+        .map(|v| v.value);
+    assert!(ws.is_some_and(|w| w > 0), "working set {ws:?}");
+    let layer = second
+        .writable_layer
+        .as_ref()
+        .and_then(|w| w.used_bytes.as_ref())
+        .map(|v| v.value);
+    assert!(
+        layer.is_some_and(|b| b >= 8 << 20),
+        "writable layer {layer:?}"
+    );
+
+    let listed = client
+        .runtime
+        .list_container_stats(ListContainerStatsRequest {
+            filter: Some(ContainerStatsFilter {
+                pod_sandbox_id: pod.id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .stats;
+    let mut ids: Vec<String> = listed
+        .iter()
+        .filter_map(|s| s.attributes.as_ref())
+        .map(|a| a.id.clone())
+        .collect();
+    ids.sort();
+    let mut want = vec![burner.clone(), idle.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+
+    // Some traffic on eth0, then the pod's stats show it.
+    let gw = crispd.network().gateway();
+    client
+        .runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: idle.clone(),
+            cmd: vec![
+                "ping".into(),
+                "-c".into(),
+                "2".into(),
+                "-W".into(),
+                "2".into(),
+                gw,
+            ],
+            timeout: 10,
+        })
+        .await?;
+    let pstats = client
+        .runtime
+        .pod_sandbox_stats(PodSandboxStatsRequest {
+            pod_sandbox_id: pod.id.clone(),
+        })
+        .await?
+        .into_inner()
+        .stats
+        .and_then(|s| s.linux)
+        .ok_or_else(|| anyhow::anyhow!("no pod stats"))?;
+    let eth0 = pstats
+        .network
+        .as_ref()
+        .and_then(|n| n.default_interface.as_ref());
+    assert!(
+        eth0.is_some_and(|i| i.name == "eth0" && i.tx_bytes.as_ref().is_some_and(|b| b.value > 0)),
+        "pod network stats {:?}",
+        pstats.network
+    );
+    let procs = pstats
+        .process
+        .and_then(|p| p.process_count)
+        .map(|v| v.value);
+    assert!(procs.is_some_and(|n| n >= 2), "process count {procs:?}");
+    assert_eq!(pstats.containers.len(), 2);
+
+    client.stop_and_remove_pod(&pod.id).await?;
+    crispd.assert_no_leaks();
+    Ok(())
+}
