@@ -327,23 +327,24 @@ impl Shim {
 }
 
 /// SIGKILLs the shim recorded in `dir` if it is still alive (a shim that ignored Shutdown, or
-/// one whose container was half made when crispd died). The pid is only trusted if that
-/// process's command line names this very directory, so a recycled pid is never hit.
+/// one whose container was half made when crispd died).
 pub fn kill_recorded_shim(dir: &ShimDir) {
+    signal_recorded_shim(dir, nix::sys::signal::Signal::SIGKILL);
+}
+
+/// Signals the shim recorded in `dir`. The pid is only trusted if that process's command line
+/// names this very directory, so a recycled pid is never hit. Returns whether it was sent.
+pub fn signal_recorded_shim(dir: &ShimDir, signal: nix::sys::signal::Signal) -> bool {
     let Ok(pid) = std::fs::read_to_string(dir.pid_file()) else {
-        return;
+        return false;
     };
     let Ok(pid) = pid.trim().parse::<i32>() else {
-        return;
+        return false;
     };
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return;
+        return false;
     };
     let wanted = dir.path().as_os_str().as_encoded_bytes();
-    if cmdline.split(|b| *b == 0).any(|arg| arg == wanted) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+    cmdline.split(|b| *b == 0).any(|arg| arg == wanted)
+        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).is_ok()
 }

@@ -208,9 +208,15 @@ impl RuntimeService for Cri {
 
     async fn reopen_container_log(
         &self,
-        _req: Request<cri::ReopenContainerLogRequest>,
+        req: Request<cri::ReopenContainerLogRequest>,
     ) -> R<cri::ReopenContainerLogResponse> {
-        Err(unimplemented("ReopenContainerLog"))
+        let id = req.into_inner().container_id;
+        let span = tracing::info_span!("ReopenContainerLog", container = %id);
+        self.runtime
+            .reopen_container_log(&id)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> R<cri::ExecSyncResponse> {

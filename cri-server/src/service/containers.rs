@@ -508,6 +508,42 @@ fn stop_signal(s: &str) -> Result<i32> {
 }
 
 impl Runtime {
+    /// ReopenContainerLog: the shim (which writes the log) reopens it by path after kubelet
+    /// rotated it away. Only for running containers: for others nothing may create a new file.
+    pub async fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let id = self.resolve_container(id)?;
+        let rec = self.entry_parts(&id)?.rec;
+        if rec.state != ContainerState::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} is not running: its log cannot be reopened"
+            )));
+        }
+        let Some(log) = rec.log_path.clone() else {
+            return Ok(());
+        };
+        let dir = self.shim_dir(&id);
+        if !crate::container::shim_client::signal_recorded_shim(
+            &dir,
+            nix::sys::signal::Signal::SIGUSR1,
+        ) {
+            return Err(Error::Internal(format!(
+                "the shim of container {id} is gone"
+            )));
+        }
+        // The shim reopens asynchronously; the CRI expects the new file once we return.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !log.exists() {
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Internal(format!(
+                    "the shim of container {id} did not reopen {}",
+                    log.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
     /// UpdateContainerResources: new cgroup limits applied live by the shim, and remembered in
     /// the record so ContainerStatus reports them.
     pub async fn update_container_resources(
