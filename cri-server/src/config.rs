@@ -20,6 +20,23 @@ pub struct Config {
     pub images: ImagesConfig,
     pub shim: ShimConfig,
     pub cni: CniSection,
+    pub streaming: StreamingSection,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingSection {
+    /// Where the exec/attach/port-forward server listens (port 0 = any free port). Must be a
+    /// concrete address: it goes into the URLs handed to kubelet and crictl.
+    pub addr: std::net::SocketAddr,
+}
+
+impl Default for StreamingSection {
+    fn default() -> Self {
+        StreamingSection {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -66,6 +83,7 @@ impl Default for Config {
             images: ImagesConfig::default(),
             shim: ShimConfig::default(),
             cni: CniSection::default(),
+            streaming: StreamingSection::default(),
         }
     }
 }

@@ -39,6 +39,11 @@ pub async fn run(cfg: Config) -> Result<()> {
     let runtime = Runtime::open(cfg.clone(), shim)
         .await
         .context("opening the runtime")?;
+    let streaming = runtime
+        .start_streaming()
+        .await
+        .context("starting the streaming server")?;
+    tracing::info!(addr = %streaming, "streaming server (exec, port-forward) listening");
     let cri = Cri { runtime };
 
     // We hold the socket lock, so whatever is at the path is a stale socket of a dead crispd.

@@ -94,6 +94,21 @@ fn open_raw(path: &Path, write: bool) -> std::io::Result<File> {
         .map(|m| m.file_type().is_fifo())
         .unwrap_or(false);
     let mut o = OpenOptions::new();
+    if is_fifo && !write {
+        // A stdin FIFO is opened read-only, so the process sees EOF once the caller closes
+        // its end; O_NONBLOCK only for the open (which would otherwise wait for a writer).
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = o.read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+        let fl = nix::fcntl::OFlag::from_bits_truncate(nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            nix::fcntl::FcntlArg::F_GETFL,
+        )?);
+        nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            nix::fcntl::FcntlArg::F_SETFL(fl - nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
+        return Ok(f);
+    }
     if is_fifo {
         o.read(true).write(true);
     } else if write {

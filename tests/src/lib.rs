@@ -43,6 +43,7 @@ mod network;
 mod pod;
 mod privileges;
 mod procs;
+mod stream_client;
 mod wait;
 
 pub use bins::{bin_path, repo_root, target_dir};
@@ -57,3 +58,4 @@ pub use wait::{wait_for_file, wait_until};
 pub use crisp_client::{container_config, cri, pod_config, CriClient};
 
 pub use network::TestNetwork;
+pub use stream_client::{ws_connect, ws_exec, ExecResult, WsConn};

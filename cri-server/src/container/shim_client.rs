@@ -204,6 +204,7 @@ impl Shim {
         &self,
         exec_id: &str,
         process_json: Vec<u8>,
+        stdin: &str,
         stdout: &str,
         stderr: &str,
     ) -> Result<()> {
@@ -213,6 +214,7 @@ impl Shim {
         let req = api::ExecProcessRequest {
             id: self.id.clone(),
             exec_id: exec_id.to_string(),
+            stdin: stdin.to_string(),
             stdout: stdout.to_string(),
             stderr: stderr.to_string(),
             spec: containerd_shim_protos::protobuf::MessageField::some(any),

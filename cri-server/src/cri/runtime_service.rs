@@ -10,6 +10,13 @@ use tracing::Instrument;
 
 type R<T> = Result<Response<T>, Status>;
 
+fn streaming_err(e: crisp_streaming::StreamingError) -> Status {
+    match e {
+        crisp_streaming::StreamingError::InvalidRequest(m) => Status::invalid_argument(m),
+        other => Status::unavailable(other.to_string()),
+    }
+}
+
 fn unimplemented(rpc: &str) -> Status {
     Status::unimplemented(format!("{rpc} is not implemented by crisp yet"))
 }
@@ -234,19 +241,57 @@ impl RuntimeService for Cri {
         }))
     }
 
-    async fn exec(&self, _req: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
-        Err(unimplemented("Exec"))
+    async fn exec(&self, req: Request<cri::ExecRequest>) -> R<cri::ExecResponse> {
+        let req = req.into_inner();
+        let _span = tracing::info_span!("Exec", container = %req.container_id).entered();
+        let id = self.runtime.resolve_container(&req.container_id)?;
+        let c = self.runtime.container(&id)?;
+        if c.state != crate::container::ContainerState::Running {
+            return Err(Error::FailedPrecondition(format!("container {id} is not running")).into());
+        }
+        if req.tty {
+            return Err(Status::unimplemented(
+                "TTY exec is not supported by crisp yet; run without -t",
+            ));
+        }
+        let url = self
+            .runtime
+            .streaming()?
+            .get_exec(cri::ExecRequest {
+                container_id: id,
+                ..req
+            })
+            .map_err(streaming_err)?;
+        Ok(Response::new(cri::ExecResponse { url }))
     }
 
-    async fn attach(&self, _req: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
-        Err(unimplemented("Attach"))
+    async fn attach(&self, req: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
+        let id = req.into_inner().container_id;
+        self.runtime.container(&id)?;
+        Err(Status::unimplemented(format!(
+            "Attach to container {id} is not supported by crisp yet: its output is in the CRI log"
+        )))
     }
 
     async fn port_forward(
         &self,
-        _req: Request<cri::PortForwardRequest>,
+        req: Request<cri::PortForwardRequest>,
     ) -> R<cri::PortForwardResponse> {
-        Err(unimplemented("PortForward"))
+        let req = req.into_inner();
+        let _span = tracing::info_span!("PortForward", pod = %req.pod_sandbox_id).entered();
+        let pod = self.runtime.pod(&req.pod_sandbox_id)?;
+        if req.port.iter().any(|p| !(1..=65535).contains(p)) {
+            return Err(Error::InvalidArgument(format!("invalid port in {:?}", req.port)).into());
+        }
+        let url = self
+            .runtime
+            .streaming()?
+            .get_port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: pod.id,
+                ..req
+            })
+            .map_err(streaming_err)?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
     async fn container_stats(

@@ -1,9 +1,11 @@
-//! ExecSync: a command run to completion in a container (exec probes, `crictl exec -s`).
+//! Processes run in a running container: ExecSync (exec probes, `crictl exec -s`) and the
+//! streaming server's Exec (`kubectl exec`, `crictl exec`).
 //!
-//! Output travels through two FIFOs in the container's directory: the shim hands their write
-//! ends to the process; crispd reads them. crispd opens its ends read-write so the open never
-//! blocks and no EOF is seen before the process has even started; completion comes from the
-//! shim's Wait, after which whatever is still buffered is drained.
+//! Stdio travels through FIFOs in the container's directory: the shim hands the far ends to
+//! the process; crispd holds the near ends. crispd opens its ends read-write so no open blocks
+//! and no EOF is seen before the process has even started; completion comes from the shim's
+//! Wait, after which whatever is still buffered is drained. For stdin the process gets a
+//! read-only end, so it sees EOF as soon as crispd closes its end.
 
 use super::Runtime;
 use crate::container::shim_client::Shim;
@@ -12,7 +14,7 @@ use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::watch;
 
@@ -26,6 +28,114 @@ pub struct ExecOutput {
     pub exit_code: i32,
 }
 
+/// The FIFOs of one exec, removed on drop.
+struct Fifos {
+    dir: PathBuf,
+    exec_id: String,
+    made: Vec<PathBuf>,
+}
+
+impl Fifos {
+    fn new(dir: PathBuf, exec_id: &str) -> Result<Fifos> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::internal(format!("creating {}", dir.display()), e))?;
+        Ok(Fifos {
+            dir,
+            exec_id: exec_id.to_string(),
+            made: Vec::new(),
+        })
+    }
+
+    fn make(&mut self, stream: &str) -> Result<PathBuf> {
+        let p = self.dir.join(format!("{}-{stream}", self.exec_id));
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(|e| Error::internal(format!("mkfifo {}", p.display()), e))?;
+        self.made.push(p.clone());
+        Ok(p)
+    }
+
+    fn reader(&mut self, stream: &str) -> Result<(String, pipe::Receiver)> {
+        let p = self.make(stream)?;
+        let rx = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_receiver(&p)
+            .map_err(|e| Error::internal(format!("opening {}", p.display()), e))?;
+        Ok((p.display().to_string(), rx))
+    }
+
+    fn writer(&mut self, stream: &str) -> Result<(String, pipe::Sender)> {
+        let p = self.make(stream)?;
+        let tx = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(&p)
+            .map_err(|e| Error::internal(format!("opening {}", p.display()), e))?;
+        Ok((p.display().to_string(), tx))
+    }
+}
+
+impl Drop for Fifos {
+    fn drop(&mut self) {
+        for p in &self.made {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Where an exec's output goes.
+enum Sink {
+    Buffer(Vec<u8>),
+    Stream(Box<dyn AsyncWrite + Send + Unpin>),
+}
+
+impl Sink {
+    async fn put(&mut self, chunk: &[u8]) -> bool {
+        match self {
+            Sink::Buffer(out) => {
+                let room = MAX_EXEC_OUTPUT.saturating_sub(out.len());
+                out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                true
+            }
+            Sink::Stream(w) => w.write_all(chunk).await.is_ok(),
+        }
+    }
+}
+
+/// Copies a FIFO into `sink` until told the process is done, then drains what is buffered.
+/// A client that went away stops the copy but not the drain of the FIFO.
+async fn pump(mut rx: pipe::Receiver, mut sink: Sink, mut done: watch::Receiver<bool>) -> Sink {
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut open = true;
+    loop {
+        let read = tokio::select! {
+            r = rx.read(&mut buf) => Some(r),
+            r = done.wait_for(|d| *d) => { drop(r); None }
+        };
+        match read {
+            Some(Ok(n)) if n > 0 => {
+                if open {
+                    open = sink.put(&buf[..n]).await;
+                }
+            }
+            Some(_) => break,
+            None => {
+                while let Ok(n) = rx.try_read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if open {
+                        open = sink.put(&buf[..n]).await;
+                    }
+                }
+                break;
+            }
+        }
+    }
+    if let Sink::Stream(w) = &mut sink {
+        let _ = w.shutdown().await;
+    }
+    sink
+}
+
 impl Runtime {
     pub async fn exec_sync(
         self: &Arc<Self>,
@@ -34,60 +144,131 @@ impl Runtime {
         timeout_s: i64,
     ) -> Result<ExecOutput> {
         let id = self.resolve_container(id)?;
-        if cmd.is_empty() {
-            return Err(Error::InvalidArgument(
-                "ExecSync: cmd must not be empty".into(),
-            ));
-        }
-        if cmd.iter().any(|a| a.contains('\0')) {
-            return Err(Error::InvalidArgument(
-                "ExecSync: cmd contains a NUL byte".into(),
-            ));
-        }
-        let (rec, shim) = self.running_container(&id)?;
-        let dir = self.shim_dir(&rec.id);
-        let mut spec = oci_spec::runtime::Spec::load(dir.bundle().join("config.json"))
-            .map_err(|e| Error::internal(format!("reading the spec of container {id}"), e))?
-            .process()
-            .clone()
-            .ok_or_else(|| Error::Internal(format!("container {id} has no process spec")))?;
-        spec.set_args(Some(cmd));
-        spec.set_terminal(Some(false));
-        let spec =
-            serde_json::to_vec(&spec).map_err(|e| Error::internal("encoding the exec spec", e))?;
-
-        let exec_id = crate::ids::new_id()[..16].to_string();
-        let fifo_dir = dir.path().join("exec");
-        let out_path = fifo_dir.join(format!("{exec_id}-stdout"));
-        let err_path = fifo_dir.join(format!("{exec_id}-stderr"));
-        let (out_rx, err_rx) = open_fifos(&fifo_dir, &out_path, &err_path)?;
-        let (done_tx, done_rx) = watch::channel(false);
-        let out_task = tokio::spawn(collect(out_rx, done_rx.clone()));
-        let err_task = tokio::spawn(collect(err_rx, done_rx));
-
-        let result = run(&shim, &exec_id, spec, &out_path, &err_path, timeout_s).await;
-        let _ = done_tx.send(true);
-        let stdout = out_task.await.unwrap_or_default();
-        let stderr = err_task.await.unwrap_or_default();
-        if let Err(e) = shim.delete_exec(&exec_id).await {
-            tracing::debug!(container = %id, exec = %exec_id, error = %e, "deleting exec");
-        }
-        let _ = std::fs::remove_file(&out_path);
-        let _ = std::fs::remove_file(&err_path);
-        let exit_code = result.map_err(|e| match e {
-            Error::DeadlineExceeded(_) => Error::DeadlineExceeded(format!(
-                "command in container {id} timed out after {timeout_s}s"
-            )),
-            other => other,
-        })?;
+        let out = self
+            .run_exec(
+                &id,
+                cmd,
+                None,
+                Some(Sink::Buffer(Vec::new())),
+                Some(Sink::Buffer(Vec::new())),
+                (timeout_s > 0).then(|| Duration::from_secs(timeout_s as u64)),
+            )
+            .await
+            .map_err(|e| match e {
+                Error::DeadlineExceeded(_) => Error::DeadlineExceeded(format!(
+                    "command in container {id} timed out after {timeout_s}s"
+                )),
+                other => other,
+            })?;
+        let bytes = |s: Option<Sink>| match s {
+            Some(Sink::Buffer(b)) => b,
+            _ => Vec::new(),
+        };
         Ok(ExecOutput {
-            stdout,
-            stderr,
-            exit_code,
+            exit_code: out.0,
+            stdout: bytes(out.1),
+            stderr: bytes(out.2),
         })
     }
 
-    fn running_container(&self, id: &str) -> Result<(crate::container::ContainerRecord, Shim)> {
+    /// The streaming server's exec: stdio wired to the client's streams; returns the exit code.
+    pub async fn exec_stream(
+        self: &Arc<Self>,
+        id: &str,
+        cmd: Vec<String>,
+        stdin: Option<Box<dyn AsyncRead + Send + Unpin>>,
+        stdout: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+        stderr: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    ) -> Result<i32> {
+        let id = self.resolve_container(id)?;
+        let out = self
+            .run_exec(
+                &id,
+                cmd,
+                stdin,
+                stdout.map(Sink::Stream),
+                stderr.map(Sink::Stream),
+                None,
+            )
+            .await?;
+        Ok(out.0)
+    }
+
+    async fn run_exec(
+        self: &Arc<Self>,
+        id: &str,
+        cmd: Vec<String>,
+        stdin: Option<Box<dyn AsyncRead + Send + Unpin>>,
+        stdout: Option<Sink>,
+        stderr: Option<Sink>,
+        timeout: Option<Duration>,
+    ) -> Result<(i32, Option<Sink>, Option<Sink>)> {
+        if cmd.is_empty() {
+            return Err(Error::InvalidArgument("exec: cmd must not be empty".into()));
+        }
+        if cmd.iter().any(|a| a.contains('\0')) {
+            return Err(Error::InvalidArgument(
+                "exec: cmd contains a NUL byte".into(),
+            ));
+        }
+        let shim = self.running_shim(id)?;
+        let dir = self.shim_dir(id);
+        let spec = exec_spec(&dir.bundle(), cmd)
+            .map_err(|e| Error::internal(format!("exec in container {id}"), e))?;
+        let exec_id = crate::ids::new_id()[..16].to_string();
+        let mut fifos = Fifos::new(dir.path().join("exec"), &exec_id)?;
+        let (done_tx, done_rx) = watch::channel(false);
+
+        let mut paths = [String::new(), String::new(), String::new()];
+        let mut pumps = Vec::new();
+        for (i, (name, sink)) in [("stdout", stdout), ("stderr", stderr)]
+            .into_iter()
+            .enumerate()
+        {
+            match sink {
+                Some(sink) => {
+                    let (path, rx) = fifos.reader(name)?;
+                    paths[i + 1] = path;
+                    pumps.push(Some(tokio::spawn(pump(rx, sink, done_rx.clone()))));
+                }
+                None => pumps.push(None),
+            }
+        }
+        let feeder = match stdin {
+            Some(mut input) => {
+                let (path, mut tx) = fifos.writer("stdin")?;
+                paths[0] = path;
+                Some(tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut input, &mut tx).await;
+                    // Dropping our end is the process's EOF.
+                }))
+            }
+            None => None,
+        };
+
+        let result = run(&shim, &exec_id, spec, &paths, timeout).await;
+        let _ = done_tx.send(true);
+        if let Some(f) = feeder {
+            f.abort();
+        }
+        let mut sinks = Vec::new();
+        for p in pumps {
+            sinks.push(match p {
+                Some(h) => h.await.ok(),
+                None => None,
+            });
+        }
+        if let Err(e) = shim.delete_exec(&exec_id).await {
+            tracing::debug!(container = %id, exec = %exec_id, error = %e, "deleting exec");
+        }
+        drop(fifos);
+        let code = result?;
+        let stderr = sinks.pop().flatten();
+        let stdout = sinks.pop().flatten();
+        Ok((code, stdout, stderr))
+    }
+
+    fn running_shim(&self, id: &str) -> Result<Shim> {
         let objs = self.objects();
         let e = objs
             .containers
@@ -99,89 +280,44 @@ impl Runtime {
                 e.rec.state
             )));
         }
-        let shim = e
-            .shim
+        e.shim
             .clone()
-            .ok_or_else(|| Error::Internal(format!("container {id} has no shim")))?;
-        Ok((e.rec.clone(), shim))
+            .ok_or_else(|| Error::Internal(format!("container {id} has no shim")))
     }
+}
+
+/// The container's own process spec (user, capabilities, env, cwd) with `cmd` as its args.
+fn exec_spec(bundle: &Path, cmd: Vec<String>) -> std::result::Result<Vec<u8>, String> {
+    let mut process = oci_spec::runtime::Spec::load(bundle.join("config.json"))
+        .map_err(|e| e.to_string())?
+        .process()
+        .clone()
+        .ok_or("the container has no process spec")?;
+    process.set_args(Some(cmd));
+    process.set_terminal(Some(false));
+    serde_json::to_vec(&process).map_err(|e| e.to_string())
 }
 
 async fn run(
     shim: &Shim,
     exec_id: &str,
     spec: Vec<u8>,
-    out: &Path,
-    err: &Path,
-    timeout_s: i64,
+    paths: &[String; 3],
+    timeout: Option<Duration>,
 ) -> Result<i32> {
-    shim.exec(
-        exec_id,
-        spec,
-        &out.display().to_string(),
-        &err.display().to_string(),
-    )
-    .await?;
+    shim.exec(exec_id, spec, &paths[0], &paths[1], &paths[2])
+        .await?;
     shim.start_exec(exec_id).await?;
     let wait = shim.wait_exec(exec_id);
-    if timeout_s <= 0 {
+    let Some(timeout) = timeout else {
         return Ok(wait.await?.code);
-    }
-    match tokio::time::timeout(Duration::from_secs(timeout_s as u64), wait).await {
+    };
+    match tokio::time::timeout(timeout, wait).await {
         Ok(exit) => Ok(exit?.code),
         Err(_) => {
             shim.kill_exec(exec_id, libc::SIGKILL as u32).await?;
             let _ = tokio::time::timeout(Duration::from_secs(10), shim.wait_exec(exec_id)).await;
             Err(Error::DeadlineExceeded("timed out".into()))
-        }
-    }
-}
-
-fn open_fifos(
-    dir: &Path,
-    out: &PathBuf,
-    err: &PathBuf,
-) -> Result<(pipe::Receiver, pipe::Receiver)> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::internal(format!("creating {}", dir.display()), e))?;
-    let mut rx = Vec::new();
-    for p in [out, err] {
-        nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600))
-            .map_err(|e| Error::internal(format!("mkfifo {}", p.display()), e))?;
-        rx.push(
-            pipe::OpenOptions::new()
-                .read_write(true)
-                .open_receiver(p)
-                .map_err(|e| Error::internal(format!("opening {}", p.display()), e))?,
-        );
-    }
-    let err_rx = rx.pop().ok_or_else(|| Error::Internal("fifo".into()))?;
-    let out_rx = rx.pop().ok_or_else(|| Error::Internal("fifo".into()))?;
-    Ok((out_rx, err_rx))
-}
-
-/// Reads until told the process is done, then drains what is buffered.
-async fn collect(mut rx: pipe::Receiver, mut done: watch::Receiver<bool>) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = vec![0u8; 32 * 1024];
-    let keep = |out: &mut Vec<u8>, chunk: &[u8]| {
-        let room = MAX_EXEC_OUTPUT.saturating_sub(out.len());
-        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-    };
-    loop {
-        tokio::select! {
-            r = rx.read(&mut buf) => match r {
-                Ok(0) | Err(_) => return out,
-                Ok(n) => keep(&mut out, &buf[..n]),
-            },
-            _ = done.wait_for(|d| *d) => {
-                loop {
-                    match rx.try_read(&mut buf) {
-                        Ok(n) if n > 0 => keep(&mut out, &buf[..n]),
-                        _ => return out,
-                    }
-                }
-            }
         }
     }
 }

@@ -8,6 +8,7 @@ mod images;
 mod pods;
 mod recovery;
 mod stats;
+pub mod streaming;
 
 use crate::config::Config;
 use crate::container::shim_client::Shim;
@@ -48,6 +49,8 @@ pub struct Runtime {
     import_dir: Arc<ImportDir>,
     network: crate::pod::network::Network,
     cpu_samples: stats::CpuSamples,
+    /// Set once at startup, after the runtime exists (the server holds a weak reference back).
+    streaming: std::sync::OnceLock<crisp_streaming::Server>,
     pod_store: RecordStore<SandboxRecord>,
     container_store: RecordStore<ContainerRecord>,
     objects: Mutex<Objects>,
@@ -78,6 +81,7 @@ impl Runtime {
         let rt = Arc::new(Runtime {
             network,
             cpu_samples: stats::CpuSamples::default(),
+            streaming: std::sync::OnceLock::new(),
             pod_store: RecordStore::open(cfg.root.join("pods"))?,
             container_store: RecordStore::open(cfg.root.join("containers"))?,
             cfg,
@@ -93,6 +97,28 @@ impl Runtime {
             .await
             .map_err(|e| crate::error::Error::internal("importing images", e))?;
         Ok(rt)
+    }
+
+    /// Starts the exec/port-forward server; the URLs of Exec and PortForward point at it.
+    pub async fn start_streaming(self: &Arc<Self>) -> Result<std::net::SocketAddr> {
+        let server = crisp_streaming::Server::start(
+            crisp_streaming::Config {
+                addr: self.cfg.streaming.addr,
+                ..Default::default()
+            },
+            Arc::new(streaming::StreamRuntime(Arc::downgrade(self))),
+        )
+        .await
+        .map_err(|e| crate::error::Error::internal("starting the streaming server", e))?;
+        let addr = server.local_addr();
+        let _ = self.streaming.set(server);
+        Ok(addr)
+    }
+
+    pub fn streaming(&self) -> Result<&crisp_streaming::Server> {
+        self.streaming.get().ok_or_else(|| {
+            crate::error::Error::FailedPrecondition("the streaming server is not running".into())
+        })
     }
 
     /// `Ok` when pods can get a network; the reason otherwise.
