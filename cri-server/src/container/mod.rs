@@ -2,6 +2,7 @@
 //! and the client side of the per-container shim.
 
 pub mod record;
+pub mod seccomp;
 pub mod shim_client;
 pub mod spec;
 pub mod user;

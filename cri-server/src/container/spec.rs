@@ -140,10 +140,14 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     )?;
 
     let caps = capabilities(sc.privileged, sc.capabilities.as_ref())?;
+    // Inheritable and ambient stay empty, as in containerd: oci-spec's defaults would put
+    // capabilities there, and ambient ones survive exec into non-root processes.
     let caps = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
         .permitted(caps)
+        .inheritable(HashSet::new())
+        .ambient(HashSet::new())
         .build()
         .map_err(spec_err)?;
     let mut process = ProcessBuilder::default()
@@ -232,9 +236,19 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         .build()
         .map_err(spec_err)?;
     if !sc.privileged {
-        linux.set_masked_paths(default_linux.masked_paths().clone());
-        linux.set_readonly_paths(default_linux.readonly_paths().clone());
+        // kubelet sends the paths for its procMount setting; without them, the defaults.
+        linux.set_masked_paths(if sc.masked_paths.is_empty() {
+            default_linux.masked_paths().clone()
+        } else {
+            Some(sc.masked_paths.clone())
+        });
+        linux.set_readonly_paths(if sc.readonly_paths.is_empty() {
+            default_linux.readonly_paths().clone()
+        } else {
+            Some(sc.readonly_paths.clone())
+        });
     }
+    linux.set_seccomp(super::seccomp::for_container(&sc)?);
     spec.set_linux(Some(linux));
     Ok(spec)
 }
