@@ -99,6 +99,9 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
+/// The documented default config, every key with its default and what it does.
+pub const DEFAULT_TOML: &str = include_str!("default_config.toml");
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -155,6 +158,11 @@ mod tests {
     #[test]
     fn empty_file_is_the_defaults() {
         assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn documented_defaults_are_the_defaults() {
+        assert_eq!(Config::parse(DEFAULT_TOML).unwrap(), Config::default());
     }
 
     #[test]

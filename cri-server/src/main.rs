@@ -1,7 +1,7 @@
 //! `crispd`: the crisp CRI daemon.
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 mod cgroups;
@@ -39,6 +39,25 @@ struct Cli {
     /// Log level or tracing filter (default info; env CRISP_LOG also works).
     #[arg(long)]
     log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with the config file.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the default config, every key documented.
+    Default,
+    /// Validate a config file; names the bad key.
+    Check { file: PathBuf },
 }
 
 fn main() {
@@ -50,6 +69,22 @@ fn main() {
 
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Config {
+            action: ConfigAction::Default,
+        }) => {
+            print!("{}", config::DEFAULT_TOML);
+            return Ok(());
+        }
+        Some(Command::Config {
+            action: ConfigAction::Check { file },
+        }) => {
+            config::Config::load(&file)?;
+            println!("{}: ok", file.display());
+            return Ok(());
+        }
+        None => {}
+    }
     let mut cfg = match &cli.config {
         Some(p) => config::Config::load(p)?,
         None => config::Config::default(),
@@ -73,6 +108,7 @@ fn real_main() -> Result<()> {
                 .with_context(|| format!("invalid log level {filter:?}"))?,
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,7 +1,7 @@
 //! The CRI gRPC layer: translates requests into `service::Runtime` calls and records into CRI
 //! messages. Each call gets a tracing span with the pod/container id it concerns.
 
-mod convert;
+pub mod convert;
 pub mod image_service;
 pub mod runtime_service;
 

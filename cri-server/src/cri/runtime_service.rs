@@ -395,7 +395,14 @@ impl RuntimeService for Cri {
         &self,
         _req: Request<cri::GetEventsRequest>,
     ) -> R<Self::GetContainerEventsStream> {
-        Err(unimplemented("GetContainerEvents"))
+        use tokio_stream::StreamExt;
+        let events = tokio_stream::wrappers::BroadcastStream::new(self.runtime.subscribe_events())
+            .filter_map(|e| match e {
+                Ok(ev) => Some(Ok(ev)),
+                // Lagged: this subscriber lost events; kubelet's periodic relist covers them.
+                Err(_) => None,
+            });
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn list_metric_descriptors(

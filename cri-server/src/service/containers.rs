@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::ids;
 use crate::pod::SandboxState;
 use crisp_api::{ShimDir, StdioTarget};
-use k8s_cri::v1::{ContainerConfig, ContainerFilter};
+use k8s_cri::v1::{ContainerConfig, ContainerEventType, ContainerFilter};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,11 +113,11 @@ impl Runtime {
                 rec.pid = pid;
                 rec.state = rec.state.transition(ContainerState::Created)?;
                 self.container_store.save(&id, &rec)?;
-                let mut objs = self.objects();
-                if let Some(e) = objs.containers.get_mut(&id) {
+                if let Some(e) = self.objects().containers.get_mut(&id) {
                     e.rec = rec;
                     e.shim = Some(shim);
                 }
+                self.publish(&id, &pod.id, ContainerEventType::ContainerCreatedEvent);
                 tracing::info!(container = %id, pod = %pod.id, "container created");
                 Ok(id)
             }
@@ -241,6 +241,7 @@ impl Runtime {
                     Ok(())
                 })?;
                 self.watch_exit(id.clone(), watcher);
+                self.publish(&id, &rec.pod_id, ContainerEventType::ContainerStartedEvent);
                 tracing::info!(container = %id, "container started");
                 Ok(())
             }
@@ -311,6 +312,9 @@ impl Runtime {
             tracing::warn!(container = %id, error = %e, "recording exit");
         }
         self.signal_exited(id);
+        if let Ok(rec) = self.entry_parts(id).map(|e| e.rec) {
+            self.publish(id, &rec.pod_id, ContainerEventType::ContainerStoppedEvent);
+        }
         tracing::info!(container = %id, code = exit.code, "container exited");
     }
 
@@ -394,6 +398,7 @@ impl Runtime {
         self.destroy_container(&rec, shim).await;
         self.cpu_samples.forget(&id);
         self.objects().containers.remove(&id);
+        self.publish(&id, &rec.pod_id, ContainerEventType::ContainerDeletedEvent);
         tracing::info!(container = %id, "container removed");
         Ok(())
     }

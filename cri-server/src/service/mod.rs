@@ -2,6 +2,7 @@
 //! layer (`crate::cri`) is a thin translation on top of these.
 
 mod containers;
+mod events;
 mod exec;
 pub use pods::pod_state_to_cri;
 mod images;
@@ -49,6 +50,7 @@ pub struct Runtime {
     import_dir: Arc<ImportDir>,
     network: crate::pod::network::Network,
     cpu_samples: stats::CpuSamples,
+    events: tokio::sync::broadcast::Sender<k8s_cri::v1::ContainerEventResponse>,
     /// Set once at startup, after the runtime exists (the server holds a weak reference back).
     streaming: std::sync::OnceLock<crisp_streaming::Server>,
     pod_store: RecordStore<SandboxRecord>,
@@ -81,6 +83,7 @@ impl Runtime {
         let rt = Arc::new(Runtime {
             network,
             cpu_samples: stats::CpuSamples::default(),
+            events: events::channel(),
             streaming: std::sync::OnceLock::new(),
             pod_store: RecordStore::open(cfg.root.join("pods"))?,
             container_store: RecordStore::open(cfg.root.join("containers"))?,

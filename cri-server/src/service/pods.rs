@@ -6,7 +6,7 @@ use crate::ids;
 use crate::pod::namespaces::{self, Pinned, Wanted};
 use crate::pod::network;
 use crate::pod::{files, SandboxRecord, SandboxState};
-use k8s_cri::v1::{NamespaceMode, PodSandboxConfig, PodSandboxFilter};
+use k8s_cri::v1::{ContainerEventType, NamespaceMode, PodSandboxConfig, PodSandboxFilter};
 use std::sync::Arc;
 
 impl Runtime {
@@ -149,6 +149,8 @@ impl Runtime {
                 rec.state = rec.state.transition(SandboxState::Ready)?;
                 self.pod_store.save(&id, &rec)?;
                 self.objects().pods.insert(id.clone(), rec);
+                self.publish(&id, &id, ContainerEventType::ContainerCreatedEvent);
+                self.publish(&id, &id, ContainerEventType::ContainerStartedEvent);
                 tracing::info!(pod = %id, "pod sandbox ready");
                 Ok(id)
             }
@@ -231,12 +233,12 @@ impl Runtime {
             tokio::task::spawn_blocking(move || me.detach_network(&r))
                 .await
                 .map_err(|e| Error::internal("network teardown task", e))?;
-            let mut objs = self.objects();
-            if let Some(rec) = objs.pods.get_mut(&id) {
+            if let Some(rec) = self.objects().pods.get_mut(&id) {
                 rec.state = rec.state.transition(SandboxState::NotReady)?;
                 rec.ips.clear();
                 self.pod_store.save(&id, rec)?;
             }
+            self.publish(&id, &id, ContainerEventType::ContainerStoppedEvent);
         }
         tracing::info!(pod = %id, "pod sandbox stopped");
         Ok(())
@@ -259,6 +261,7 @@ impl Runtime {
                 .await
                 .map_err(|e| Error::internal("pod removal task", e))?;
         }
+        self.publish(&id, &id, ContainerEventType::ContainerDeletedEvent);
         self.objects().pods.remove(&id);
         tracing::info!(pod = %id, "pod sandbox removed");
         Ok(())
