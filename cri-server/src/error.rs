@@ -41,9 +41,35 @@ impl Error {
     }
 }
 
+/// gRPC carries the message in a header, and clients cap header size (16 KiB in Go and hyper):
+/// an error echoing a hostile megabyte-long id would break the connection instead of failing
+/// the call.
+const MAX_MESSAGE: usize = 2048;
+
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
-        Status::new(e.code(), e.to_string())
+        let mut msg = e.to_string();
+        if msg.len() > MAX_MESSAGE {
+            let mut cut = MAX_MESSAGE;
+            while !msg.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            msg.truncate(cut);
+            msg.push_str("… (truncated)");
+        }
+        Status::new(e.code(), msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut() {
+        let s: Status = Error::NotFound(format!("pod {} not found", "é".repeat(10_000))).into();
+        assert!(s.message().len() < MAX_MESSAGE + 32);
+        assert_eq!(s.code(), Code::NotFound);
     }
 }
 
