@@ -61,6 +61,17 @@ impl From<Error> for Status {
     }
 }
 
+/// Adds what was being done to an I/O error.
+pub trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T, E: std::fmt::Display> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::Internal(format!("{}: {e}", what())))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,16 +81,5 @@ mod tests {
         let s: Status = Error::NotFound(format!("pod {} not found", "é".repeat(10_000))).into();
         assert!(s.message().len() < MAX_MESSAGE + 32);
         assert_eq!(s.code(), Code::NotFound);
-    }
-}
-
-/// Adds what was being done to an I/O error.
-pub trait Context<T> {
-    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
-}
-
-impl<T, E: std::fmt::Display> Context<T> for std::result::Result<T, E> {
-    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|e| Error::Internal(format!("{}: {e}", what())))
     }
 }
