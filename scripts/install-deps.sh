@@ -6,7 +6,10 @@ pkgs=(
   protobuf-compiler      # k8s-cri generates its gRPC code with protoc
   libseccomp-dev pkg-config  # youki's libcontainer links libseccomp
   busybox-static         # the test and demo images are built from it
-  iproute2 util-linux    # ip, nsenter, mount tools used by tests
+  iproute2 util-linux    # ip / ip netns, mount tools used by tests
+  iptables               # crisp-bridge's masquerade and hostPort rules (iptables-restore)
+  iputils-ping           # network tests ping between pod namespaces
+  containernetworking-plugins  # Debian's reference CNI plugins: interop tests (/usr/lib/cni)
 )
 missing=()
 for p in "${pkgs[@]}"; do
