@@ -8,7 +8,6 @@ pkgs=(
   busybox-static         # the test and demo images are built from it
   iproute2 util-linux    # ip / ip netns, mount tools used by tests
   iptables               # crisp-bridge's masquerade and hostPort rules (iptables-restore)
-  iputils-ping           # network tests ping between pod namespaces
   containernetworking-plugins  # Debian's reference CNI plugins: interop tests (/usr/lib/cni)
 )
 missing=()
