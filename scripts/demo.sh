@@ -7,8 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-cargo build --release -p crisp-cri-server -p crisp-shim -p crisp-client
-bin=target/release
+# CRISP_PROFILE=debug reuses the test build instead of a (slower to build) release one.
+profile=${CRISP_PROFILE:-release}
+if [ "$profile" = release ]; then
+  cargo build --release -p crisp-cri-server -p crisp-shim -p crisp-client -p crisp-cni
+else
+  cargo build -p crisp-cri-server -p crisp-shim -p crisp-client -p crisp-cni
+fi
+bin=target/$profile
 
 import=/var/lib/crisp/import
 if [ ! -f "$import/busybox/index.json" ]; then
