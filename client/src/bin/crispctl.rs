@@ -42,6 +42,13 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// List pod sandboxes (id, state, namespace/name)
+    Pods,
+    /// Stop and remove pod sandboxes (with their containers)
+    RmPod {
+        /// Pod sandbox ids (or unique prefixes)
+        ids: Vec<String>,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -72,6 +79,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { keep } => demo(&mut client, keep).await,
+        Command::Pods => {
+            let pods = client
+                .runtime
+                .list_pod_sandbox(crisp_client::cri::ListPodSandboxRequest::default())
+                .await
+                .context("ListPodSandbox")?
+                .into_inner()
+                .items;
+            for p in pods {
+                let m = p.metadata.clone().unwrap_or_default();
+                println!("{}  {:?}  {}/{}", p.id, p.state(), m.namespace, m.name);
+            }
+            Ok(())
+        }
+        Command::RmPod { ids } => {
+            for id in ids {
+                client.stop_and_remove_pod(&id).await?;
+                println!("removed {id}");
+            }
+            Ok(())
+        }
     }
 }
 
