@@ -53,6 +53,18 @@ impl Crispd {
                 .filter(|&pid| Some(pid) != crispd)
                 .map(|pid| format!("process {pid}: {}", procs::cmdline(pid))),
         );
+        leaks.extend(
+            self.network()
+                .iptables_rules()
+                .into_iter()
+                .map(|(table, rule)| format!("iptables -t {table} {rule}")),
+        );
+        let brif = format!("/sys/class/net/{}/brif", self.network().bridge);
+        leaks.extend(
+            entries(Path::new(&brif))
+                .into_iter()
+                .map(|port| format!("veth {port}")),
+        );
         for kind in ["pods", "containers"] {
             leaks.extend(
                 entries(&self.state().join(kind))

@@ -72,8 +72,42 @@ impl TestNetwork {
     }
 }
 
+impl TestNetwork {
+    /// The CNI network name, which crisp-bridge puts in the comment of every rule it adds.
+    fn network_name(&self) -> String {
+        format!("crisp-test-{}", self.bridge.trim_start_matches("crt"))
+    }
+
+    /// (table, `-A …` rule) for every iptables rule of this network.
+    pub fn iptables_rules(&self) -> Vec<(String, String)> {
+        let tag = format!("crisp:{}:", self.network_name());
+        let Ok(out) = std::process::Command::new("iptables-save").output() else {
+            return Vec::new();
+        };
+        let mut table = String::new();
+        let mut rules = Vec::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(t) = line.strip_prefix('*') {
+                table = t.to_string();
+            } else if line.starts_with("-A ") && line.contains(&tag) {
+                rules.push((table.clone(), line.to_string()));
+            }
+        }
+        rules
+    }
+}
+
 impl Drop for TestNetwork {
     fn drop(&mut self) {
+        // Rules of pods a failed test never removed: CNI DEL did not run for them.
+        for (table, rule) in self.iptables_rules() {
+            if let Some(spec) = rule.strip_prefix("-A ") {
+                let _ = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("iptables -t {table} -D {spec}"))
+                    .status();
+            }
+        }
         let _ = std::process::Command::new("ip")
             .args(["link", "del", &self.bridge])
             .stderr(std::process::Stdio::null())
