@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Builds a single-layer OCI image layout from the host's static busybox.
 #
-#   build-busybox.sh OUTDIR [NAME]     (NAME default docker.io/library/busybox:latest)
+#   build-busybox.sh OUTDIR [NAME [CMD_JSON]]
+#       NAME default docker.io/library/busybox:latest
+#       CMD_JSON default ["sh"]: the image config's Cmd, as a JSON array
 #
 # Every applet is a hard link to /bin/busybox (not a symlink), so the image
 # exercises hard-link handling in the unpacker. The output is deterministic
 # for a given busybox binary: sorted tar, fixed mtimes/owners, gzip -n.
 set -euo pipefail
 
-if [[ $# -lt 1 || $# -gt 2 ]]; then
-    echo "usage: $0 OUTDIR [NAME]" >&2
+if [[ $# -lt 1 || $# -gt 3 ]]; then
+    echo "usage: $0 OUTDIR [NAME [CMD_JSON]]" >&2
     exit 2
 fi
 OUTDIR=$1
 NAME=${2:-docker.io/library/busybox:latest}
+CMD_JSON=${3:-'["sh"]'}
 
 # Tag = text after the last ':' unless that ':' belongs to a registry port.
 last=${NAME##*/}
@@ -96,7 +99,7 @@ put_blob() {
 # --- config ---------------------------------------------------------------
 read -r CONFIG_DIGEST CONFIG_SIZE < <(printf '%s' \
 '{"architecture":"amd64","os":"linux",'\
-'"config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"]},'\
+'"config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":'"$CMD_JSON"'},'\
 '"rootfs":{"type":"layers","diff_ids":["sha256:'"$DIFF_ID"'"]},'\
 '"history":[{"created":"1970-01-01T00:00:00Z","created_by":"tests/images/build-busybox.sh"}]}' | put_blob)
 

@@ -1,0 +1,355 @@
+//! crisp-bench: starts a private crispd and a private containerd, drives both
+//! through identical CRI calls, and reports latency, throughput and memory.
+//!
+//! Run as root, by hand (it is not part of `cargo test`):
+//!
+//! ```text
+//! cargo build --release -p crisp-bench -p crisp-cri-server -p crisp-shim -p crisp-cni
+//! sudo target/release/crisp-bench --pods 30
+//! ```
+//!
+//! Everything it creates (temp dir, mounts, bridges cbench0/cbench1, cgroups,
+//! processes) is removed on exit, including on error and Ctrl-C.
+
+mod drive;
+mod procs;
+mod report;
+mod run;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+use serde_json::json;
+
+use drive::{Metrics, Target};
+use run::Run;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Only {
+    Crisp,
+    Containerd,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "crisp-bench",
+    about = "Benchmarks crisp against containerd over CRI"
+)]
+struct Opts {
+    /// Pods per phase.
+    #[arg(long, default_value_t = 30)]
+    pods: usize,
+    /// Where bench.json and bench.svg go.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// Benchmark only one runtime.
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+}
+
+#[derive(Default)]
+struct Results {
+    machine: serde_json::Value,
+    crisp: Option<Metrics>,
+    containerd: Option<Metrics>,
+    notes: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let opts = Opts::parse();
+    match main_inner(&opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crisp-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main_inner(opts: &Opts) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("must run as root (it starts container runtimes)");
+    }
+    if opts.pods == 0 {
+        bail!("--pods must be at least 1");
+    }
+    let exe = std::env::current_exe().context("locating this binary")?;
+    let bin_dir = exe
+        .parent()
+        .context("binary has no parent dir")?
+        .to_path_buf();
+    if opts.only != Some(Only::Containerd) {
+        for bin in ["crispd", "crisp-shim", "crisp-bridge"] {
+            if !bin_dir.join(bin).exists() {
+                bail!(
+                    "{} not found next to crisp-bench; build with: cargo build --release \
+                     -p crisp-bench -p crisp-cri-server -p crisp-shim -p crisp-cni",
+                    bin_dir.join(bin).display()
+                );
+            }
+        }
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    let mut run = Run::new()?;
+    eprintln!("crisp-bench: working in {}", run.dir.display());
+    let mut results = Results::default();
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            r = bench(&mut run, opts, &bin_dir, &mut results) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
+    // Pods go through CRI while the daemons still run; Drop does the rest.
+    runtime.block_on(async {
+        if run.crispd_pid().is_some() {
+            drive::remove_all_pods(&run.crisp_socket()).await;
+        }
+        if run.containerd_pid().is_some() {
+            drive::remove_all_pods(&run.containerd_socket()).await;
+        }
+    });
+    drop(run);
+    outcome?;
+    if results.crisp.is_some() || results.containerd.is_some() {
+        write_report(opts, &results)?;
+    }
+    Ok(())
+}
+
+fn machine() -> serde_json::Value {
+    let kernel = Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0);
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    json!({
+        "kernel": kernel,
+        "nproc": cpus,
+        "cpu": cpu_model,
+        "mem_total_mib": mem_kib / 1024,
+    })
+}
+
+async fn bench(
+    run: &mut Run,
+    opts: &Opts,
+    bin_dir: &Path,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    results.machine = machine();
+    eprintln!("machine: {}", results.machine);
+    let (busybox, pause) = run.build_images().context("building the images")?;
+    let log_dir = run.dir.join("pods");
+
+    if opts.only != Some(Only::Containerd) {
+        match bench_crisp(run, opts, bin_dir, &busybox, &log_dir).await {
+            Ok(m) => results.crisp = Some(m),
+            Err(e) => {
+                eprintln!(
+                    "crisp failed: {e:#}\n---- crispd log (tail) ----\n{}",
+                    tail(&run.crispd_log(), 40)
+                );
+                results.notes.push(format!("crisp failed: {e:#}"));
+            }
+        }
+        drive::remove_all_pods(&run.crisp_socket()).await;
+        run.stop_daemon(true);
+    }
+
+    if opts.only != Some(Only::Crisp) {
+        match Run::containerd_version() {
+            None => {
+                let note = "containerd not found at /usr/bin/containerd (apt-get install \
+                            containerd): crisp figures only";
+                eprintln!("{note}");
+                results.notes.push(note.to_string());
+            }
+            Some(version) => {
+                eprintln!("{version}");
+                results.machine["containerd"] = json!(version);
+                match bench_containerd(run, opts, &busybox, &pause, &log_dir).await {
+                    Ok(m) => results.containerd = Some(m),
+                    Err(e) => {
+                        eprintln!(
+                            "containerd failed: {e:#}\n---- containerd log (tail) ----\n{}",
+                            tail(&run.containerd_log(), 40)
+                        );
+                        results.notes.push(format!("containerd failed: {e:#}"));
+                    }
+                }
+                drive::remove_all_pods(&run.containerd_socket()).await;
+                run.stop_daemon(false);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Polls CRI Version until it answers (or the daemon dies, or 30 s pass).
+async fn wait_ready(run: &mut Run, crisp: bool, socket: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        run.check_alive(crisp)?;
+        let attempt = async {
+            let mut client = crisp_client::connect(socket).await.ok()?;
+            client.version().await.ok()
+        };
+        if let Ok(Some(v)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            eprintln!("{} {} answers", v.runtime_name, v.runtime_version);
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("no answer to CRI Version within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn bench_crisp(
+    run: &mut Run,
+    opts: &Opts,
+    bin_dir: &Path,
+    busybox: &Path,
+    log_dir: &Path,
+) -> anyhow::Result<Metrics> {
+    run.start_crispd(bin_dir, busybox)?;
+    let socket = run.crisp_socket();
+    wait_ready(run, true, &socket).await?;
+    let marker = run.marker();
+    let target = Target {
+        name: "crisp",
+        socket,
+        image: run::BUSYBOX_IMAGE,
+        log_dir: log_dir.join("crisp"),
+        daemon_pid: run.crispd_pid().context("crispd not running")?,
+        shim_name: "crisp-shim",
+        shim_marker: &marker,
+    };
+    drive::ensure_image(&target, true).await?;
+    drive::run(&target, opts.pods).await
+}
+
+async fn bench_containerd(
+    run: &mut Run,
+    opts: &Opts,
+    busybox: &Path,
+    pause: &Path,
+    log_dir: &Path,
+) -> anyhow::Result<Metrics> {
+    run.start_containerd()?;
+    let socket = run.containerd_socket();
+    wait_ready(run, false, &socket).await?;
+    run.containerd_import(busybox)?;
+    run.containerd_import(pause)?;
+    let listing = run.ctr().args(["images", "ls", "-q"]).output()?;
+    let listing = String::from_utf8_lossy(&listing.stdout).to_string();
+    eprintln!("containerd k8s.io images:\n{}", listing.trim());
+    for image in [run::BUSYBOX_IMAGE, run::PAUSE_IMAGE] {
+        if !listing.lines().any(|l| l.trim() == image) {
+            bail!("{image} missing from `ctr images ls` after import");
+        }
+    }
+    let marker = run.marker();
+    let target = Target {
+        name: "containerd",
+        socket,
+        image: run::BUSYBOX_IMAGE,
+        log_dir: log_dir.join("containerd"),
+        daemon_pid: run.containerd_pid().context("containerd not running")?,
+        shim_name: "containerd-shim-runc-v2",
+        shim_marker: &marker,
+    };
+    // The CRI plugin learns of imported images through events: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match drive::ensure_image(&target, false).await {
+            Ok(()) => break,
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    drive::run(&target, opts.pods).await
+}
+
+fn write_report(opts: &Opts, results: &Results) -> anyhow::Result<()> {
+    let rows = report::rows(results.crisp.as_ref(), results.containerd.as_ref());
+    let m = &results.machine;
+    println!();
+    println!(
+        "machine: kernel {}, {} CPUs ({}), {} MiB RAM{}",
+        m["kernel"].as_str().unwrap_or("?"),
+        m["nproc"],
+        m["cpu"].as_str().unwrap_or("?"),
+        m["mem_total_mib"],
+        m["containerd"]
+            .as_str()
+            .map(|v| format!("; {v}"))
+            .unwrap_or_default()
+    );
+    println!(
+        "pods per phase: {}, concurrent clients: {}",
+        opts.pods,
+        drive::CONCURRENCY
+    );
+    println!();
+    print!("{}", report::table(&rows));
+    for note in &results.notes {
+        println!("note: {note}");
+    }
+
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
+    let doc = json!({
+        "machine": results.machine,
+        "pods": opts.pods,
+        "concurrency": drive::CONCURRENCY,
+        "rows": rows,
+        "crisp": results.crisp,
+        "containerd": results.containerd,
+        "notes": results.notes,
+    });
+    let json_path = opts.out.join("bench.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&doc)? + "\n")?;
+    let title = format!(
+        "crisp vs containerd: {} pods, kernel {}, {} CPUs",
+        opts.pods,
+        m["kernel"].as_str().unwrap_or("?"),
+        m["nproc"]
+    );
+    let svg_path = opts.out.join("bench.svg");
+    std::fs::write(&svg_path, report::svg(&rows, &title))?;
+    println!("\nwrote {} and {}", json_path.display(), svg_path.display());
+    Ok(())
+}
