@@ -15,12 +15,30 @@ pub struct Network {
 }
 
 struct Loaded {
-    stamp: Option<SystemTime>,
+    stamp: Option<DirStamp>,
     runtime: std::result::Result<Arc<CniRuntime>, String>,
 }
 
-fn dir_stamp(dir: &Path) -> Option<SystemTime> {
-    std::fs::metadata(dir).and_then(|m| m.modified()).ok()
+/// What the conf dir holds: each entry's name, size and mtime. It changes whenever a config
+/// is added, removed or rewritten in place (which leaves the directory's own mtime alone), even
+/// within one tick of the filesystem clock.
+type DirStamp = Vec<(std::ffi::OsString, u64, Option<SystemTime>)>;
+
+fn dir_stamp(dir: &Path) -> Option<DirStamp> {
+    let mut entries: DirStamp = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| {
+            let meta = e.metadata().ok();
+            (
+                e.file_name(),
+                meta.as_ref().map(|m| m.len()).unwrap_or(0),
+                meta.and_then(|m| m.modified().ok()),
+            )
+        })
+        .collect();
+    entries.sort();
+    Some(entries)
 }
 
 impl Network {

@@ -11,6 +11,7 @@ use super::Runtime;
 use crate::container::shim_client::Shim;
 use crate::container::ContainerState;
 use crate::error::{Error, Result};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,7 +119,9 @@ async fn pump(mut rx: pipe::Receiver, mut sink: Sink, mut done: watch::Receiver<
             }
             Some(_) => break,
             None => {
-                while let Ok(n) = rx.try_read(&mut buf) {
+                // A raw non-blocking read, not `try_read`: that one trusts tokio's cached
+                // readiness and can report WouldBlock for data the reactor has not seen yet.
+                while let Ok(n) = nix::unistd::read(rx.as_raw_fd(), &mut buf) {
                     if n == 0 {
                         break;
                     }
