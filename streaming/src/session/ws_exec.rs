@@ -8,12 +8,12 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, watch};
 
-use super::ws_link::{spawn_writer, ChannelCodec, Out, LINGER};
+use super::ws_link::{next_channel_message, spawn_writer, ChannelCodec, Out, LINGER};
 use super::{AbortOnDrop, MAX_WS_MESSAGE, OUTPUT_CHUNK, OUTPUT_DRAIN_TIMEOUT};
 use crate::exec::{self, ExecSpec};
 use crate::negotiate::{ExecVersion, WsExecProto};
 use crate::resize::ResizeDecoder;
-use crate::ws::{Message, MessageReader, Opcode};
+use crate::ws::MessageReader;
 use crate::{Runtime, TermSize};
 
 const STDIN: u8 = 0;
@@ -100,29 +100,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
 ) {
     let mut sizes = ResizeDecoder::default();
     loop {
-        let msg = match rd.next().await {
-            Ok(Some(m)) => m,
-            Ok(None) => break,
-            Err(e) => {
-                tracing::debug!(error = %e, "WebSocket exec client sent garbage");
-                let _ = out.send(Out::Close(1002)).await;
-                break;
-            }
-        };
-        match &msg {
-            Message::Ping(p) => {
-                let _ = out.send(Out::Msg(Opcode::Pong, p.clone())).await;
-                continue;
-            }
-            Message::Pong(_) => continue,
-            Message::Close(..) => {
-                let _ = out.send(Out::Close(1000)).await;
-                break;
-            }
-            Message::Binary(_) | Message::Text(_) => {}
-        }
-        let Some((ch, data)) = codec.decode(&msg) else {
-            continue;
+        let Some((ch, data)) = next_channel_message(&mut rd, &out, &codec, "exec").await else {
+            break;
         };
         match ch {
             STDIN => {

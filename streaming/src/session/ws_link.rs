@@ -10,7 +10,8 @@ use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::ws::{Message, MessageWriter, Opcode};
+use crate::ws::{Message, MessageReader, MessageWriter, Opcode};
+use tokio::io::AsyncRead;
 
 /// Bound on a graceful close, so a client that stops reading cannot keep
 /// the session alive.
@@ -124,5 +125,42 @@ mod tests {
         assert_eq!(&p[..], b"2aGk=");
         assert_eq!(c.decode(&Message::Text(Bytes::from_static(b"0!!"))), None);
         assert_eq!(c.decode(&Message::Binary(Bytes::new())), None);
+    }
+}
+
+/// Reads the next channel message from the client, answering pings and close frames on the
+/// way. `None` once the session is over (EOF, close, or a protocol error, which is answered
+/// with close code 1002). `what` names the session kind in the log.
+pub async fn next_channel_message<R: AsyncRead + Unpin>(
+    rd: &mut MessageReader<R>,
+    out: &mpsc::Sender<Out>,
+    codec: &ChannelCodec,
+    what: &str,
+) -> Option<(u8, Bytes)> {
+    loop {
+        let msg = match rd.next().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket {what} client sent garbage");
+                let _ = out.send(Out::Close(1002)).await;
+                return None;
+            }
+        };
+        match &msg {
+            Message::Ping(p) => {
+                let _ = out.send(Out::Msg(Opcode::Pong, p.clone())).await;
+                continue;
+            }
+            Message::Pong(_) => continue,
+            Message::Close(..) => {
+                let _ = out.send(Out::Close(1000)).await;
+                return None;
+            }
+            Message::Binary(_) | Message::Text(_) => {}
+        }
+        if let Some(m) = codec.decode(&msg) {
+            return Some(m);
+        }
     }
 }

@@ -11,9 +11,9 @@ use tokio::task::JoinSet;
 
 use super::spdy_portforward::PortForwardSpec;
 use super::ws_exec::{finish_reader, pump_out};
-use super::ws_link::{spawn_writer, ChannelCodec, Out};
+use super::ws_link::{next_channel_message, spawn_writer, ChannelCodec, Out};
 use super::{AbortOnDrop, MAX_WS_MESSAGE};
-use crate::ws::{Message, MessageReader, Opcode};
+use crate::ws::MessageReader;
 use crate::Runtime;
 
 const PIPE_CAPACITY: usize = 64 * 1024;
@@ -79,29 +79,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
     gone: watch::Sender<bool>,
 ) {
     loop {
-        let msg = match rd.next().await {
-            Ok(Some(m)) => m,
-            Ok(None) => break,
-            Err(e) => {
-                tracing::debug!(error = %e, "WebSocket port-forward client sent garbage");
-                let _ = out.send(Out::Close(1002)).await;
-                break;
-            }
-        };
-        match &msg {
-            Message::Ping(p) => {
-                let _ = out.send(Out::Msg(Opcode::Pong, p.clone())).await;
-                continue;
-            }
-            Message::Pong(_) => continue,
-            Message::Close(..) => {
-                let _ = out.send(Out::Close(1000)).await;
-                break;
-            }
-            Message::Binary(_) | Message::Text(_) => {}
-        }
-        let Some((ch, data)) = codec.decode(&msg) else {
-            continue;
+        let Some((ch, data)) = next_channel_message(&mut rd, &out, &codec, "port-forward").await
+        else {
+            break;
         };
         // Only even (data) channels carry client bytes.
         if ch % 2 != 0 {
