@@ -100,34 +100,6 @@ impl ChannelCodec {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn codecs_round_trip() {
-        for base64 in [false, true] {
-            let c = ChannelCodec { base64 };
-            let Out::Msg(op, payload) = c.encode(1, b"hello") else {
-                panic!("not a message")
-            };
-            let msg = if op == Opcode::Text {
-                Message::Text(payload)
-            } else {
-                Message::Binary(payload)
-            };
-            assert_eq!(c.decode(&msg), Some((1, Bytes::from_static(b"hello"))));
-        }
-        let c = ChannelCodec { base64: true };
-        let Out::Msg(_, p) = c.encode(2, b"hi") else {
-            panic!("not a message")
-        };
-        assert_eq!(&p[..], b"2aGk=");
-        assert_eq!(c.decode(&Message::Text(Bytes::from_static(b"0!!"))), None);
-        assert_eq!(c.decode(&Message::Binary(Bytes::new())), None);
-    }
-}
-
 /// Reads the next channel message from the client, answering pings and close frames on the
 /// way. `None` once the session is over (EOF, close, or a protocol error, which is answered
 /// with close code 1002). `what` names the session kind in the log.
@@ -162,5 +134,33 @@ pub async fn next_channel_message<R: AsyncRead + Unpin>(
         if let Some(m) = codec.decode(&msg) {
             return Some(m);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codecs_round_trip() {
+        for base64 in [false, true] {
+            let c = ChannelCodec { base64 };
+            let Out::Msg(op, payload) = c.encode(1, b"hello") else {
+                panic!("not a message")
+            };
+            let msg = if op == Opcode::Text {
+                Message::Text(payload)
+            } else {
+                Message::Binary(payload)
+            };
+            assert_eq!(c.decode(&msg), Some((1, Bytes::from_static(b"hello"))));
+        }
+        let c = ChannelCodec { base64: true };
+        let Out::Msg(_, p) = c.encode(2, b"hi") else {
+            panic!("not a message")
+        };
+        assert_eq!(&p[..], b"2aGk=");
+        assert_eq!(c.decode(&Message::Text(Bytes::from_static(b"0!!"))), None);
+        assert_eq!(c.decode(&Message::Binary(Bytes::new())), None);
     }
 }
