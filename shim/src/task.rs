@@ -57,6 +57,8 @@ impl Process {
 struct Container {
     id: String,
     bundle: String,
+    /// The container's cgroup (from its spec, read once at Create).
+    cgroup: Option<PathBuf>,
     init: Process,
     execs: HashMap<String, Process>,
 }
@@ -155,7 +157,7 @@ impl TaskService {
             && self
                 .lock()
                 .as_ref()
-                .and_then(|c| cgroups_path(&c.bundle))
+                .and_then(|c| c.cgroup.clone())
                 .is_some_and(|p| crate::oom::oom_kills(&p) > 0);
         let record = ExitRecord {
             pid,
@@ -204,9 +206,9 @@ impl TaskService {
             .map_err(|e| err(Code::INTERNAL, format!("starting the exit monitor: {e}")))
     }
 
-    fn cgroup_pids(&self, bundle: &str, id: &str) -> Vec<Pid> {
+    fn cgroup_pids(&self, cgroup: Option<PathBuf>, id: &str) -> Vec<Pid> {
         use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager};
-        let Some(cg) = cgroups_path(bundle) else {
+        let Some(cg) = cgroup else {
             return Vec::new();
         };
         let cfg = CgroupConfig {
@@ -259,6 +261,7 @@ impl Task for TaskService {
             *guard = Some(Container {
                 id: req.id.clone(),
                 bundle: req.bundle.clone(),
+                cgroup: cgroups_path(&req.bundle),
                 init: Process::new(&req.stdin, &req.stdout, &req.stderr),
                 execs: HashMap::new(),
             });
@@ -444,10 +447,10 @@ impl Task for TaskService {
                 format!("unknown signal {}", req.signal),
             )
         })?;
-        let (pid, bundle, phase) = self.with_container(&req.id, |c| {
-            let bundle = c.bundle.clone();
+        let (pid, cgroup, phase) = self.with_container(&req.id, |c| {
+            let cgroup = c.cgroup.clone();
             let p = c.process(&req.exec_id)?;
-            Ok((p.pid, bundle, p.phase))
+            Ok((p.pid, cgroup, p.phase))
         })?;
         if phase == Phase::Stopped || pid == 0 {
             return Err(err(
@@ -456,7 +459,7 @@ impl Task for TaskService {
             ));
         }
         if req.all && req.exec_id.is_empty() {
-            for p in self.cgroup_pids(&bundle, &req.id) {
+            for p in self.cgroup_pids(cgroup, &req.id) {
                 let _ = kill(p, signal);
             }
         }
@@ -524,9 +527,9 @@ impl Task for TaskService {
     }
 
     fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> ttrpc::Result<api::PidsResponse> {
-        let bundle = self.with_container(&req.id, |c| Ok(c.bundle.clone()))?;
+        let cgroup = self.with_container(&req.id, |c| Ok(c.cgroup.clone()))?;
         let mut resp = api::PidsResponse::new();
-        for p in self.cgroup_pids(&bundle, &req.id) {
+        for p in self.cgroup_pids(cgroup, &req.id) {
             let mut info = api::ProcessInfo::new();
             info.pid = p.as_raw() as u32;
             resp.processes.push(info);
@@ -616,14 +619,14 @@ impl Task for TaskService {
             .ok_or_else(|| err(Code::INVALID_ARGUMENT, "update without resources"))?;
         let resources: oci_spec::runtime::LinuxResources = serde_json::from_slice(&raw)
             .map_err(|e| err(Code::INVALID_ARGUMENT, format!("invalid resources: {e}")))?;
-        let bundle = self.with_container(&req.id, |c| match c.init.phase {
-            Phase::Created | Phase::Running => Ok(c.bundle.clone()),
+        let cgroup = self.with_container(&req.id, |c| match c.init.phase {
+            Phase::Created | Phase::Running => Ok(c.cgroup.clone()),
             p => Err(err(
                 Code::FAILED_PRECONDITION,
                 format!("container {} is {p:?}: cannot update its resources", c.id),
             )),
         })?;
-        let cgroup_path = cgroups_path(&bundle).ok_or_else(|| {
+        let cgroup_path = cgroup.ok_or_else(|| {
             err(
                 Code::FAILED_PRECONDITION,
                 format!("container {} has no cgroup", req.id),

@@ -164,7 +164,11 @@ impl Runtime {
 
     /// Removes every host object of a pod: namespace pins, its directory, its cgroup, its record.
     pub(super) fn destroy_pod(&self, rec: &SandboxRecord) {
-        self.detach_network(rec);
+        // A stopped pod was detached by StopPodSandbox; a second DEL would only exec the
+        // plugins again on the removal path.
+        if rec.state != SandboxState::NotReady {
+            self.detach_network(rec);
+        }
         namespaces::remove(&Pinned {
             net: rec.netns.clone().or_else(|| Some(rec.dir.join("ns/net"))),
             ipc: rec.ipcns.clone().or_else(|| Some(rec.dir.join("ns/ipc"))),
