@@ -47,6 +47,25 @@ impl ShimDir {
     pub fn socket(&self) -> &Path {
         &self.socket
     }
+    /// The attach socket (see [`crate::attach`]), next to the Task API socket.
+    pub fn attach_socket(&self) -> PathBuf {
+        self.socket.with_extension("attach")
+    }
+    /// Where libcontainer sends the pty master of a terminal process (`exec_id` empty for the
+    /// container's init); short for the same reason as the Task socket.
+    pub fn console_socket(&self, exec_id: &str) -> PathBuf {
+        let stem = self
+            .socket
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = if exec_id.is_empty() {
+            format!("{stem}.con")
+        } else {
+            format!("{stem}.{}.con", short_hash(exec_id))
+        };
+        self.socket.with_file_name(name)
+    }
     /// The `ttrpc` address form of [`Self::socket`].
     pub fn address(&self) -> String {
         format!("unix://{}", self.socket().display())

@@ -4,7 +4,7 @@
 //! containerd does, so one endless line cannot grow memory without bound).
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -62,38 +62,45 @@ impl CriLog {
         let _ = f.write_all(&rec);
     }
 
-    /// Copies `src` into the log until EOF (all writers of the pipe closed).
-    pub fn copy_from(&self, stream: Stream, mut src: impl Read) {
-        let mut buf = vec![0u8; 32 * 1024];
-        let mut line: Vec<u8> = Vec::new();
-        loop {
-            let n = match src.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            };
-            let mut chunk = &buf[..n];
-            while let Some(pos) = chunk.iter().position(|b| *b == b'\n') {
-                line.extend_from_slice(&chunk[..pos]);
-                self.flush_line(stream, &mut line);
-                chunk = &chunk[pos + 1..];
-            }
-            line.extend_from_slice(chunk);
-            while line.len() >= MAX_LINE {
-                let rest = line.split_off(MAX_LINE);
-                self.write_record(stream, true, &line);
-                line = rest;
-            }
+    /// A line assembler for one stream of this log.
+    pub fn writer(&self, stream: Stream) -> LogWriter {
+        LogWriter {
+            log: self.clone(),
+            stream,
+            line: Vec::new(),
         }
-        if !line.is_empty() {
-            self.flush_line(stream, &mut line);
+    }
+}
+
+/// Turns one stream's bytes, as they arrive, into log records.
+pub struct LogWriter {
+    log: CriLog,
+    stream: Stream,
+    /// The current line, not yet terminated.
+    line: Vec<u8>,
+}
+
+impl LogWriter {
+    pub fn push(&mut self, mut chunk: &[u8]) {
+        while let Some(pos) = chunk.iter().position(|b| *b == b'\n') {
+            self.line.extend_from_slice(&chunk[..pos]);
+            self.log.write_record(self.stream, false, &self.line);
+            self.line.clear();
+            chunk = &chunk[pos + 1..];
+        }
+        self.line.extend_from_slice(chunk);
+        while self.line.len() >= MAX_LINE {
+            let rest = self.line.split_off(MAX_LINE);
+            self.log.write_record(self.stream, true, &self.line);
+            self.line = rest;
         }
     }
 
-    fn flush_line(&self, stream: Stream, line: &mut Vec<u8>) {
-        self.write_record(stream, false, line);
-        line.clear();
+    /// EOF: an unterminated last line is logged as a full one.
+    pub fn finish(self) {
+        if !self.line.is_empty() {
+            self.log.write_record(self.stream, false, &self.line);
+        }
     }
 }
 
@@ -114,7 +121,12 @@ mod tests {
         let dir = tempdir();
         let path = dir.join("0.log");
         let log = CriLog::open(path.clone()).unwrap();
-        log.copy_from(Stream::Stdout, input);
+        let mut w = log.writer(Stream::Stdout);
+        // In odd pieces: records must not depend on how reads split the input.
+        for b in input.chunks(7) {
+            w.push(b);
+        }
+        w.finish();
         let s = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         s.lines().map(str::to_string).collect()

@@ -38,6 +38,9 @@ pub enum Op {
         with_stdout: bool,
         #[arg(long)]
         with_stderr: bool,
+        /// The process gets a terminal whose master goes to this socket.
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
     },
     Start {
         #[arg(long)]
@@ -60,6 +63,8 @@ pub enum Op {
         with_stdout: bool,
         #[arg(long)]
         with_stderr: bool,
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
     },
     Delete {
         #[arg(long)]
@@ -97,7 +102,14 @@ pub fn run_op(op: Op) -> i32 {
             with_stdin,
             with_stdout,
             with_stderr,
-        } => create(&root, &id, &bundle, [with_stdin, with_stdout, with_stderr]),
+            console_socket,
+        } => create(
+            &root,
+            &id,
+            &bundle,
+            [with_stdin, with_stdout, with_stderr],
+            console_socket,
+        ),
         Op::Exec {
             root,
             id,
@@ -105,7 +117,14 @@ pub fn run_op(op: Op) -> i32 {
             with_stdin,
             with_stdout,
             with_stderr,
-        } => exec(&root, &id, &process, [with_stdin, with_stdout, with_stderr]),
+            console_socket,
+        } => exec(
+            &root,
+            &id,
+            &process,
+            [with_stdin, with_stdout, with_stderr],
+            console_socket,
+        ),
         Op::Start { root, id } => Container::load(root.join(&id))
             .and_then(|mut c| c.start())
             .map_err(|e| e.to_string()),
@@ -125,10 +144,16 @@ pub fn run_op(op: Op) -> i32 {
     }
 }
 
-fn builder_with_stdio(root: &Path, id: &str, stdio: [bool; 3]) -> Result<ContainerBuilder, String> {
+fn builder_with_stdio(
+    root: &Path,
+    id: &str,
+    stdio: [bool; 3],
+    console_socket: Option<PathBuf>,
+) -> Result<ContainerBuilder, String> {
     let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_console_socket(console_socket);
     // SAFETY: the parent dup'ed exactly these fds into place for us and nothing else in this
     // process owns them; ownership moves to the builder, which closes them.
     unsafe {
@@ -145,9 +170,15 @@ fn builder_with_stdio(root: &Path, id: &str, stdio: [bool; 3]) -> Result<Contain
     Ok(builder)
 }
 
-fn create(root: &Path, id: &str, bundle: &Path, stdio: [bool; 3]) -> Result<(), String> {
+fn create(
+    root: &Path,
+    id: &str,
+    bundle: &Path,
+    stdio: [bool; 3],
+    console_socket: Option<PathBuf>,
+) -> Result<(), String> {
     std::fs::create_dir_all(root).map_err(|e| format!("creating {}: {e}", root.display()))?;
-    let container = builder_with_stdio(root, id, stdio)?
+    let container = builder_with_stdio(root, id, stdio, console_socket)?
         .as_init(bundle)
         .with_systemd(false)
         .with_detach(true)
@@ -160,8 +191,14 @@ fn create(root: &Path, id: &str, bundle: &Path, stdio: [bool; 3]) -> Result<(), 
     Ok(())
 }
 
-fn exec(root: &Path, id: &str, process: &Path, stdio: [bool; 3]) -> Result<(), String> {
-    let pid = builder_with_stdio(root, id, stdio)?
+fn exec(
+    root: &Path,
+    id: &str,
+    process: &Path,
+    stdio: [bool; 3],
+    console_socket: Option<PathBuf>,
+) -> Result<(), String> {
+    let pid = builder_with_stdio(root, id, stdio, console_socket)?
         .as_tenant()
         .with_process(Some(process))
         .with_detach(true)
@@ -185,6 +222,8 @@ pub struct ContainerStdio {
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+    /// With a terminal: the socket libcontainer sends the pty master to (no fds then).
+    pub console_socket: Option<PathBuf>,
 }
 
 impl RuntimeHelper {
@@ -231,6 +270,9 @@ impl RuntimeHelper {
                 cmd.arg(flag);
                 fds.push((fd.as_raw_fd(), target));
             }
+        }
+        if let Some(p) = &stdio.console_socket {
+            cmd.arg("--console-socket").arg(p);
         }
         pass_fds(&mut cmd, fds);
         let out = self.execute(op, cmd)?;

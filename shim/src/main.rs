@@ -12,6 +12,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+mod attach;
+mod console;
 mod cri_log;
 mod helper;
 mod oom;

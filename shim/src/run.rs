@@ -21,6 +21,7 @@ pub fn run(bundle: &Path, id: Option<String>, root: Option<PathBuf>) -> Result<i
         stdin: Some(dup(std::io::stdin().as_fd())?),
         stdout: Some(dup(std::io::stdout().as_fd())?),
         stderr: Some(dup(std::io::stderr().as_fd())?),
+        console_socket: None,
     };
     let pid = helper.create(&id, &bundle, stdio).context("create")?;
     let result = helper

@@ -63,12 +63,17 @@ pub fn serve(id: &str, dir: &Path, socket: &Path) -> Result<()> {
         .with_context(|| format!("binding {}", socket.display()))?
         .register_service(task_methods(&service));
     server.start().context("starting the ttrpc server")?;
+    let attach = dir.attach_socket();
+    service
+        .listen_attach(&attach)
+        .with_context(|| format!("listening on {}", attach.display()))?;
 
     signal_ready()?;
     let _ = shutdown_rx.recv();
     tracing::info!("shutting down");
     server.shutdown();
     let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(&attach);
     Ok(())
 }
 

@@ -4,9 +4,10 @@
 //! init exits) → `Stopped` → (Delete) → `Deleted`. A transition asked for from the wrong state is
 //! a FAILED_PRECONDITION error naming the container and its state.
 
+use crate::attach::Attachers;
 use crate::helper::RuntimeHelper;
 use crate::reaper::Reaper;
-use crate::stdio::{self, ContainerIo};
+use crate::stdio::{self, ProcessIo, StdioRequest};
 use containerd_shim_protos::api;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::MessageField;
@@ -39,10 +40,13 @@ struct Process {
     stdin: String,
     stdout: String,
     stderr: String,
+    terminal: bool,
+    /// The pty master while the process runs with a terminal (for resizes).
+    console: Option<std::fs::File>,
 }
 
 impl Process {
-    fn new(stdin: &str, stdout: &str, stderr: &str) -> Process {
+    fn new(stdin: &str, stdout: &str, stderr: &str, terminal: bool) -> Process {
         Process {
             pid: 0,
             phase: Phase::Created,
@@ -50,6 +54,8 @@ impl Process {
             stdin: stdin.to_string(),
             stdout: stdout.to_string(),
             stderr: stderr.to_string(),
+            terminal,
+            console: None,
         }
     }
 }
@@ -85,6 +91,8 @@ struct Inner {
     container: Mutex<Option<Container>>,
     /// The init's CRI log, reopened on SIGUSR1 (crispd's ReopenContainerLog).
     log: Mutex<Option<crate::cri_log::CriLog>>,
+    /// Clients attached to the init's stdio.
+    attach: Attachers,
     changed: Condvar,
     shutdown: Mutex<mpsc::Sender<()>>,
 }
@@ -119,6 +127,7 @@ impl TaskService {
                 reaper,
                 container: Mutex::new(None),
                 log: Mutex::new(None),
+                attach: Attachers::default(),
                 changed: Condvar::new(),
                 shutdown: Mutex::new(shutdown),
             }),
@@ -150,9 +159,12 @@ impl TaskService {
 
     /// Waits for a process to exit, lets its output drain, persists the init's exit, then
     /// publishes it.
-    fn monitor(&self, exec_id: String, pid: u32, io: ContainerIo) {
+    fn monitor(&self, exec_id: String, pid: u32, io: ProcessIo) {
         let code = self.inner.reaper.wait(pid as i32);
         io.wait_drained(IO_DRAIN_TIMEOUT);
+        if exec_id.is_empty() {
+            self.inner.attach.close();
+        }
         let oom_killed = exec_id.is_empty()
             && self
                 .lock()
@@ -174,6 +186,7 @@ impl TaskService {
         if let Some(p) = guard.as_mut().and_then(|c| c.process(&exec_id).ok()) {
             if p.pid == pid {
                 p.exit = Some(record);
+                p.console = None;
                 if p.phase != Phase::Deleted {
                     p.phase = Phase::Stopped;
                 }
@@ -197,7 +210,12 @@ impl TaskService {
         }
     }
 
-    fn spawn_monitor(&self, exec_id: String, pid: u32, io: ContainerIo) -> ttrpc::Result<()> {
+    /// Serves attach clients of the init on `path`.
+    pub fn listen_attach(&self, path: &std::path::Path) -> std::io::Result<()> {
+        self.inner.attach.listen(path)
+    }
+
+    fn spawn_monitor(&self, exec_id: String, pid: u32, io: ProcessIo) -> ttrpc::Result<()> {
         let me = self.clone();
         std::thread::Builder::new()
             .name("monitor".into())
@@ -243,12 +261,6 @@ impl Task for TaskService {
         req: api::CreateTaskRequest,
     ) -> ttrpc::Result<api::CreateTaskResponse> {
         let _span = tracing::info_span!("create", container = %req.id).entered();
-        if req.terminal {
-            return Err(err(
-                Code::UNIMPLEMENTED,
-                "terminal containers are not supported yet",
-            ));
-        }
         {
             let mut guard = self.lock();
             if let Some(c) = guard.as_ref() {
@@ -262,39 +274,56 @@ impl Task for TaskService {
                 id: req.id.clone(),
                 bundle: req.bundle.clone(),
                 cgroup: cgroups_path(&req.bundle),
-                init: Process::new(&req.stdin, &req.stdout, &req.stderr),
+                init: Process::new(&req.stdin, &req.stdout, &req.stderr, req.terminal),
                 execs: HashMap::new(),
             });
         }
-        let created = stdio::setup(&req.stdin, &req.stdout, &req.stderr)
-            .map_err(|e| {
+        let created = stdio::prepare(StdioRequest {
+            stdin: &req.stdin,
+            stdout: &req.stdout,
+            stderr: &req.stderr,
+            terminal: req.terminal,
+            console_socket: self.inner.dir.console_socket(""),
+            attach: Some(self.inner.attach.clone()),
+        })
+        .map_err(|e| {
+            err(
+                Code::INTERNAL,
+                format!("setting up stdio of {}: {e}", req.id),
+            )
+        })
+        .and_then(|prepared| {
+            let (stdio, pending) = prepared.split();
+            let pid = self
+                .inner
+                .helper
+                .create(&req.id, PathBuf::from(&req.bundle).as_path(), stdio)
+                .map_err(|e| {
+                    err(
+                        Code::INTERNAL,
+                        format!("creating container {}: {e}", req.id),
+                    )
+                })?;
+            let io = pending.finish().map_err(|e| {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
                 err(
                     Code::INTERNAL,
-                    format!("setting up stdio of {}: {e}", req.id),
+                    format!("terminal of container {}: {e}", req.id),
                 )
-            })
-            .and_then(|(stdio, io)| {
-                let pid = self
-                    .inner
-                    .helper
-                    .create(&req.id, PathBuf::from(&req.bundle).as_path(), stdio)
-                    .map_err(|e| {
-                        err(
-                            Code::INTERNAL,
-                            format!("creating container {}: {e}", req.id),
-                        )
-                    })?;
-                Ok((pid, io))
-            });
-        let (pid, io) = match created {
+            })?;
+            Ok((pid, io))
+        });
+        let (pid, mut io) = match created {
             Ok(v) => v,
             Err(e) => {
                 *self.lock() = None;
                 return Err(e);
             }
         };
+        let console = io.console.take();
         self.with_container(&req.id, |c| {
             c.init.pid = pid;
+            c.init.console = console;
             Ok(())
         })?;
         *self.inner.log.lock().unwrap_or_else(|e| e.into_inner()) = io.log.clone();
@@ -306,12 +335,6 @@ impl Task for TaskService {
 
     fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> ttrpc::Result<api::Empty> {
         let _span = tracing::info_span!("exec", container = %req.id, exec = %req.exec_id).entered();
-        if req.terminal {
-            return Err(err(
-                Code::UNIMPLEMENTED,
-                "terminal exec is not supported yet",
-            ));
-        }
         if req.exec_id.is_empty()
             || req.exec_id.len() > 64
             || !req
@@ -365,7 +388,7 @@ impl Task for TaskService {
             })?;
             c.execs.insert(
                 req.exec_id.clone(),
-                Process::new(&req.stdin, &req.stdout, &req.stderr),
+                Process::new(&req.stdin, &req.stdout, &req.stderr, req.terminal),
             );
             Ok(())
         })?;
@@ -379,11 +402,17 @@ impl Task for TaskService {
     ) -> ttrpc::Result<api::StartResponse> {
         let _span =
             tracing::info_span!("start", container = %req.id, exec = %req.exec_id).entered();
-        let (pid, stdin, stdout, stderr) = self.with_container(&req.id, |c| {
+        let (pid, stdin, stdout, stderr, terminal) = self.with_container(&req.id, |c| {
             let id = c.id.clone();
             let p = c.process(&req.exec_id)?;
             match p.phase {
-                Phase::Created => Ok((p.pid, p.stdin.clone(), p.stdout.clone(), p.stderr.clone())),
+                Phase::Created => Ok((
+                    p.pid,
+                    p.stdin.clone(),
+                    p.stdout.clone(),
+                    p.stderr.clone(),
+                    p.terminal,
+                )),
                 phase => Err(err(
                     Code::FAILED_PRECONDITION,
                     format!(
@@ -402,13 +431,32 @@ impl Task for TaskService {
             })?;
             pid
         } else {
-            let (stdio, io) = stdio::setup(&stdin, &stdout, &stderr)
-                .map_err(|e| err(Code::INTERNAL, format!("setting up exec stdio: {e}")))?;
+            let (stdio, pending) = stdio::prepare(StdioRequest {
+                stdin: &stdin,
+                stdout: &stdout,
+                stderr: &stderr,
+                terminal,
+                console_socket: self.inner.dir.console_socket(&req.exec_id),
+                attach: None,
+            })
+            .map_err(|e| err(Code::INTERNAL, format!("setting up exec stdio: {e}")))?
+            .split();
             let spec_path = self.inner.dir.exec_spec(&req.exec_id);
-            let started = self.inner.helper.exec(&req.id, &spec_path, stdio);
+            let started = self
+                .inner
+                .helper
+                .exec(&req.id, &spec_path, stdio)
+                .map_err(|e| e.to_string())
+                .and_then(|pid| match pending.finish() {
+                    Ok(io) => Ok((pid, io)),
+                    Err(e) => {
+                        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                        Err(format!("its terminal: {e}"))
+                    }
+                });
             let _ = std::fs::remove_file(&spec_path);
-            let pid = match started {
-                Ok(pid) => pid,
+            let (pid, mut io) = match started {
+                Ok(v) => v,
                 Err(e) => {
                     let _ = self.with_container(&req.id, |c| {
                         c.execs.remove(&req.exec_id);
@@ -420,8 +468,11 @@ impl Task for TaskService {
                     ));
                 }
             };
+            let console = io.console.take();
             self.with_container(&req.id, |c| {
-                c.process(&req.exec_id)?.pid = pid;
+                let p = c.process(&req.exec_id)?;
+                p.pid = pid;
+                p.console = console;
                 Ok(())
             })?;
             self.spawn_monitor(req.exec_id.clone(), pid, io)?;
@@ -656,6 +707,33 @@ impl Task for TaskService {
                     format!("updating the resources of {}: {e}", req.id),
                 )
             })?;
+        Ok(api::Empty::new())
+    }
+
+    fn resize_pty(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ResizePtyRequest,
+    ) -> ttrpc::Result<api::Empty> {
+        let (width, height) = (
+            u16::try_from(req.width).unwrap_or(u16::MAX),
+            u16::try_from(req.height).unwrap_or(u16::MAX),
+        );
+        self.with_container(&req.id, |c| {
+            let id = c.id.clone();
+            let p = c.process(&req.exec_id)?;
+            let console = p.console.as_ref().ok_or_else(|| {
+                err(
+                    Code::FAILED_PRECONDITION,
+                    format!(
+                        "container {id} process {:?} has no terminal (or has exited)",
+                        req.exec_id
+                    ),
+                )
+            })?;
+            crate::console::resize(console, width, height)
+                .map_err(|e| err(Code::INTERNAL, format!("container {id}: {e}")))
+        })?;
         Ok(api::Empty::new())
     }
 

@@ -117,6 +117,24 @@ impl ExecResult {
 /// Runs an exec URL to completion: sends `stdin` (then closes it, v5 style) while collecting
 /// stdout, stderr and the status.
 pub async fn ws_exec(url: &str, stdin: Option<Vec<u8>>) -> anyhow::Result<ExecResult> {
+    ws_exec_with(url, &[], stdin).await
+}
+
+/// [`ws_exec`] for an exec or attach with a terminal: first sends each (width, height) on the
+/// resize channel, as kubectl does with the local terminal's size.
+pub async fn ws_exec_with(
+    url: &str,
+    resizes: &[(u16, u16)],
+    stdin: Option<Vec<u8>>,
+) -> anyhow::Result<ExecResult> {
+    let resizes: Vec<Vec<u8>> = resizes
+        .iter()
+        .map(|(w, h)| {
+            let mut m = vec![4u8];
+            m.extend_from_slice(format!("{{\"Width\":{w},\"Height\":{h}}}").as_bytes());
+            m
+        })
+        .collect();
     let conn = ws_connect(url, &["v5.channel.k8s.io"]).await?;
     anyhow::ensure!(
         conn.protocol == "v5.channel.k8s.io",
@@ -125,6 +143,11 @@ pub async fn ws_exec(url: &str, stdin: Option<Vec<u8>>) -> anyhow::Result<ExecRe
     );
     let WsConn { mut rd, mut wr, .. } = conn;
     let writer = tokio::spawn(async move {
+        for m in resizes {
+            if wr.send(Opcode::Binary, &m).await.is_err() {
+                return wr;
+            }
+        }
         if let Some(data) = stdin {
             for c in data.chunks(32 * 1024) {
                 let mut m = vec![0u8];

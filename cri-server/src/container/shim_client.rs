@@ -13,6 +13,15 @@ use tokio::io::AsyncBufReadExt;
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Where a task's stdio goes, as `crisp_api::StdioTarget` URIs or FIFO paths.
+#[derive(Debug, Default, Clone)]
+pub struct TaskStdio {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
 #[derive(Clone)]
 pub struct Shim {
     id: String,
@@ -122,12 +131,14 @@ impl Shim {
         })
     }
 
-    pub async fn create(&self, bundle: &Path, stdout: &str, stderr: &str) -> Result<u32> {
+    pub async fn create(&self, bundle: &Path, stdio: &TaskStdio) -> Result<u32> {
         let req = api::CreateTaskRequest {
             id: self.id.clone(),
             bundle: bundle.display().to_string(),
-            stdout: stdout.to_string(),
-            stderr: stderr.to_string(),
+            stdin: stdio.stdin.clone(),
+            stdout: stdio.stdout.clone(),
+            stderr: stdio.stderr.clone(),
+            terminal: stdio.terminal,
             ..Default::default()
         };
         let r = self
@@ -204,9 +215,7 @@ impl Shim {
         &self,
         exec_id: &str,
         process_json: Vec<u8>,
-        stdin: &str,
-        stdout: &str,
-        stderr: &str,
+        stdio: &TaskStdio,
     ) -> Result<()> {
         let mut any = containerd_shim_protos::protobuf::well_known_types::any::Any::new();
         any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
@@ -214,9 +223,10 @@ impl Shim {
         let req = api::ExecProcessRequest {
             id: self.id.clone(),
             exec_id: exec_id.to_string(),
-            stdin: stdin.to_string(),
-            stdout: stdout.to_string(),
-            stderr: stderr.to_string(),
+            stdin: stdio.stdin.clone(),
+            stdout: stdio.stdout.clone(),
+            stderr: stdio.stderr.clone(),
+            terminal: stdio.terminal,
             spec: containerd_shim_protos::protobuf::MessageField::some(any),
             ..Default::default()
         };
@@ -253,6 +263,22 @@ impl Shim {
             .await
             .map_err(|e| call_err(&self.id, "waiting for exec in", e))?;
         Ok(exit_of(r.exit_status, &r.exited_at))
+    }
+
+    /// Resizes the terminal of the init (`exec_id` empty) or of an exec.
+    pub async fn resize(&self, exec_id: &str, width: u16, height: u16) -> Result<()> {
+        let req = api::ResizePtyRequest {
+            id: self.id.clone(),
+            exec_id: exec_id.to_string(),
+            width: u32::from(width),
+            height: u32::from(height),
+            ..Default::default()
+        };
+        self.task
+            .resize_pty(ctx(Some(CALL_TIMEOUT)), &req)
+            .await
+            .map_err(|e| call_err(&self.id, "resizing the terminal of", e))?;
+        Ok(())
     }
 
     pub async fn kill_exec(&self, exec_id: &str, signal: u32) -> Result<()> {

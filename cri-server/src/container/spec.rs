@@ -355,6 +355,10 @@ fn environment(c: &ContainerConfig, image: &ImageConfig) -> Result<Vec<String>> 
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
         );
     }
+    // What containerd sets for a terminal, unless the image or the pod chose a TERM.
+    if c.tty && !env.iter().any(|(k, _)| k == "TERM") {
+        put(&mut env, "TERM", "TERM=xterm".into());
+    }
     Ok(env.into_iter().map(|(_, e)| e).collect())
 }
 

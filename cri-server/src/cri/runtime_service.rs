@@ -249,11 +249,6 @@ impl RuntimeService for Cri {
         if c.state != crate::container::ContainerState::Running {
             return Err(Error::FailedPrecondition(format!("container {id} is not running")).into());
         }
-        if req.tty {
-            return Err(Status::unimplemented(
-                "TTY exec is not supported by crisp yet; run without -t",
-            ));
-        }
         let url = self
             .runtime
             .streaming()?
@@ -266,11 +261,29 @@ impl RuntimeService for Cri {
     }
 
     async fn attach(&self, req: Request<cri::AttachRequest>) -> R<cri::AttachResponse> {
-        let id = req.into_inner().container_id;
-        self.runtime.container(&id)?;
-        Err(Status::unimplemented(format!(
-            "Attach to container {id} is not supported by crisp yet: its output is in the CRI log"
-        )))
+        let req = req.into_inner();
+        let _span = tracing::info_span!("Attach", container = %req.container_id).entered();
+        let id = self.runtime.resolve_container(&req.container_id)?;
+        let c = self.runtime.container(&id)?;
+        if c.state != crate::container::ContainerState::Running {
+            return Err(Error::FailedPrecondition(format!("container {id} is not running")).into());
+        }
+        if req.tty != c.config.tty {
+            return Err(Error::InvalidArgument(format!(
+                "attach: tty={} but container {id} was created with tty={}",
+                req.tty, c.config.tty
+            ))
+            .into());
+        }
+        let url = self
+            .runtime
+            .streaming()?
+            .get_attach(cri::AttachRequest {
+                container_id: id,
+                ..req
+            })
+            .map_err(streaming_err)?;
+        Ok(Response::new(cri::AttachResponse { url }))
     }
 
     async fn port_forward(

@@ -1,7 +1,7 @@
 //! Container operations.
 
 use super::{now_ns, ContainerEntry, Runtime};
-use crate::container::shim_client::{Exit, Shim};
+use crate::container::shim_client::{Exit, Shim, TaskStdio};
 use crate::container::spec::{self, SpecInput};
 use crate::container::{ContainerRecord, ContainerState};
 use crate::error::{Error, Result};
@@ -189,7 +189,20 @@ impl Runtime {
             None => StdioTarget::Null,
         }
         .to_uri();
-        let pid = shim.create(&dir.bundle(), &target, &target).await?;
+        let stdin = if rec.config.stdin {
+            StdioTarget::Attach {
+                once: rec.config.stdin_once,
+            }
+        } else {
+            StdioTarget::Null
+        };
+        let stdio = TaskStdio {
+            stdin: stdin.to_uri(),
+            stdout: target.clone(),
+            stderr: target,
+            terminal: rec.config.tty,
+        };
+        let pid = shim.create(&dir.bundle(), &stdio).await?;
         Ok((shim, pid))
     }
 

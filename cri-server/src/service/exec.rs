@@ -8,16 +8,28 @@
 //! read-only end, so it sees EOF as soon as crispd closes its end.
 
 use super::Runtime;
-use crate::container::shim_client::Shim;
+use crate::container::shim_client::{Shim, TaskStdio};
 use crate::container::ContainerState;
 use crate::error::{Error, Result};
+use crisp_streaming::TermSize;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::unix::pipe;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+
+/// The client side of a streaming exec.
+pub struct ExecStreams {
+    pub stdin: Option<Box<dyn AsyncRead + Send + Unpin>>,
+    pub stdout: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    /// Always `None` with a terminal: it merges stderr into stdout.
+    pub stderr: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+    /// Terminal size changes; only with a terminal.
+    pub resize: Option<mpsc::Receiver<TermSize>>,
+    pub tty: bool,
+}
 
 /// A chatty probe must not exhaust crispd's memory: output beyond this is read and dropped.
 /// Per stream, so that stdout and stderr together fit kubelet's 16 MiB gRPC message limit.
@@ -80,6 +92,15 @@ impl Drop for Fifos {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// An exec's stdio as crispd wires it.
+struct Plumbing {
+    stdin: Option<Box<dyn AsyncRead + Send + Unpin>>,
+    stdout: Option<Sink>,
+    stderr: Option<Sink>,
+    resize: Option<mpsc::Receiver<TermSize>>,
+    tty: bool,
 }
 
 /// Where an exec's output goes.
@@ -151,9 +172,13 @@ impl Runtime {
             .run_exec(
                 &id,
                 cmd,
-                None,
-                Some(Sink::Buffer(Vec::new())),
-                Some(Sink::Buffer(Vec::new())),
+                Plumbing {
+                    stdin: None,
+                    stdout: Some(Sink::Buffer(Vec::new())),
+                    stderr: Some(Sink::Buffer(Vec::new())),
+                    resize: None,
+                    tty: false,
+                },
                 (timeout_s > 0).then(|| Duration::from_secs(timeout_s as u64)),
             )
             .await
@@ -179,21 +204,17 @@ impl Runtime {
         self: &Arc<Self>,
         id: &str,
         cmd: Vec<String>,
-        stdin: Option<Box<dyn AsyncRead + Send + Unpin>>,
-        stdout: Option<Box<dyn AsyncWrite + Send + Unpin>>,
-        stderr: Option<Box<dyn AsyncWrite + Send + Unpin>>,
+        streams: ExecStreams,
     ) -> Result<i32> {
         let id = self.resolve_container(id)?;
-        let out = self
-            .run_exec(
-                &id,
-                cmd,
-                stdin,
-                stdout.map(Sink::Stream),
-                stderr.map(Sink::Stream),
-                None,
-            )
-            .await?;
+        let plumbing = Plumbing {
+            stdin: streams.stdin,
+            stdout: streams.stdout.map(Sink::Stream),
+            stderr: streams.stderr.filter(|_| !streams.tty).map(Sink::Stream),
+            resize: streams.resize,
+            tty: streams.tty,
+        };
+        let out = self.run_exec(&id, cmd, plumbing, None).await?;
         Ok(out.0)
     }
 
@@ -201,11 +222,16 @@ impl Runtime {
         self: &Arc<Self>,
         id: &str,
         cmd: Vec<String>,
-        stdin: Option<Box<dyn AsyncRead + Send + Unpin>>,
-        stdout: Option<Sink>,
-        stderr: Option<Sink>,
+        io: Plumbing,
         timeout: Option<Duration>,
     ) -> Result<(i32, Option<Sink>, Option<Sink>)> {
+        let Plumbing {
+            stdin,
+            stdout,
+            stderr,
+            resize,
+            tty,
+        } = io;
         if cmd.is_empty() {
             return Err(Error::InvalidArgument("exec: cmd must not be empty".into()));
         }
@@ -216,7 +242,7 @@ impl Runtime {
         }
         let shim = self.running_shim(id)?;
         let dir = self.shim_dir(id);
-        let spec = exec_spec(&dir.bundle(), cmd)
+        let spec = exec_spec(&dir.bundle(), cmd, tty)
             .map_err(|e| Error::internal(format!("exec in container {id}"), e))?;
         let exec_id = crate::ids::new_id()[..16].to_string();
         let mut fifos = Fifos::new(dir.path().join("exec"), &exec_id)?;
@@ -249,7 +275,13 @@ impl Runtime {
             None => None,
         };
 
-        let result = run(&shim, &exec_id, spec, &paths, timeout).await;
+        let stdio = TaskStdio {
+            stdin: std::mem::take(&mut paths[0]),
+            stdout: std::mem::take(&mut paths[1]),
+            stderr: std::mem::take(&mut paths[2]),
+            terminal: tty,
+        };
+        let result = run(&shim, &exec_id, spec, &stdio, resize, timeout).await;
         let _ = done_tx.send(true);
         if let Some(f) = feeder {
             f.abort();
@@ -271,7 +303,7 @@ impl Runtime {
         Ok((code, stdout, stderr))
     }
 
-    fn running_shim(&self, id: &str) -> Result<Shim> {
+    pub(super) fn running_shim(&self, id: &str) -> Result<Shim> {
         let objs = self.objects();
         let e = objs
             .containers
@@ -290,14 +322,22 @@ impl Runtime {
 }
 
 /// The container's own process spec (user, capabilities, env, cwd) with `cmd` as its args.
-fn exec_spec(bundle: &Path, cmd: Vec<String>) -> std::result::Result<Vec<u8>, String> {
+fn exec_spec(bundle: &Path, cmd: Vec<String>, tty: bool) -> std::result::Result<Vec<u8>, String> {
     let mut process = oci_spec::runtime::Spec::load(bundle.join("config.json"))
         .map_err(|e| e.to_string())?
         .process()
         .clone()
         .ok_or("the container has no process spec")?;
     process.set_args(Some(cmd));
-    process.set_terminal(Some(false));
+    process.set_terminal(Some(tty));
+    if tty {
+        // As containerd does for a terminal exec, unless the container chose its own.
+        let mut env = process.env().clone().unwrap_or_default();
+        if !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+            process.set_env(Some(env));
+        }
+    }
     serde_json::to_vec(&process).map_err(|e| e.to_string())
 }
 
@@ -305,22 +345,89 @@ async fn run(
     shim: &Shim,
     exec_id: &str,
     spec: Vec<u8>,
-    paths: &[String; 3],
+    stdio: &TaskStdio,
+    resize: Option<mpsc::Receiver<TermSize>>,
     timeout: Option<Duration>,
 ) -> Result<i32> {
-    shim.exec(exec_id, spec, &paths[0], &paths[1], &paths[2])
-        .await?;
+    shim.exec(exec_id, spec, stdio).await?;
     shim.start_exec(exec_id).await?;
+    let mut orphan_guard = KillOnDrop {
+        shim: Some(shim.clone()),
+        exec_id: exec_id.to_string(),
+    };
+    // Only now: the terminal exists once the process started (clients send a size at once).
+    let _resizer = resize.map(|sizes| {
+        AbortOnDrop(tokio::spawn(forward_resizes(
+            shim.clone(),
+            exec_id.to_string(),
+            sizes,
+        )))
+    });
     let wait = shim.wait_exec(exec_id);
     let Some(timeout) = timeout else {
-        return Ok(wait.await?.code);
+        let code = wait.await?.code;
+        orphan_guard.shim = None;
+        return Ok(code);
     };
-    match tokio::time::timeout(timeout, wait).await {
+    let result = match tokio::time::timeout(timeout, wait).await {
         Ok(exit) => Ok(exit?.code),
         Err(_) => {
             shim.kill_exec(exec_id, libc::SIGKILL as u32).await?;
             let _ = tokio::time::timeout(Duration::from_secs(10), shim.wait_exec(exec_id)).await;
             Err(Error::DeadlineExceeded("timed out".into()))
         }
+    };
+    orphan_guard.shim = None;
+    result
+}
+
+/// Kills an exec whose caller went away before it exited (the streaming client disconnected
+/// and the session dropped our future), as containerd does: nobody would read its output or
+/// delete its record otherwise.
+struct KillOnDrop {
+    /// `None` once the exec finished normally.
+    shim: Option<Shim>,
+    exec_id: String,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let Some(shim) = self.shim.take() else {
+            return;
+        };
+        let exec_id = std::mem::take(&mut self.exec_id);
+        tokio::spawn(async move {
+            tracing::info!(exec = %exec_id, "client left: killing its exec");
+            if let Err(e) = shim.kill_exec(&exec_id, libc::SIGKILL as u32).await {
+                tracing::warn!(exec = %exec_id, error = %e, "killing an abandoned exec");
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(10), shim.wait_exec(&exec_id)).await;
+            if let Err(e) = shim.delete_exec(&exec_id).await {
+                tracing::debug!(exec = %exec_id, error = %e, "deleting an abandoned exec");
+            }
+        });
+    }
+}
+
+/// Applies the client's terminal sizes to the process (`exec_id` empty: the container's init).
+pub(super) async fn forward_resizes(
+    shim: Shim,
+    exec_id: String,
+    mut sizes: mpsc::Receiver<TermSize>,
+) {
+    while let Some(TermSize { width, height }) = sizes.recv().await {
+        // Advisory: the process may have exited in the meantime.
+        if let Err(e) = shim.resize(&exec_id, width, height).await {
+            tracing::debug!(exec = %exec_id, error = %e, "terminal resize");
+        }
+    }
+}
+
+/// Stops a helper task when the call that started it returns, however it returns.
+pub(super) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

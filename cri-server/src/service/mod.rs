@@ -1,6 +1,7 @@
 //! The runtime's services: pods, containers and images as operations on typed records. The gRPC
 //! layer (`crate::cri`) is a thin translation on top of these.
 
+mod attach;
 mod containers;
 mod events;
 mod exec;

@@ -1,6 +1,8 @@
 //! The runtime side of the streaming server (crate `crisp-streaming`): exec and port-forward
-//! for `kubectl exec`/`crictl exec` and `kubectl port-forward`.
+//! for `kubectl exec`/`crictl exec`, attach for `kubectl attach`/`crictl attach`, and
+//! `kubectl port-forward`.
 
+use super::exec::ExecStreams;
 use super::Runtime;
 use crisp_streaming::ExecIo;
 use std::sync::{Arc, Weak};
@@ -27,21 +29,28 @@ impl crisp_streaming::Runtime for StreamRuntime {
         tty: bool,
         io: ExecIo,
     ) -> Result<i32, String> {
-        if tty {
-            return Err("TTY exec is not supported by crisp yet; run without -t".into());
-        }
         let rt = self.rt()?;
-        let span = tracing::info_span!("Exec", container = %container_id);
-        rt.exec_stream(container_id, cmd, io.stdin, io.stdout, io.stderr)
+        let span = tracing::info_span!("Exec", container = %container_id, tty);
+        let streams = ExecStreams {
+            stdin: io.stdin,
+            stdout: io.stdout,
+            stderr: io.stderr,
+            resize: io.resize,
+            tty,
+        };
+        rt.exec_stream(container_id, cmd, streams)
             .instrument(span)
             .await
             .map_err(|e| e.to_string())
     }
 
-    async fn attach(&self, container_id: &str, _tty: bool, _io: ExecIo) -> Result<(), String> {
-        Err(format!(
-            "attach to container {container_id} is not supported by crisp yet: its output is in the CRI log"
-        ))
+    async fn attach(&self, container_id: &str, tty: bool, io: ExecIo) -> Result<(), String> {
+        let rt = self.rt()?;
+        let span = tracing::info_span!("Attach", container = %container_id, tty);
+        rt.attach(container_id, io)
+            .instrument(span)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn port_forward(

@@ -77,7 +77,14 @@ where
         }
     }
 
-    let outcome = exec::run(rt, &spec, io).await;
+    // A client that leaves ends the call: the runtime stops an abandoned exec.
+    let outcome = tokio::select! {
+        o = exec::run(rt, &spec, io) => o,
+        _ = conn.closed() => {
+            tracing::debug!("exec client left");
+            return;
+        }
+    };
     let drained = async {
         for o in outputs {
             let _ = o.await;

@@ -56,7 +56,15 @@ where
         }
     }
 
-    let outcome = exec::run(rt, &spec, io).await;
+    // A client that leaves ends the call: the runtime stops an abandoned exec.
+    let mut gone = gone_rx.clone();
+    let outcome = tokio::select! {
+        o = exec::run(rt, &spec, io) => o,
+        _ = async { let _ = gone.wait_for(|g| *g).await; } => {
+            tracing::debug!("exec client left");
+            return;
+        }
+    };
     let drained = async {
         for o in outputs {
             let _ = o.await;

@@ -71,6 +71,14 @@ async fn echo(io: &mut ExecIo) -> usize {
     total
 }
 
+struct Ended<'a>(&'a Fake, String);
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        self.0.record(std::mem::take(&mut self.1));
+    }
+}
+
 #[async_trait::async_trait]
 impl Runtime for Fake {
     async fn exec(
@@ -82,6 +90,8 @@ impl Runtime for Fake {
     ) -> Result<i32, String> {
         self.record(format!("exec {container_id} {} tty={tty}", cmd.join(" ")));
         let arg = |i: usize| cmd.get(i).cloned().unwrap_or_default();
+        // Recorded however the call ends, including the server dropping it.
+        let _ended = Ended(self, format!("{}-ended", arg(0)));
         match arg(0).as_str() {
             // echo [code]: stdin → stdout, then exit with code.
             "echo" => {
