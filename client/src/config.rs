@@ -1,13 +1,25 @@
 use std::path::Path;
 
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ImageSpec, LinuxPodSandboxConfig, PodSandboxConfig,
-    PodSandboxMetadata,
+    ContainerConfig, ContainerMetadata, ImageSpec, LinuxContainerConfig,
+    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
 };
 
+/// What kubelet sends for a pod without `shareProcessNamespace` or host namespaces: the CRI's
+/// own default for pid is POD (one namespace for the whole pod, with a pause process).
+fn kubelet_namespaces() -> NamespaceOption {
+    NamespaceOption {
+        pid: NamespaceMode::Container as i32,
+        network: NamespaceMode::Pod as i32,
+        ipc: NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
 /// A minimal pod the way kubelet would describe it: metadata, hostname equal
-/// to the pod name, a log directory, and an empty cgroup parent so the runtime
-/// uses its own default.
+/// to the pod name, a log directory, kubelet's namespace modes, and an empty
+/// cgroup parent so the runtime uses its own default.
 pub fn pod_config(name: &str, namespace: &str, uid: &str, log_dir: &Path) -> PodSandboxConfig {
     PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
@@ -18,7 +30,13 @@ pub fn pod_config(name: &str, namespace: &str, uid: &str, log_dir: &Path) -> Pod
         }),
         hostname: name.to_string(),
         log_directory: log_dir.display().to_string(),
-        linux: Some(LinuxPodSandboxConfig::default()),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(kubelet_namespaces()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -42,6 +60,13 @@ pub fn container_config(
         }),
         command: command.iter().map(|s| s.to_string()).collect(),
         log_path: log_path.to_string(),
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(kubelet_namespaces()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

@@ -79,6 +79,16 @@ impl Attachers {
         self.lock().stdin = Some(sink);
     }
 
+    /// CloseIO: the container's stdin reads EOF from now on.
+    pub fn close_stdin(&self) {
+        if let Some(s) = &mut self.lock().stdin {
+            if s.terminal {
+                s.write(b"\x04");
+            }
+            s.file = None;
+        }
+    }
+
     /// Hands `data` to every client; those whose queue is full or gone are dropped.
     pub fn broadcast(&self, stream: Stream, data: &[u8]) {
         let mut st = self.lock();

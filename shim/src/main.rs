@@ -17,6 +17,7 @@ mod console;
 mod cri_log;
 mod helper;
 mod oom;
+mod pause;
 mod reaper;
 mod run;
 mod serve;
@@ -33,7 +34,8 @@ mod task;
         Task API (ttrpc) on --socket, writing the container's CRI log and keeping its \
         exit status in <dir>/exit.json so it survives crispd restarts.\n\
         `run` runs an OCI bundle in the foreground, like `runc run`, and exits with the \
-        container's exit code: handy for testing without crispd."
+        container's exit code: handy for testing without crispd.\n\
+        `pause` is the init of a pod's shared PID namespace (crispd starts it)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -66,6 +68,9 @@ enum Command {
         #[arg(long)]
         root: Option<PathBuf>,
     },
+    /// Be PID 1 of a new PID namespace for a pod whose containers share one (run by crispd
+    /// with CLONE_NEWPID unshared); prints that process's pid and exits.
+    Pause,
     /// Internal: one libcontainer operation in a single-threaded process.
     #[command(name = "__runtime", hide = true)]
     Runtime {
@@ -79,6 +84,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Runtime { op } => helper::run_op(op),
+        Command::Pause => pause::run(),
         Command::Serve { id, dir, socket } => report(serve::serve(&id, &dir, &socket)),
         Command::Run { bundle, id, root } => match run::run(&bundle, id, root) {
             Ok(code) => code,

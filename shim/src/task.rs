@@ -737,6 +737,15 @@ impl Task for TaskService {
         Ok(api::Empty::new())
     }
 
+    fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> ttrpc::Result<api::Empty> {
+        self.with_container(&req.id, |_| Ok(()))?;
+        // An exec's stdin is the caller's FIFO: closing its end is the caller's business.
+        if req.exec_id.is_empty() && req.stdin {
+            self.inner.attach.close_stdin();
+        }
+        Ok(api::Empty::new())
+    }
+
     fn connect(
         &self,
         _ctx: &TtrpcContext,

@@ -50,7 +50,7 @@ pub use bins::{bin_path, repo_root, target_dir};
 pub use cri_log::{parse_cri_log, parse_cri_log_line, validate_cri_log_line, CriLogLine};
 pub use crispd::Crispd;
 pub use image::busybox_layout;
-pub use pod::{expect_code, TestPod, BUSYBOX};
+pub use pod::{expect_code, sh, with_sc, TestPod, BUSYBOX};
 pub use privileges::require_root;
 pub use procs::process_alive;
 pub use wait::{wait_for_file, wait_until};

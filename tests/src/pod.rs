@@ -118,3 +118,33 @@ pub fn expect_code<T: std::fmt::Debug>(
         Err(status) => bail!("{what}: expected {code:?}, got {status}"),
     }
 }
+
+/// Runs `script` with `sh -c` in the container (ExecSync, 10 s timeout); returns the exit code
+/// and stdout followed by stderr.
+pub async fn sh(client: &mut CriClient, id: &str, script: &str) -> anyhow::Result<(i32, String)> {
+    let r = client
+        .runtime
+        .exec_sync(crisp_client::cri::ExecSyncRequest {
+            container_id: id.to_string(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: 10,
+        })
+        .await?
+        .into_inner();
+    Ok((
+        r.exit_code,
+        String::from_utf8_lossy(&r.stdout).to_string() + &String::from_utf8_lossy(&r.stderr),
+    ))
+}
+
+/// `c` with its Linux security context replaced by `sc`.
+pub fn with_sc(
+    mut c: ContainerConfig,
+    sc: crisp_client::cri::LinuxContainerSecurityContext,
+) -> ContainerConfig {
+    c.linux = Some(crisp_client::cri::LinuxContainerConfig {
+        security_context: Some(sc),
+        ..Default::default()
+    });
+    c
+}

@@ -3,10 +3,10 @@
 //! bad input that must fail cleanly.
 
 use crisp_tests::cri::{
-    Capability, ContainerConfig, ExecSyncRequest, Int64Value, LinuxContainerConfig,
-    LinuxContainerSecurityContext, Mount, NamespaceMode, NamespaceOption, SecurityProfile,
+    Capability, Int64Value, LinuxContainerSecurityContext, Mount, NamespaceMode, NamespaceOption,
+    SecurityProfile,
 };
-use crisp_tests::{require_root, CriClient, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{require_root, sh, with_sc, Crispd, TestPod, BUSYBOX};
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,30 +16,6 @@ async fn security() {
     }
     let crispd = Crispd::start().await.expect("starting crispd");
     crispd.expect_ok(check(&crispd).await);
-}
-
-async fn sh(client: &mut CriClient, id: &str, script: &str) -> anyhow::Result<(i32, String)> {
-    let r = client
-        .runtime
-        .exec_sync(ExecSyncRequest {
-            container_id: id.to_string(),
-            cmd: vec!["sh".into(), "-c".into(), script.into()],
-            timeout: 10,
-        })
-        .await?
-        .into_inner();
-    Ok((
-        r.exit_code,
-        String::from_utf8_lossy(&r.stdout).to_string() + &String::from_utf8_lossy(&r.stderr),
-    ))
-}
-
-fn with_sc(mut c: ContainerConfig, sc: LinuxContainerSecurityContext) -> ContainerConfig {
-    c.linux = Some(LinuxContainerConfig {
-        security_context: Some(sc),
-        ..Default::default()
-    });
-    c
 }
 
 fn status_line(status: &str, key: &str) -> String {

@@ -22,6 +22,8 @@ pub struct SpecInput<'a> {
     /// The mounted rootfs, to resolve users through the image's own files.
     pub rootfs: &'a Path,
     pub cgroups_path: String,
+    /// pid mode TARGET: the target container's PID namespace.
+    pub target_pidns: Option<PathBuf>,
 }
 
 /// Docker's default capability set, which containerd and CRI-O also grant.
@@ -194,10 +196,27 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         .as_ref()
         .map(|n| n.pid)
         .unwrap_or_default();
-    // NamespaceMode::Node (2) shares the host's PID namespace; the others get a fresh one until
-    // pod-shared PID namespaces land with the containers issue.
-    if pid_mode != k8s_cri::v1::NamespaceMode::Node as i32 {
-        namespaces.push(ns(LinuxNamespaceType::Pid, None)?);
+    match k8s_cri::v1::NamespaceMode::try_from(pid_mode) {
+        Ok(k8s_cri::v1::NamespaceMode::Node) => {}
+        // POD is the CRI's default (kubelet always says CONTAINER unless the pod shares its
+        // process namespace); in a pod made without a shared one, that means a private one.
+        Ok(k8s_cri::v1::NamespaceMode::Pod) => {
+            namespaces.push(ns(LinuxNamespaceType::Pid, input.pod.pidns.clone())?);
+        }
+        Ok(k8s_cri::v1::NamespaceMode::Target) => {
+            let target = input.target_pidns.clone().ok_or_else(|| {
+                Error::InvalidArgument("pid namespace mode TARGET without a target".into())
+            })?;
+            namespaces.push(ns(LinuxNamespaceType::Pid, Some(target))?);
+        }
+        Ok(k8s_cri::v1::NamespaceMode::Container) => {
+            namespaces.push(ns(LinuxNamespaceType::Pid, None)?);
+        }
+        Err(_) => {
+            return Err(Error::InvalidArgument(format!(
+                "unknown pid namespace mode {pid_mode}"
+            )))
+        }
     }
     for (typ, path) in [
         (LinuxNamespaceType::Network, &input.pod.netns),
@@ -504,11 +523,26 @@ fn mounts(c: &ContainerConfig, pod: &SandboxRecord, readonly_rootfs: bool) -> Re
             Ok(MountPropagation::PropagationBidirectional) => "rshared",
             _ => "rprivate",
         };
-        out.push(bind(
-            host,
-            &m.container_path,
-            &["rbind", propagation, if m.readonly { "ro" } else { "rw" }],
-        )?);
+        let mut options = vec!["rbind", propagation, if m.readonly { "ro" } else { "rw" }];
+        if m.recursive_read_only {
+            // The CRI's rules: recursive read-only only on top of read-only, and only with private
+            // propagation (a submount arriving later through propagation would be writable).
+            if !m.readonly {
+                return Err(Error::InvalidArgument(format!(
+                    "mount {}: recursive_read_only needs readonly to be set too",
+                    m.container_path
+                )));
+            }
+            if m.propagation != MountPropagation::PropagationPrivate as i32 {
+                return Err(Error::InvalidArgument(format!(
+                    "mount {}: recursive_read_only needs private propagation",
+                    m.container_path
+                )));
+            }
+            // libcontainer applies it with mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY).
+            options.push("rro");
+        }
+        out.push(bind(host, &m.container_path, &options)?);
     }
     Ok(out)
 }

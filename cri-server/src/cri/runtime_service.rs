@@ -381,10 +381,17 @@ impl RuntimeService for Cri {
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),
             info: Default::default(),
-            runtime_handlers: vec![cri::RuntimeHandler {
-                name: String::new(),
-                features: Some(cri::RuntimeHandlerFeatures::default()),
-            }],
+            // The default handler and the names RunPodSandbox accepts for it; all the same.
+            runtime_handlers: ["", "crisp", "runc"]
+                .into_iter()
+                .map(|name| cri::RuntimeHandler {
+                    name: name.to_string(),
+                    features: Some(cri::RuntimeHandlerFeatures {
+                        recursive_read_only_mounts: true,
+                        user_namespaces: false,
+                    }),
+                })
+                .collect(),
             features: Some(cri::RuntimeFeatures::default()),
         }))
     }

@@ -4,6 +4,7 @@
 pub mod files;
 pub mod namespaces;
 pub mod network;
+pub mod pause;
 pub mod record;
 
 pub use record::{SandboxRecord, SandboxState};

@@ -22,11 +22,17 @@ pub struct Pinned {
     pub net: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    /// Only with a pause process (see `pause`).
+    pub pid: Option<PathBuf>,
 }
 
 impl Pinned {
     pub fn paths(&self) -> impl Iterator<Item = &PathBuf> {
-        self.net.iter().chain(&self.ipc).chain(&self.uts)
+        self.net
+            .iter()
+            .chain(&self.ipc)
+            .chain(&self.uts)
+            .chain(&self.pid)
     }
 }
 
@@ -90,12 +96,22 @@ fn create_on_this_thread(ns_dir: &Path, want: Wanted, hostname: &str) -> Result<
 }
 
 fn pin(ns_dir: &Path, name: &str) -> Result<PathBuf> {
+    pin_from(ns_dir, name, &format!("/proc/thread-self/ns/{name}"))
+}
+
+/// Pins namespace `name` of process `pid` (the pod's pause, for its PID namespace).
+pub fn pin_of_process(ns_dir: &Path, name: &str, pid: u32) -> Result<PathBuf> {
+    pin_from(ns_dir, name, &format!("/proc/{pid}/ns/{name}"))
+}
+
+fn pin_from(ns_dir: &Path, name: &str, source: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(ns_dir)
+        .map_err(|e| Error::internal(format!("creating {}", ns_dir.display()), e))?;
     let target = ns_dir.join(name);
     std::fs::File::create(&target)
         .map_err(|e| Error::internal(format!("creating {}", target.display()), e))?;
-    let source = format!("/proc/thread-self/ns/{name}");
     mount(
-        Some(source.as_str()),
+        Some(source),
         &target,
         None::<&str>,
         MsFlags::MS_BIND,

@@ -45,6 +45,11 @@ pub struct SandboxRecord {
     pub netns: Option<PathBuf>,
     pub ipcns: Option<PathBuf>,
     pub utsns: Option<PathBuf>,
+    /// The shared PID namespace's pin and its pause process (pid mode POD only).
+    #[serde(default)]
+    pub pidns: Option<PathBuf>,
+    #[serde(default)]
+    pub pause_pid: u32,
     /// cgroupfs path the pod's containers go under.
     pub cgroup_parent: String,
     /// Whether crisp created that cgroup (and so removes it), or kubelet did.

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::ids;
 use crate::pod::SandboxState;
 use crisp_api::{ShimDir, StdioTarget};
-use k8s_cri::v1::{ContainerConfig, ContainerEventType, ContainerFilter};
+use k8s_cri::v1::{ContainerConfig, ContainerEventType, ContainerFilter, NamespaceMode};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,6 +144,7 @@ impl Runtime {
         let (config, pod2, image_config) = (rec.config.clone(), pod.clone(), image.config.clone());
         let cgroups_path = format!("{}/{}", pod.cgroup_parent.trim_end_matches('/'), rec.id);
         let log_path = rec.log_path.clone();
+        let target_pidns = self.target_pid_namespace(&rec.config, &pod.id)?;
         tokio::task::spawn_blocking(move || -> Result<()> {
             std::fs::create_dir_all(&rootfs)
                 .map_err(|e| Error::internal(format!("creating {}", rootfs.display()), e))?;
@@ -164,6 +165,7 @@ impl Runtime {
                 image: &image_config,
                 rootfs: &rootfs,
                 cgroups_path,
+                target_pidns,
             })?;
             spec.save(bundle.join("config.json"))
                 .map_err(|e| Error::internal(format!("writing the bundle of {id}"), e))?;
@@ -204,6 +206,48 @@ impl Runtime {
         };
         let pid = shim.create(&dir.bundle(), &stdio).await?;
         Ok((shim, pid))
+    }
+
+    /// For pid mode TARGET: the PID namespace of the named container, which must be running
+    /// in the same pod (as for an ephemeral debug container).
+    fn target_pid_namespace(
+        &self,
+        config: &ContainerConfig,
+        pod_id: &str,
+    ) -> Result<Option<PathBuf>> {
+        let Some(opts) = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.as_ref())
+            .filter(|n| n.pid == NamespaceMode::Target as i32)
+        else {
+            return Ok(None);
+        };
+        if opts.target_id.is_empty() {
+            return Err(Error::InvalidArgument(
+                "pid namespace mode TARGET needs a target_id".into(),
+            ));
+        }
+        let target = self.resolve_container(&opts.target_id)?;
+        let objs = self.objects();
+        let t = objs
+            .containers
+            .get(&target)
+            .ok_or_else(|| Error::NotFound(format!("target container {target} not found")))?;
+        if t.rec.pod_id != pod_id {
+            return Err(Error::InvalidArgument(format!(
+                "target container {target} belongs to pod {}, not {pod_id}",
+                t.rec.pod_id
+            )));
+        }
+        if t.rec.state != ContainerState::Running || t.rec.pid == 0 {
+            return Err(Error::FailedPrecondition(format!(
+                "target container {target} is not running ({:?})",
+                t.rec.state
+            )));
+        }
+        Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", t.rec.pid))))
     }
 
     pub fn resolve_container(&self, id: &str) -> Result<String> {

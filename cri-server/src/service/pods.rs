@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::ids;
 use crate::pod::namespaces::{self, Pinned, Wanted};
 use crate::pod::network;
+use crate::pod::pause;
 use crate::pod::{files, SandboxRecord, SandboxState};
 use k8s_cri::v1::{ContainerEventType, NamespaceMode, PodSandboxConfig, PodSandboxFilter};
 use std::sync::Arc;
@@ -87,6 +88,8 @@ impl Runtime {
             netns: None,
             ipcns: None,
             utsns: None,
+            pidns: None,
+            pause_pid: 0,
             cgroup_parent,
             owns_cgroup,
             ips: Vec::new(),
@@ -115,13 +118,27 @@ impl Runtime {
             ipc: !host_ipc,
             uts: !host_net,
         };
+        let shared_pid = ns_opts.pid == NamespaceMode::Pod as i32;
         let me = self.clone();
         let (pod_id, pod_config) = (id.clone(), config.clone());
-        let made = tokio::task::spawn_blocking(move || -> Result<(Pinned, Vec<String>)> {
+        let made = tokio::task::spawn_blocking(move || -> Result<(Pinned, u32, Vec<String>)> {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::internal(format!("creating {}", dir.display()), e))?;
             files::write(&dir, &hostname, dns.as_ref())?;
-            let pinned = namespaces::create(&dir, want, hostname)?;
+            let mut pinned = namespaces::create(&dir, want, hostname)?;
+            let mut pause_pid = 0;
+            if shared_pid {
+                match pause::start(&me.shim_binary, &dir) {
+                    Ok(p) => {
+                        pinned.pid = Some(p.pin);
+                        pause_pid = p.pid;
+                    }
+                    Err(e) => {
+                        namespaces::remove(&pinned);
+                        return Err(e);
+                    }
+                }
+            }
             let ips = match &pinned.net {
                 Some(netns) => {
                     me.network
@@ -130,8 +147,11 @@ impl Runtime {
                 None => Ok(Vec::new()),
             };
             match ips {
-                Ok(ips) => Ok((pinned, ips)),
+                Ok(ips) => Ok((pinned, pause_pid, ips)),
                 Err(e) => {
+                    if let Some(pin) = &pinned.pid {
+                        pause::stop(pin, pause_pid);
+                    }
                     namespaces::remove(&pinned);
                     Err(e)
                 }
@@ -141,11 +161,13 @@ impl Runtime {
         .map_err(|e| Error::internal("pod setup task", e))
         .and_then(|r| r);
         match made {
-            Ok((pinned, ips)) => {
+            Ok((pinned, pause_pid, ips)) => {
                 rec.ips = ips;
                 rec.netns = pinned.net;
                 rec.ipcns = pinned.ipc;
                 rec.utsns = pinned.uts;
+                rec.pidns = pinned.pid;
+                rec.pause_pid = pause_pid;
                 rec.state = rec.state.transition(SandboxState::Ready)?;
                 self.pod_store.save(&id, &rec)?;
                 self.objects().pods.insert(id.clone(), rec);
@@ -169,10 +191,15 @@ impl Runtime {
         if rec.state != SandboxState::NotReady {
             self.detach_network(rec);
         }
+        pause::stop(
+            &rec.pidns.clone().unwrap_or_else(|| rec.dir.join("ns/pid")),
+            rec.pause_pid,
+        );
         namespaces::remove(&Pinned {
             net: rec.netns.clone().or_else(|| Some(rec.dir.join("ns/net"))),
             ipc: rec.ipcns.clone().or_else(|| Some(rec.dir.join("ns/ipc"))),
             uts: rec.utsns.clone().or_else(|| Some(rec.dir.join("ns/uts"))),
+            pid: None,
         });
         if let Err(e) = std::fs::remove_dir_all(&rec.dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -237,9 +264,15 @@ impl Runtime {
             tokio::task::spawn_blocking(move || me.detach_network(&r))
                 .await
                 .map_err(|e| Error::internal("network teardown task", e))?;
+            if let Some(pin) = &rec.pidns {
+                // Ends whatever the containers left in the shared PID namespace.
+                pause::stop(pin, rec.pause_pid);
+            }
             if let Some(rec) = self.objects().pods.get_mut(&id) {
                 rec.state = rec.state.transition(SandboxState::NotReady)?;
                 rec.ips.clear();
+                rec.pidns = None;
+                rec.pause_pid = 0;
                 self.pod_store.save(&id, rec)?;
             }
             self.publish(&id, &id, ContainerEventType::ContainerStoppedEvent);

@@ -1,0 +1,83 @@
+//! The pause process of a pod whose containers share a PID namespace (`shareProcessNamespace`,
+//! CRI `NamespaceMode::POD` for pid).
+//!
+//! Unlike the network, IPC and UTS namespaces (pinned without any process, see `namespaces`), a
+//! PID namespace needs a live init: `crisp-shim pause` is started with `CLONE_NEWPID` unshared
+//! and leaves a child that is PID 1 there (and outlives crispd, like the shims). Its namespace is
+//! pinned at `<pod dir>/ns/pid`; containers join it through the pin, so a dead pause makes their
+//! creation fail instead of joining some other namespace.
+
+use super::namespaces;
+use crate::error::{Error, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub struct Pause {
+    pub pid: u32,
+    /// The pinned PID namespace.
+    pub pin: PathBuf,
+}
+
+/// Starts the pause of the pod whose directory is `dir`.
+pub fn start(shim: &Path, dir: &Path) -> Result<Pause> {
+    let mut cmd = Command::new(shim);
+    cmd.arg("pause")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: runs in the forked child before exec and only calls unshare(2), which is
+    // async-signal-safe and allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID).map_err(std::io::Error::from)
+        });
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| Error::internal(format!("starting {} pause", shim.display()), e))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pid: u32 = match text.trim().parse() {
+        Ok(pid) if out.status.success() => pid,
+        _ => {
+            return Err(Error::Internal(format!(
+                "the pod's pause process did not start: {} {}",
+                text.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    };
+    match namespaces::pin_of_process(&dir.join("ns"), "pid", pid) {
+        Ok(pin) => Ok(Pause { pid, pin }),
+        Err(e) => {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            Err(e)
+        }
+    }
+}
+
+/// Kills the pause (and with it every process left in the pod's PID namespace) and unpins the
+/// namespace. The pid is only signalled while it still runs in the pinned namespace: after a
+/// reboot or a crash it may belong to someone else. Idempotent.
+pub fn stop(pin: &Path, pid: u32) {
+    if pid > 0 && same_namespace(pin, pid) {
+        if let Err(e) = kill(Pid::from_raw(pid as i32), Signal::SIGKILL) {
+            tracing::warn!(pid, error = %e, "killing the pod's pause");
+        }
+    }
+    namespaces::remove(&namespaces::Pinned {
+        pid: Some(pin.to_path_buf()),
+        ..Default::default()
+    });
+}
+
+fn same_namespace(pin: &Path, pid: u32) -> bool {
+    let ino = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    match (ino(pin), ino(Path::new(&format!("/proc/{pid}/ns/pid")))) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}

@@ -1,0 +1,112 @@
+//! Shared PID namespaces: a pod with pid mode POD (`shareProcessNamespace`) gets a pause
+//! process as PID 1 and its containers see each other's processes; pid mode TARGET (ephemeral
+//! debug containers) joins one container's namespace; stopping the pod ends the pause and
+//! everything left in the namespace.
+
+use crisp_tests::cri::{
+    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    NamespaceMode, NamespaceOption,
+};
+use crisp_tests::{process_alive, require_root, sh, with_sc, Crispd, TestPod, BUSYBOX};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pid_namespaces() {
+    if !require_root() {
+        return;
+    }
+    let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(check(&crispd).await);
+}
+
+fn pid_mode(mode: NamespaceMode, target: &str) -> LinuxContainerSecurityContext {
+    LinuxContainerSecurityContext {
+        namespace_options: Some(NamespaceOption {
+            pid: mode as i32,
+            target_id: target.to_string(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn check(crispd: &Crispd) -> anyhow::Result<()> {
+    let mut client = crispd.client().await?;
+    client.pull(BUSYBOX).await?;
+
+    let mut config = TestPod::new_config(crispd, "sharedpid")?;
+    config.linux = Some(LinuxPodSandboxConfig {
+        security_context: Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                pid: NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod = TestPod::run(&mut client, config).await?;
+    let shared = |name: &str, cmd: &[&str]| -> anyhow::Result<_> {
+        Ok(with_sc(
+            pod.container(name, cmd)?,
+            pid_mode(NamespaceMode::Pod, ""),
+        ))
+    };
+    let a = pod
+        .create(&mut client, shared("a", &["sleep", "4343"])?)
+        .await?;
+    client.start_container(&a).await?;
+    let b = pod
+        .create(&mut client, shared("b", &["sleep", "3600"])?)
+        .await?;
+    client.start_container(&b).await?;
+
+    // PID 1 is the pod's pause, and b sees a's process.
+    let (_, init) = sh(&mut client, &b, "tr '\\0' ' ' < /proc/1/cmdline").await?;
+    assert!(init.contains("pause"), "PID 1 of the pod is {init:?}");
+    let (_, ps) = sh(&mut client, &b, "ps -o args").await?;
+    assert!(ps.contains("sleep 4343"), "b does not see a: {ps}");
+
+    // TARGET: a debug container in a's namespace sees a's process too.
+    let lone = pod
+        .start_container(&mut client, "lone", &["sleep", "4444"])
+        .await?;
+    let debug = with_sc(
+        pod.container("debug", &["sleep", "3600"])?,
+        pid_mode(NamespaceMode::Target, &lone),
+    );
+    let debug = pod.create(&mut client, debug).await?;
+    client.start_container(&debug).await?;
+    let (_, ps) = sh(&mut client, &debug, "ps -o args").await?;
+    assert!(
+        ps.contains("sleep 4444"),
+        "debug does not see its target: {ps}"
+    );
+    assert!(
+        !ps.contains("sleep 4343"),
+        "debug sees another namespace: {ps}"
+    );
+
+    // A target that does not exist is refused.
+    let bad = with_sc(
+        pod.container("badtarget", &["true"])?,
+        pid_mode(NamespaceMode::Target, "no-such-container"),
+    );
+    let e = pod.create(&mut client, bad).await.expect_err("bad target");
+    assert!(e.to_string().contains("no-such-container"), "{e}");
+
+    // The pause is a host process until the pod stops; stopping kills it.
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(
+        crispd.root().join("pods").join(format!("{}.json", pod.id)),
+    )?)?;
+    let pause = record["pause_pid"].as_i64().unwrap_or_default() as i32;
+    assert!(pause > 0 && process_alive(pause), "record: {record}");
+    client.stop_and_remove_pod(&pod.id).await?;
+    crisp_tests::wait_until(
+        "the pause to exit",
+        std::time::Duration::from_secs(10),
+        || (!process_alive(pause)).then_some(()),
+    )
+    .await?;
+    crispd.assert_no_leaks();
+    Ok(())
+}
