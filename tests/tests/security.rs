@@ -71,9 +71,16 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     assert_ne!(code, 0);
     assert!(out.contains("Read-only file system"), "{out}");
     // The container's own process (PID 1 of its namespace) runs with no_new_privs and the
-    // filter. (Exec'd processes get no filter yet: youki's tenant path drops the spec's
-    // seccomp; see the containers issue.) Non-root, it has no effective capabilities even with
-    // NET_BIND_SERVICE added, exactly as under containerd (no ambient capabilities).
+    // filter, and so does an exec'd one (the vendored libcontainer's tenant fix). Non-root, it
+    // has no effective capabilities even with NET_BIND_SERVICE added, exactly as under
+    // containerd (no ambient capabilities).
+    let (_, own) = sh(&mut client, &id, "cat /proc/self/status").await?;
+    assert_eq!(status_line(&own, "Seccomp:"), "2", "exec'd process: {own}");
+    assert_eq!(
+        status_line(&own, "NoNewPrivs:"),
+        "1",
+        "exec'd process: {own}"
+    );
     let (_, status) = sh(&mut client, &id, "cat /proc/1/status").await?;
     assert_eq!(status_line(&status, "NoNewPrivs:"), "1", "{status}");
     assert_eq!(status_line(&status, "Seccomp:"), "2", "{status}");
