@@ -6,7 +6,7 @@
 //! Drop guards remove all of it even when a test fails.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -651,6 +651,81 @@ fn host_port_reaches_the_pod_on_localhost() {
     rt.del(&p).unwrap();
     assert_eq!(TestNet::rules_with(&id), Vec::<String>::new());
     assert!(fetch((lo, hp)).is_err(), "hostPort still answers after DEL");
+}
+
+/// A UDP echo server inside `ns` on a thread that entered the namespace.
+fn echo_udp_in(ns: &Netns, port: u16) {
+    let path = ns.path();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let s = UdpSocket::bind(("0.0.0.0", port)).unwrap();
+        tx.send(()).unwrap();
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], peer);
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+}
+
+/// Sends a datagram to `addr` and waits for its echo (a few tries: UDP may drop one).
+fn udp_round_trip(addr: (IpAddr, u16)) -> Option<String> {
+    let s = UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    let mut buf = [0u8; 64];
+    for _ in 0..6 {
+        s.send_to(b"ping-udp", addr).ok()?;
+        if let Ok((n, _)) = s.recv_from(&mut buf) {
+            return Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    None
+}
+
+#[test]
+fn udp_host_port_reaches_the_pod() {
+    need_root!();
+    let net = TestNet::new();
+    net.write_conf("10-test.conflist", &net.crisp_conflist());
+    let rt = net.runtime(vec![net.bin_dir()]);
+    let ns = Netns::new();
+    let id = pod_id();
+    let mut p = pod(&id, &ns);
+    let (hp, hp_local) = (free_port(), free_port());
+    p.port_mappings = vec![
+        PortMapping {
+            host_port: hp,
+            container_port: 5353,
+            protocol: "UDP".into(),
+            host_ip: String::new(),
+        },
+        PortMapping {
+            host_port: hp_local,
+            container_port: 5353,
+            protocol: "udp".into(),
+            host_ip: "127.0.0.1".into(),
+        },
+    ];
+    rt.add(&p).unwrap();
+    echo_udp_in(&ns, 5353);
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    assert_eq!(udp_round_trip((lo, hp)).as_deref(), Some("ping-udp"));
+    assert_eq!(udp_round_trip((lo, hp_local)).as_deref(), Some("ping-udp"));
+    assert_eq!(
+        udp_round_trip((IpAddr::V4(net.gateway()), hp)).as_deref(),
+        Some("ping-udp")
+    );
+    let rules = TestNet::rules_with(&id);
+    assert!(
+        rules
+            .iter()
+            .any(|r| r.contains("-p udp") && r.contains(&format!("--dport {hp}"))),
+        "{rules:#?}"
+    );
+    rt.del(&p).unwrap();
+    assert_eq!(TestNet::rules_with(&id), Vec::<String>::new());
 }
 
 #[test]

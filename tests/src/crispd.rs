@@ -38,6 +38,11 @@ pub struct Crispd {
 impl Crispd {
     /// Prepares a fresh instance (busybox in its import dir) and starts crispd.
     pub async fn start() -> anyhow::Result<Crispd> {
+        Self::start_with(crate::network::Plugins::CrispBridge).await
+    }
+
+    /// [`Crispd::start`] with the pod network served by `plugins`.
+    pub async fn start_with(plugins: crate::network::Plugins) -> anyhow::Result<Crispd> {
         let layout = tokio::task::spawn_blocking(busybox_layout)
             .await
             .unwrap_or_else(|join_error| match join_error.try_into_panic() {
@@ -76,11 +81,13 @@ impl Crispd {
             &crispd.id,
             &conf_dir,
             &crispd.dir.join("ipam"),
+            plugins,
         )?);
         let config = format!(
-            "cgroup_parent = \"{}\"\n[cni]\nconf_dir = \"{}\"\nbin_dirs = []\n",
+            "cgroup_parent = \"{}\"\n[cni]\nconf_dir = \"{}\"\nbin_dirs = {:?}\n",
             crispd.cgroup_parent(),
-            conf_dir.display()
+            conf_dir.display(),
+            plugins.bin_dirs()
         );
         fs::write(crispd.config_path(), config).context("writing config.toml")?;
 

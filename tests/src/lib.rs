@@ -57,5 +57,5 @@ pub use wait::{wait_for_file, wait_until};
 
 pub use crisp_client::{container_config, cri, pod_config, CriClient};
 
-pub use network::TestNetwork;
+pub use network::{Plugins, TestNetwork};
 pub use stream_client::{ws_connect, ws_exec, ws_exec_with, ExecResult, WsConn};

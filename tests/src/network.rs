@@ -10,6 +10,25 @@ use anyhow::Context;
 /// Where /24 claims live; one file per claimed third octet of 10.89.0.0/16.
 const CLAIMS: &str = "/run/crisp-test-subnets";
 
+/// Which CNI plugins the test network uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plugins {
+    /// crisp's own `crisp-bridge` (IPAM and hostPorts built in).
+    CrispBridge,
+    /// Debian's containernetworking-plugins: bridge + host-local + portmap, from /usr/lib/cni.
+    Reference,
+}
+
+impl Plugins {
+    /// Where crispd looks for the plugins (crispd always adds its own binaries' directory).
+    pub fn bin_dirs(self) -> Vec<&'static str> {
+        match self {
+            Plugins::CrispBridge => Vec::new(),
+            Plugins::Reference => vec!["/usr/lib/cni"],
+        }
+    }
+}
+
 pub struct TestNetwork {
     pub octet: u8,
     pub bridge: String,
@@ -18,7 +37,12 @@ pub struct TestNetwork {
 
 impl TestNetwork {
     /// Claims a free 10.89.<n>.0/24 and writes a conflist for it into `conf_dir`.
-    pub fn claim(id: &str, conf_dir: &Path, ipam_dir: &Path) -> anyhow::Result<TestNetwork> {
+    pub fn claim(
+        id: &str,
+        conf_dir: &Path,
+        ipam_dir: &Path,
+        plugins: Plugins,
+    ) -> anyhow::Result<TestNetwork> {
         fs::create_dir_all(CLAIMS).with_context(|| format!("creating {CLAIMS}"))?;
         let start = u8::from_str_radix(id.get(..2).unwrap_or("00"), 16).unwrap_or(0);
         for i in 0..=255u8 {
@@ -39,20 +63,43 @@ impl TestNetwork {
             };
             fs::create_dir_all(conf_dir)
                 .with_context(|| format!("creating {}", conf_dir.display()))?;
-            let conflist = serde_json::json!({
-                "cniVersion": "1.0.0",
-                "name": format!("crisp-test-{id}"),
-                "plugins": [{
-                    "type": "crisp-bridge",
-                    "bridge": net.bridge,
-                    "subnet": net.subnet(),
-                    "gateway": net.gateway(),
-                    "hairpinMode": true,
-                    "ipMasq": true,
-                    "dataDir": ipam_dir,
-                    "capabilities": { "portMappings": true }
-                }]
-            });
+            let name = format!("crisp-test-{id}");
+            let conflist = match plugins {
+                Plugins::CrispBridge => serde_json::json!({
+                    "cniVersion": "1.0.0",
+                    "name": name,
+                    "plugins": [{
+                        "type": "crisp-bridge",
+                        "bridge": net.bridge,
+                        "subnet": net.subnet(),
+                        "gateway": net.gateway(),
+                        "hairpinMode": true,
+                        "ipMasq": true,
+                        "dataDir": ipam_dir,
+                        "capabilities": { "portMappings": true }
+                    }]
+                }),
+                Plugins::Reference => serde_json::json!({
+                    "cniVersion": "1.0.0",
+                    "name": name,
+                    "plugins": [
+                        {
+                            "type": "bridge",
+                            "bridge": net.bridge,
+                            "isGateway": true,
+                            "ipMasq": true,
+                            "hairpinMode": true,
+                            "ipam": {
+                                "type": "host-local",
+                                "ranges": [[{ "subnet": net.subnet(), "gateway": net.gateway() }]],
+                                "routes": [{ "dst": "0.0.0.0/0" }],
+                                "dataDir": ipam_dir
+                            }
+                        },
+                        { "type": "portmap", "capabilities": { "portMappings": true } }
+                    ]
+                }),
+            };
             fs::write(
                 conf_dir.join("10-crisp-test.conflist"),
                 conflist.to_string(),
@@ -78,9 +125,10 @@ impl TestNetwork {
         format!("crisp-test-{}", self.bridge.trim_start_matches("crt"))
     }
 
-    /// (table, `-A …` rule) for every iptables rule of this network.
+    /// (table, `-A …` rule) for every iptables rule of this network: crisp-bridge tags its
+    /// rules `crisp:<network>:`, the reference plugins put `name: "<network>"` in theirs.
     pub fn iptables_rules(&self) -> Vec<(String, String)> {
-        let tag = format!("crisp:{}:", self.network_name());
+        let tag = self.network_name();
         let Ok(out) = std::process::Command::new("iptables-save").output() else {
             return Vec::new();
         };

@@ -1,14 +1,16 @@
-//! Pod networking through CNI with crisp-bridge, on a bridge and /24 private to this test:
-//! pod IPs, pod-to-pod and pod-to-gateway traffic, a hostPort on 127.0.0.1, 50 concurrent pods
-//! with distinct IPs, and nothing left (veth, iptables rule, IPAM lease) after removal.
+//! Pod networking through CNI, on a bridge and /24 private to this test, twice: with
+//! crisp-bridge and with Debian's reference plugins (bridge + host-local + portmap). Pod IPs,
+//! pod-to-pod and pod-to-gateway traffic, a hostPort on 127.0.0.1, a hostNetwork pod, 50
+//! concurrent pods with distinct IPs, and nothing left (veth, iptables rule, IPAM lease) after
+//! removal.
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crisp_tests::cri::{ExecSyncRequest, PortMapping, Protocol, StatusRequest};
-use crisp_tests::{require_root, CriClient, Crispd, TestPod, BUSYBOX};
+use crisp_tests::cri::{ExecSyncRequest, NamespaceMode, PortMapping, Protocol, StatusRequest};
+use crisp_tests::{require_root, CriClient, Crispd, Plugins, TestPod, BUSYBOX};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network() {
@@ -16,6 +18,17 @@ async fn network() {
         return;
     }
     let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(check(&crispd).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_with_reference_plugins() {
+    if !require_root() {
+        return;
+    }
+    let crispd = Crispd::start_with(Plugins::Reference)
+        .await
+        .expect("starting crispd");
     crispd.expect_ok(check(&crispd).await);
 }
 
@@ -119,6 +132,44 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     // The host reaches the pod's httpd through the hostPort on 127.0.0.1.
     let page = tokio::task::spawn_blocking(move || http_get(host_port)).await??;
     assert!(page.contains("crisp-page"), "{page}");
+
+    // A hostNetwork pod: no CNI, the host's network namespace, no pod IP of its own.
+    let mut host_cfg = TestPod::new_config(crispd, "hostnet")?;
+    host_cfg
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options
+        .get_or_insert_with(Default::default)
+        .network = NamespaceMode::Node as i32;
+    let host_pod = TestPod::run(&mut client, host_cfg).await?;
+    let mut on_host = host_pod.container("onhost", &["sleep", "1000"])?;
+    on_host
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options
+        .get_or_insert_with(Default::default)
+        .network = NamespaceMode::Node as i32;
+    let on_host = host_pod.create(&mut client, on_host).await?;
+    client.start_container(&on_host).await?;
+    let (_, netns) = exec(&mut client, &on_host, &["readlink", "/proc/self/ns/net"]).await?;
+    assert_eq!(
+        netns.trim(),
+        std::fs::read_link("/proc/self/ns/net")?
+            .display()
+            .to_string(),
+        "a hostNetwork container is not in the host's network namespace"
+    );
+    let (_, ifaces) = exec(&mut client, &on_host, &["cat", "/proc/net/dev"]).await?;
+    assert!(
+        ifaces.contains(&crispd.network().bridge),
+        "the host's bridge is not visible: {ifaces}"
+    );
+    assert_eq!(pod_ip(&mut client, &host_pod.id).await?, "");
+    client.stop_and_remove_pod(&host_pod.id).await?;
 
     // 50 pods at once get 50 distinct addresses.
     let mut tasks = Vec::new();
