@@ -46,7 +46,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Nearest-rank percentile of unsorted samples.
-fn percentile(samples: &[f64], p: f64) -> f64 {
+pub fn percentile(samples: &[f64], p: f64) -> f64 {
     if samples.is_empty() {
         return f64::NAN;
     }

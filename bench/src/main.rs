@@ -11,6 +11,7 @@
 //! Everything it creates (temp dir, mounts, bridges cbench0/cbench1, cgroups,
 //! processes) is removed on exit, including on error and Ctrl-C.
 
+mod cni;
 mod drive;
 mod procs;
 mod report;
@@ -48,6 +49,9 @@ struct Opts {
     /// Benchmark only one runtime.
     #[arg(long, value_enum)]
     only: Option<Only>,
+    /// Instead: CNI ADD+DEL per pod, crisp-bridge vs Debian's reference plugins.
+    #[arg(long)]
+    cni: bool,
 }
 
 #[derive(Default)]
@@ -82,6 +86,15 @@ fn main_inner(opts: &Opts) -> anyhow::Result<()> {
         .parent()
         .context("binary has no parent dir")?
         .to_path_buf();
+    if opts.cni {
+        if !bin_dir.join("crisp-bridge").exists() {
+            bail!(
+                "crisp-bridge not found next to crisp-bench; build with: cargo build --release \
+                 -p crisp-bench -p crisp-cni"
+            );
+        }
+        return cni_bench(opts, &bin_dir);
+    }
     if opts.only != Some(Only::Containerd) {
         for bin in ["crispd", "crisp-shim", "crisp-bridge"] {
             if !bin_dir.join(bin).exists() {
@@ -121,6 +134,39 @@ fn main_inner(opts: &Opts) -> anyhow::Result<()> {
     if results.crisp.is_some() || results.containerd.is_some() {
         write_report(opts, &results)?;
     }
+    Ok(())
+}
+
+fn cni_bench(opts: &Opts, bin_dir: &Path) -> anyhow::Result<()> {
+    let run = Run::new()?;
+    let figures = cni::run(opts.pods, bin_dir, &run.dir)?;
+    drop(run);
+    println!(
+        "CNI ADD+DEL per pod ({} pods, one hostPort each), ms:",
+        opts.pods
+    );
+    println!(
+        "{:<40} {:>9} {:>9} {:>13} {:>13}",
+        "plugins", "ADD p50", "DEL p50", "ADD+DEL p50", "ADD+DEL p99"
+    );
+    for f in &figures {
+        println!(
+            "{:<40} {:>9.2} {:>9.2} {:>13.2} {:>13.2}",
+            f.side, f.add_p50_ms, f.del_p50_ms, f.add_del_p50_ms, f.add_del_p99_ms
+        );
+    }
+    if let [ours, reference] = &figures[..] {
+        println!(
+            "ratio crisp-bridge / reference (ADD+DEL p50): {:.2}",
+            ours.add_del_p50_ms / reference.add_del_p50_ms
+        );
+    }
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
+    let path = opts.out.join("cni.json");
+    let doc = json!({ "machine": machine(), "pods": opts.pods, "figures": figures });
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)? + "\n")?;
+    println!("wrote {}", path.display());
     Ok(())
 }
 
