@@ -61,14 +61,15 @@ grep -qx 'KillMode=process' "$unit" || {
   echo "validate-manifests: $unit must keep KillMode=process (containers survive restarts)" >&2
   exit 1
 }
-grep -q '^ExecStart=/usr/local/bin/crispd ' "$unit" || {
+grep -Eq '^ExecStart=/usr/local/bin/crispd( |$)' "$unit" || {
   echo "validate-manifests: $unit: ExecStart is not /usr/local/bin/crispd ..." >&2
   exit 1
 }
 mkdir -p "$tmp/unit" "$tmp/bin"
 printf '#!/bin/sh\nexit 0\n' >"$tmp/bin/crispd"
 chmod +x "$tmp/bin/crispd"
-sed "s|^ExecStart=/usr/local/bin/crispd |ExecStart=$tmp/bin/crispd |" "$unit" >"$tmp/unit/crispd.service"
+sed -E "s#^ExecStart=/usr/local/bin/crispd( |$)#ExecStart=$tmp/bin/crispd\1#" "$unit" >"$tmp/unit/crispd.service"
+grep -q "^ExecStart=$tmp/bin/crispd" "$tmp/unit/crispd.service"
 set +e
 out=$(systemd-analyze verify --man=no "$tmp/unit/crispd.service" 2>&1)
 status=$?
