@@ -2,7 +2,7 @@
 # Offline checks of manifests/ and packaging/ (scripts/test.sh runs this; so can you, as any
 # user, once scripts/install-deps.sh has installed python3-venv, systemd and shellcheck):
 #   1. every Kubernetes object in manifests/*.yaml and manifests/examples/*.yaml against the
-#      schemas of Kubernetes $K8S_VERSION bundled in PyPI's kubernetes-validate, strict (unknown
+#      schemas of Kubernetes 1.30 and 1.37 bundled in PyPI's kubernetes-validate, strict (unknown
 #      fields fail), plus references and crisp's own payloads (scripts/validate_manifests.py);
 #   2. manifests/crispd.service with `systemd-analyze verify`;
 #   3. packaging/crisp-install.sh (the DaemonSet's installer) with shellcheck and a dry run
@@ -14,9 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-# kubernetes-validate 1.37.0 bundles schemas for Kubernetes 1.25 to 1.37; 1.30 is the oldest
-# release the manifests aim at (RuntimeClass node.k8s.io/v1, seccompProfile fields, ...).
-K8S_VERSION=1.30.0
+# kubernetes-validate 1.37.0 bundles schemas for Kubernetes 1.25 to 1.37 (no network needed).
+# The manifests are checked against the oldest release they aim at, 1.30, and the newest the
+# package knows, so that a field added later or removed since fails either way.
+K8S_VERSIONS=(1.30.0 1.37.0)
 REQUIREMENTS=(
   kubernetes-validate==1.37.0
   jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0
@@ -41,7 +42,7 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "${REQUIREM
 fi
 
 # 1. Schemas, references, payloads.
-"$venv/bin/python" scripts/validate_manifests.py "$root" "$K8S_VERSION"
+"$venv/bin/python" scripts/validate_manifests.py "$root" "${K8S_VERSIONS[@]}"
 
 # 2. The systemd unit. `systemd-analyze verify` also checks that ExecStart's binary exists and
 # is executable, and crispd is not installed here (nor need it be built yet: this runs before

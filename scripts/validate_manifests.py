@@ -1,8 +1,8 @@
 """Offline checks of manifests/ (run by scripts/validate-manifests.sh in its venv).
 
 1. Every document of every manifests/*.yaml and manifests/examples/*.yaml file is validated
-   against the Kubernetes JSON schemas that PyPI's kubernetes-validate bundles, for one fixed
-   Kubernetes version, in strict mode (an unknown or misspelt field fails). A document whose
+   against the Kubernetes JSON schemas that PyPI's kubernetes-validate bundles, for each of the
+   given fixed Kubernetes versions, in strict mode (an unknown or misspelt field fails). A document whose
    kind has no schema fails too (kubernetes-validate itself only warns). Files that are not
    Kubernetes API objects are listed in NOT_API_OBJECTS with the reason, and checked for what
    crisp needs from them instead.
@@ -14,7 +14,7 @@
    packaging/99-crisp.conflist and crispd's embedded default (cni/src/runtime/conf.rs), and the
    endpoints in crictl.yaml and kubelet-config.yaml are the socket in that config.
 
-Usage: validate_manifests.py REPO_ROOT KUBERNETES_VERSION
+Usage: validate_manifests.py REPO_ROOT KUBERNETES_VERSION...
 """
 
 import json
@@ -188,7 +188,7 @@ def check_not_api_object(path, docs, state):
 
 
 def main():
-    root, version = Path(sys.argv[1]), sys.argv[2]
+    root, versions = Path(sys.argv[1]), sys.argv[2:]
     mdir = root / "manifests"
     files = sorted(mdir.glob("*.yaml")) + sorted((mdir / "examples").glob("*.yaml"))
     files += sorted(mdir.glob("*.yml")) + sorted((mdir / "examples").glob("*.yml"))
@@ -211,14 +211,18 @@ def main():
                 fail(rel, "a document without apiVersion and kind")
                 continue
             name = f"{d['kind']}/{(d.get('metadata') or {}).get('name')}"
-            try:
-                kubernetes_validate.validate(d, version, strict=True)
-            except ValidationError as e:
-                loc = ".".join(str(p) for p in e.absolute_path) or "(top)"
-                fail(rel, f"{name}: {loc}: {e.message}")
-                continue
-            except SchemaNotFoundError as e:
-                fail(rel, f"{name}: {e.message}")
+            ok = True
+            for version in versions:
+                try:
+                    kubernetes_validate.validate(d, version, strict=True)
+                except ValidationError as e:
+                    loc = ".".join(str(p) for p in e.absolute_path) or "(top)"
+                    fail(rel, f"{name}: Kubernetes {version}: {loc}: {e.message}")
+                    ok = False
+                except SchemaNotFoundError as e:
+                    fail(rel, f"{name}: {e.message}")
+                    ok = False
+            if not ok:
                 continue
             ndocs += 1
             if d["kind"] == "ConfigMap":
@@ -240,7 +244,7 @@ def main():
         for e in dict.fromkeys(errors):
             print(f"ERROR {e}", file=sys.stderr)
         sys.exit(1)
-    print(f"manifests: {ndocs} objects valid against Kubernetes {version} (strict)")
+    print(f"manifests: {ndocs} objects valid against Kubernetes {', '.join(versions)} (strict)")
 
 
 if __name__ == "__main__":
