@@ -7,8 +7,9 @@
    Kubernetes API objects are listed in NOT_API_OBJECTS with the reason, and checked for what
    crisp needs from them instead.
 2. References inside a file resolve: ConfigMaps, Secrets, PVCs and service accounts that a pod
-   template names exist in the same file (what `kubectl apply -f FILE` needs), and every pod
-   in examples/ and the installer asks for `runtimeClassName: crisp` where it should.
+   template names exist in the same file (what `kubectl apply -f FILE` needs); every pod in
+   examples/ asks for `runtimeClassName: crisp`, and each example still has what it is there
+   to show (a hostPort; a PVC, ConfigMap/Secret env and readiness probes; the hardening).
 3. The crisp-specific payloads: the ConfigMap's config.toml only uses keys crispd knows (from
    cri-server/src/default_config.toml), the CNI conflist is the same network as
    packaging/99-crisp.conflist and crispd's embedded default (cni/src/runtime/conf.rs), and the
@@ -187,6 +188,50 @@ def check_not_api_object(path, docs, state):
             fail(path, "crispd reports the cgroupfs driver: cgroupDriver must be cgroupfs")
 
 
+def check_examples(rel, docs):
+    """Each example keeps showing what it is there to show."""
+    specs = [pod_spec(d) for d in docs if pod_spec(d) is not None]
+    ctrs = [c for sp in specs for c in sp.get("containers") or []]
+    kinds = {d["kind"] for d in docs}
+    need = []
+    if rel.name == "web-hostport.yaml":
+        need.append(("a hostPort", any(p.get("hostPort") for c in ctrs for p in c.get("ports") or [])))
+    elif rel.name == "app-with-database.yaml":
+        need += [
+            ("a PersistentVolumeClaim in use", "PersistentVolumeClaim" in kinds and any(
+                "persistentVolumeClaim" in v for sp in specs for v in sp.get("volumes") or [])),
+            ("env from a ConfigMap", any("configMapKeyRef" in (e.get("valueFrom") or {})
+                                         for c in ctrs for e in c.get("env") or [])),
+            ("env from a Secret", any("secretKeyRef" in (e.get("valueFrom") or {})
+                                      for c in ctrs for e in c.get("env") or [])),
+            ("a readiness probe on every container", bool(ctrs) and all(
+                "readinessProbe" in c for c in ctrs)),
+        ]
+    elif rel.name == "hardened.yaml":
+        for sp in specs:
+            psc = sp.get("securityContext") or {}
+            tmp_vols = {m["name"] for c in ctrs for m in c.get("volumeMounts") or []
+                        if m["mountPath"] == "/tmp"}
+            need.append(("/tmp on an emptyDir", any(
+                v["name"] in tmp_vols and "emptyDir" in v for v in sp.get("volumes") or [])))
+            for c in ctrs:
+                sc = {**psc, **(c.get("securityContext") or {})}
+                limits = (c.get("resources") or {}).get("limits") or {}
+                need += [
+                    ("runAsNonRoot with a runAsUser", sc.get("runAsNonRoot") is True
+                     and (sc.get("runAsUser") or 0) > 0),
+                    ("readOnlyRootFilesystem", sc.get("readOnlyRootFilesystem") is True),
+                    ("capabilities drop ALL", (sc.get("capabilities") or {}).get("drop") == ["ALL"]),
+                    ("seccomp RuntimeDefault", (sc.get("seccompProfile") or {}).get("type")
+                     == "RuntimeDefault"),
+                    ("allowPrivilegeEscalation false", sc.get("allowPrivilegeEscalation") is False),
+                    ("memory and CPU limits", "memory" in limits and "cpu" in limits),
+                ]
+    for what, ok in need:
+        if not ok:
+            fail(rel, f"the example lost {what}")
+
+
 def main():
     root, versions = Path(sys.argv[1]), sys.argv[2:]
     mdir = root / "manifests"
@@ -231,7 +276,10 @@ def main():
             if spec is not None and path.parent.name == "examples":
                 if spec.get("runtimeClassName") != "crisp":
                     fail(rel, f"{name}: examples must set runtimeClassName: crisp")
-        check_references(rel, [d for d in docs if isinstance(d, dict) and "kind" in d])
+        api_docs = [d for d in docs if isinstance(d, dict) and "kind" in d]
+        check_references(rel, api_docs)
+        if path.parent.name == "examples":
+            check_examples(rel, api_docs)
         print(f"valid        {rel}: {len(docs)} document(s)")
     for rel, docs in later:
         check_not_api_object(rel, docs, state)
