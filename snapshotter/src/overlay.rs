@@ -1,5 +1,12 @@
-//! overlayfs mount/unmount through the legacy mount(2) API.
+//! overlayfs mount/unmount.
+//!
+//! Mounts go through the new mount API (fsopen/fsconfig/fsmount/move_mount) with one
+//! `lowerdir+` per layer: the legacy mount(2) option string is cut at one page, which a deep image
+//! (about 50 layers under crisp's root) already exceeds. Kernels without `lowerdir+` (before 6.8)
+//! or without the new API fall back to the legacy string, which works while it fits.
 
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -75,6 +82,36 @@ fn check_path(p: &Path) -> Result<()> {
 
 /// Mounts an overlay at `target`. `lowers` are top first, as overlayfs wants.
 pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
+    if lowers.is_empty() {
+        return Err(Error::InvalidMountPath {
+            path: target.to_path_buf(),
+            reason: "overlay needs at least one lower directory",
+        });
+    }
+    match new_api::mount(lowers, upper, work, target) {
+        Ok(()) => return Ok(()),
+        // No new mount API, or no `lowerdir+` (EINVAL from fsconfig): the legacy string.
+        Err(new_api::Failure::Unsupported) => {}
+        Err(new_api::Failure::Failed { step, errno, log }) => {
+            return Err(Error::Sys {
+                context: format!(
+                    "mounting overlay on {} ({} lowers; {step}{})",
+                    target.display(),
+                    lowers.len(),
+                    if log.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {log}")
+                    }
+                ),
+                source: errno,
+            })
+        }
+    }
+    mount_legacy(lowers, upper, work, target)
+}
+
+fn mount_legacy(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
     let opts = overlay_options(lowers, upper, work, target)?;
     mount(
         Some("overlay"),
@@ -87,6 +124,146 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Pat
         context: format!("mounting overlay on {} ({opts})", target.display()),
         source: e,
     })
+}
+
+/// The new mount API, through raw syscalls (nix 0.29 does not wrap them).
+mod new_api {
+    use super::*;
+
+    // From <linux/mount.h>; libc carries the syscall numbers but not these flags.
+    const FSOPEN_CLOEXEC: libc::c_uint = 0x1;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 0x1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+
+    pub enum Failure {
+        Unsupported,
+        Failed {
+            step: String,
+            errno: Errno,
+            /// What the filesystem wrote to the context's message log.
+            log: String,
+        },
+    }
+
+    fn cstr(s: &[u8]) -> CString {
+        // Paths come from the snapshotter's own directories; a NUL cannot occur in them.
+        CString::new(s).unwrap_or_default()
+    }
+
+    fn fsconfig(fs: &OwnedFd, key: &str, value: &[u8]) -> std::result::Result<(), Errno> {
+        let (k, v) = (cstr(key.as_bytes()), cstr(value));
+        // SAFETY: both pointers are NUL-terminated strings that outlive the call; `fs` is an
+        // open fs context.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                k.as_ptr(),
+                v.as_ptr(),
+                0,
+            )
+        };
+        if r < 0 {
+            Err(Errno::last())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Messages the kernel queued on the context ("e: ..." lines), for error reports.
+    fn read_log(fs: &OwnedFd) -> String {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 512];
+        for _ in 0..8 {
+            match nix::unistd::read(fs.as_raw_fd(), &mut buf) {
+                Ok(n) if n > 0 => {
+                    out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                }
+                _ => break,
+            }
+        }
+        out.join("; ")
+    }
+
+    pub fn mount(
+        lowers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> std::result::Result<(), Failure> {
+        let fs_type = cstr(b"overlay");
+        // SAFETY: a NUL-terminated name and flags; the result is a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_fsopen, fs_type.as_ptr(), FSOPEN_CLOEXEC) };
+        if fd < 0 {
+            return Err(Failure::Unsupported);
+        }
+        // SAFETY: fsopen returned a descriptor nothing else owns.
+        let fs = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let failed = |step: String, errno: Errno, fs: &OwnedFd| Failure::Failed {
+            step,
+            errno,
+            log: read_log(fs),
+        };
+        for (i, l) in lowers.iter().enumerate() {
+            match fsconfig(&fs, "lowerdir+", l.as_os_str().as_bytes()) {
+                Ok(()) => {}
+                Err(Errno::EINVAL) if i == 0 => return Err(Failure::Unsupported),
+                Err(e) => return Err(failed(format!("lower {}", l.display()), e, &fs)),
+            }
+        }
+        for (key, p) in [("upperdir", upper), ("workdir", work)] {
+            fsconfig(&fs, key, p.as_os_str().as_bytes())
+                .map_err(|e| failed(format!("{key} {}", p.display()), e, &fs))?;
+        }
+        // SAFETY: `fs` is an fs context; the null key/value are what CMD_CREATE takes.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_CMD_CREATE,
+                std::ptr::null::<libc::c_char>(),
+                std::ptr::null::<libc::c_void>(),
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(failed("creating the filesystem".into(), Errno::last(), &fs));
+        }
+        // SAFETY: `fs` is a created context; the result is a new fd or -1.
+        let m = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) };
+        if m < 0 {
+            return Err(failed("fsmount".into(), Errno::last(), &fs));
+        }
+        // SAFETY: fsmount returned a descriptor nothing else owns.
+        let mnt = unsafe { OwnedFd::from_raw_fd(m as i32) };
+        let to = cstr(target.as_os_str().as_bytes());
+        let empty = cstr(b"");
+        // SAFETY: valid fds and NUL-terminated paths for the duration of the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                mnt.as_raw_fd(),
+                empty.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        if r < 0 {
+            return Err(failed(
+                format!("attaching at {}", target.display()),
+                Errno::last(),
+                &fs,
+            ));
+        }
+        // Both fds close here: a held mount fd would keep the mount busy at unmount time.
+        drop(mnt);
+        drop(fs);
+        Ok(())
+    }
 }
 
 /// Unmounts `target`. Not being a mount point (EINVAL) or not existing is
@@ -145,6 +322,43 @@ mod tests {
         )
         .is_err());
         assert!(overlay_options(&[], Path::new("/u"), Path::new("/w"), Path::new("/t")).is_err());
+    }
+
+    /// 120 lowers: far past the legacy option string's one page, fine with `lowerdir+`.
+    #[test]
+    fn mounts_many_lowers() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping: needs root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let long = d.path().join("l".repeat(40));
+        let lowers: Vec<PathBuf> = (0..120)
+            .map(|i| {
+                let p = long.join(format!("layer-{i:03}-{}", "x".repeat(20)));
+                std::fs::create_dir_all(&p).unwrap();
+                std::fs::write(p.join(format!("f{i}")), format!("{i}")).unwrap();
+                p
+            })
+            .collect();
+        let (upper, work, target) = (d.path().join("u"), d.path().join("w"), d.path().join("t"));
+        for p in [&upper, &work, &target] {
+            std::fs::create_dir_all(p).unwrap();
+        }
+        assert!(overlay_options(&lowers, &upper, &work, &target).is_err());
+        match mount_overlay(&lowers, &upper, &work, &target) {
+            Ok(()) => {}
+            // A kernel before 6.8 has no `lowerdir+`; the legacy string cannot carry 120.
+            Err(Error::MountOptionsTooLong { .. }) => {
+                eprintln!("skipping: no lowerdir+ on this kernel");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        let seen = (0..120).all(|i| target.join(format!("f{i}")).exists());
+        unmount(&target).unwrap();
+        assert!(seen, "a lower is missing from the merged view");
+        assert!(!target.join("f0").exists());
     }
 
     #[test]
