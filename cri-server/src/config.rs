@@ -15,12 +15,30 @@ pub struct Config {
     pub socket: PathBuf,
     /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter directive.
     pub log_level: String,
+    /// `text` (human-readable lines) or `json` (one JSON object per line, for log shippers).
+    pub log_format: LogFormat,
     /// Where pod cgroups go when the pod config names no `cgroup_parent` (cgroupfs path).
     pub cgroup_parent: String,
     pub images: ImagesConfig,
     pub shim: ShimConfig,
     pub cni: CniSection,
     pub streaming: StreamingSection,
+    pub metrics: MetricsSection,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Where Prometheus metrics are served (`GET /metrics`); none when unset (opt-in).
+    pub addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -79,11 +97,13 @@ impl Default for Config {
             state: PathBuf::from("/run/crisp"),
             socket: PathBuf::from("/run/crisp/crisp.sock"),
             log_level: "info".into(),
+            log_format: LogFormat::Text,
             cgroup_parent: "/crisp".into(),
             images: ImagesConfig::default(),
             shim: ShimConfig::default(),
             cni: CniSection::default(),
             streaming: StreamingSection::default(),
+            metrics: MetricsSection::default(),
         }
     }
 }

@@ -14,7 +14,15 @@ use std::path::{Path, PathBuf};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
-pub async fn run(cfg: Config) -> Result<()> {
+/// What SIGHUP re-reads and applies.
+pub struct Reload {
+    pub config: Option<PathBuf>,
+    /// `--log-level` or CRISP_LOG was given: it wins over the file, now and after SIGHUP.
+    pub level_pinned: bool,
+    pub log: crate::logging::LogControl,
+}
+
+pub async fn run(cfg: Config, reload: Reload) -> Result<()> {
     for dir in [&cfg.root, &cfg.state] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -44,6 +52,19 @@ pub async fn run(cfg: Config) -> Result<()> {
         .await
         .context("starting the streaming server")?;
     tracing::info!(addr = %streaming, "streaming server (exec, port-forward) listening");
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+    if let Some(addr) = cfg.metrics.addr {
+        let census_of = std::sync::Arc::downgrade(&runtime);
+        let refresh: crate::metrics::server::Refresh = std::sync::Arc::new(move |m| {
+            if let Some(rt) = census_of.upgrade() {
+                m.set_census(&rt.census());
+            }
+        });
+        let bound = crate::metrics::server::serve(addr, metrics.clone(), refresh)
+            .await
+            .with_context(|| format!("serving metrics on {addr}"))?;
+        tracing::info!(addr = %bound, "metrics at http://{bound}/metrics");
+    }
     let cri = Cri { runtime };
 
     // We hold the socket lock, so whatever is at the path is a stale socket of a dead crispd.
@@ -59,8 +80,10 @@ pub async fn run(cfg: Config) -> Result<()> {
     std::fs::set_permissions(&cfg.socket, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod {}", cfg.socket.display()))?;
     tracing::info!(socket = %cfg.socket.display(), "serving CRI");
+    tokio::spawn(reload_on_sighup(reload));
 
     tonic::transport::Server::builder()
+        .layer(crate::metrics::layer::MetricsLayer(metrics))
         .add_service(RuntimeServiceServer::new(cri.clone()).max_decoding_message_size(16 << 20))
         .add_service(ImageServiceServer::new(cri).max_decoding_message_size(16 << 20))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
@@ -83,6 +106,32 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// SIGHUP: re-reads the config file and applies what is safe to change live (the log level).
+/// Everything else needs a restart, which leaves containers running anyway.
+async fn reload_on_sighup(reload: Reload) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler: the log level cannot be changed live");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let Some(path) = &reload.config else {
+            tracing::info!("SIGHUP: no --config file to reload");
+            continue;
+        };
+        match Config::load(path) {
+            Ok(_) if reload.level_pinned => {
+                tracing::info!("SIGHUP: log level pinned by --log-level or CRISP_LOG; unchanged")
+            }
+            Ok(new) => match reload.log.set_level(&new.log_level) {
+                Ok(()) => tracing::info!(level = %new.log_level, "SIGHUP: log level changed"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: log level unchanged"),
+            },
+            Err(e) => tracing::error!(error = %e, "SIGHUP: config not reloaded"),
+        }
     }
 }
 

@@ -13,6 +13,8 @@ mod error;
 mod ids;
 mod image;
 mod lock;
+mod logging;
+mod metrics;
 mod pod;
 mod service;
 mod store;
@@ -98,21 +100,23 @@ fn real_main() -> Result<()> {
     if let Some(s) = cli.socket {
         cfg.socket = s;
     }
-    if let Some(l) = cli.log_level {
-        cfg.log_level = l;
+    // A level from the command line or CRISP_LOG pins it: SIGHUP then leaves it alone.
+    let pinned_level = cli
+        .log_level
+        .clone()
+        .or_else(|| std::env::var("CRISP_LOG").ok());
+    if let Some(l) = &pinned_level {
+        cfg.log_level = l.clone();
     }
-    let filter = std::env::var("CRISP_LOG").unwrap_or_else(|_| cfg.log_level.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter)
-                .with_context(|| format!("invalid log level {filter:?}"))?,
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let log = logging::init(&cfg.log_level, cfg.log_format)?;
+    let reload = daemon::Reload {
+        config: cli.config.clone(),
+        level_pinned: pinned_level.is_some(),
+        log,
+    };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(daemon::run(cfg))
+        .block_on(daemon::run(cfg, reload))
 }

@@ -33,6 +33,8 @@ pub struct Crispd {
     dir: PathBuf,
     child: Option<Child>,
     network: Option<crate::network::TestNetwork>,
+    /// `--log-level` for crispd; `None` leaves the level to the config file (and SIGHUP).
+    log_level: Option<String>,
 }
 
 impl Crispd {
@@ -70,6 +72,7 @@ impl Crispd {
             dir,
             child: None,
             network: None,
+            log_level: Some(LOG_FILTER.to_string()),
         };
 
         for dir in [crispd.root(), crispd.state(), crispd.log_dir()] {
@@ -105,6 +108,25 @@ impl Crispd {
         }
         self.spawn()?;
         self.wait_ready().await
+    }
+
+    /// Starts a stopped crispd again with more in its config file: `top_level` keys go first,
+    /// `tables` (e.g. `[metrics]` sections) last. With `log_level` `None` there is no
+    /// `--log-level`, so the level is the file's (and SIGHUP can change it).
+    pub async fn restart_with_config(
+        &mut self,
+        top_level: &str,
+        tables: &str,
+        log_level: Option<&str>,
+    ) -> anyhow::Result<()> {
+        let old = fs::read_to_string(self.config_path()).context("reading config.toml")?;
+        fs::write(
+            self.config_path(),
+            format!("{top_level}\n{old}\n{tables}\n"),
+        )
+        .context("writing config.toml")?;
+        self.log_level = log_level.map(str::to_string);
+        self.restart().await
     }
 
     /// SIGKILLs crispd and reaps it, leaving shims and containers alone.
@@ -153,11 +175,12 @@ impl Crispd {
             .arg(self.state())
             .arg("--socket")
             .arg(socket)
-            .arg("--log-level")
-            .arg(LOG_FILTER)
             // The log is read from a file, where colour codes are noise.
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
+        if let Some(level) = &self.log_level {
+            command.arg("--log-level").arg(level);
+        }
         // crispd finds its shim next to itself; this only matters when the
         // binaries were overridden to live elsewhere.
         if let Some(shim) = find_bin("crisp-shim") {

@@ -130,6 +130,38 @@ impl Runtime {
         self.network.ready()
     }
 
+    /// Pods and containers by state, and live shims, for the metrics gauges.
+    pub fn census(&self) -> crate::metrics::Census {
+        use crate::container::ContainerState as C;
+        use crate::pod::SandboxState as P;
+        let objs = self.objects();
+        let count_pods = |s: P| objs.pods.values().filter(|p| p.state == s).count() as i64;
+        let count_containers = |s: C| {
+            objs.containers
+                .values()
+                .filter(|c| c.rec.state == s)
+                .count() as i64
+        };
+        crate::metrics::Census {
+            pods: vec![
+                ("creating", count_pods(P::Creating)),
+                ("ready", count_pods(P::Ready)),
+                ("notready", count_pods(P::NotReady)),
+            ],
+            containers: vec![
+                ("creating", count_containers(C::Creating)),
+                ("created", count_containers(C::Created)),
+                ("running", count_containers(C::Running)),
+                ("exited", count_containers(C::Exited)),
+            ],
+            shims: objs
+                .containers
+                .values()
+                .filter(|c| c.shim.is_some())
+                .count() as i64,
+        }
+    }
+
     fn objects(&self) -> MutexGuard<'_, Objects> {
         self.objects.lock().unwrap_or_else(|e| e.into_inner())
     }
