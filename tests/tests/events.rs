@@ -1,5 +1,6 @@
 //! GetContainerEvents (evented PLEG): a full pod lifecycle arrives in order, with statuses,
-//! to two subscribers at once.
+//! to two subscribers at once; and across a crispd restart, where the subscriber reconnects and
+//! the lifecycle goes on.
 
 use std::time::Duration;
 
@@ -85,6 +86,68 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
                 assert_eq!(cs.reason, "Completed");
             }
         }
+    }
+    crispd.assert_no_leaks();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_across_restart() {
+    if !require_root() {
+        return;
+    }
+    let mut crispd = Crispd::start().await.expect("starting crispd");
+    let result = across_restart(&mut crispd).await;
+    crispd.expect_ok(result);
+}
+
+async fn across_restart(crispd: &mut Crispd) -> anyhow::Result<()> {
+    use ContainerEventType::*;
+    let mut client = crispd.client().await?;
+    client.pull(BUSYBOX).await?;
+    let mut events = subscribe(&mut client).await?;
+    let pod = TestPod::start(&mut client, crispd, "restarted").await?;
+    let c = pod
+        .start_container(&mut client, "long", &["sleep", "1000"])
+        .await?;
+    for (id, kind) in [
+        (pod.id.as_str(), ContainerCreatedEvent),
+        (pod.id.as_str(), ContainerStartedEvent),
+        (c.as_str(), ContainerCreatedEvent),
+        (c.as_str(), ContainerStartedEvent),
+    ] {
+        let ev = next(&mut events).await?;
+        assert_eq!(
+            (ev.container_id.as_str(), ev.container_event_type()),
+            (id, kind)
+        );
+    }
+
+    // crispd dies: the stream ends (as kubelet sees it); the subscriber reconnects.
+    crispd.kill9();
+    assert!(
+        next(&mut events).await.is_err(),
+        "the event stream outlived crispd"
+    );
+    crispd.restart().await?;
+    let mut client = crispd.client().await?;
+    let mut events = subscribe(&mut client).await?;
+    client.stop_and_remove_pod(&pod.id).await?;
+    let mut last_at = 0;
+    for (id, kind) in [
+        (c.as_str(), ContainerStoppedEvent),
+        (pod.id.as_str(), ContainerStoppedEvent),
+        (c.as_str(), ContainerDeletedEvent),
+        (pod.id.as_str(), ContainerDeletedEvent),
+    ] {
+        let ev = next(&mut events).await?;
+        assert_eq!(
+            (ev.container_id.as_str(), ev.container_event_type()),
+            (id, kind),
+            "{ev:?}"
+        );
+        assert!(ev.created_at >= last_at);
+        last_at = ev.created_at;
     }
     crispd.assert_no_leaks();
     Ok(())
