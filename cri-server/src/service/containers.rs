@@ -323,8 +323,12 @@ impl Runtime {
                 // The shim persisted the exit (with what only it knows: the OOM kill) before
                 // answering; prefer that record.
                 Ok(exit) => Ok(me.exit_from_record(&id).unwrap_or(exit)),
-                // The shim died: its persisted record, if any, still tells the truth.
-                Err(e) => me.exit_from_record(&id).ok_or(e),
+                // The shim died: its persisted record, if any, still tells the truth; whatever
+                // still runs of the container has nobody to supervise it any more.
+                Err(e) => {
+                    me.stop_orphan(&id).await;
+                    me.exit_from_record(&id).ok_or(e)
+                }
             };
             match exit {
                 Ok(exit) => me.record_exit(&id, exit, String::new()),
@@ -339,6 +343,34 @@ impl Runtime {
                 ),
             }
         });
+    }
+
+    /// A container whose shim died: kills what is left of it and removes its runtime state,
+    /// through the shim binary's one-shot libcontainer helper (as containerd runs
+    /// `containerd-shim-… delete` after losing a shim). Best effort: it is logged, not returned.
+    pub(super) async fn stop_orphan(&self, id: &str) {
+        let dir = self.shim_dir(id);
+        let run = tokio::process::Command::new(&self.shim_binary)
+            .args(["__runtime", "delete", "--root"])
+            .arg(dir.runtime_root())
+            .args(["--id", id])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .output();
+        match tokio::time::timeout(Duration::from_secs(20), run).await {
+            Ok(Ok(out)) if out.status.success() => {
+                tracing::warn!(container = %id, "shim lost: stopped what was left of the container")
+            }
+            Ok(Ok(out)) => tracing::error!(
+                container = %id,
+                error = %String::from_utf8_lossy(&out.stderr).trim(),
+                "shim lost: cleaning up the container failed"
+            ),
+            Ok(Err(e)) => tracing::error!(container = %id, error = %e, "shim lost: cleanup helper"),
+            Err(_) => tracing::error!(container = %id, "shim lost: cleanup helper timed out"),
+        }
     }
 
     pub(super) fn exit_from_record(&self, id: &str) -> Option<Exit> {

@@ -59,6 +59,7 @@ impl Runtime {
                 continue;
             }
             let Some(shim) = shim else {
+                self.stop_orphan(&id).await;
                 let exit = self.exit_from_record(&id);
                 let msg = if exit.is_some() {
                     String::new()

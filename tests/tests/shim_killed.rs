@@ -1,0 +1,73 @@
+//! A shim killed with SIGKILL: its container is reported exited with a reason, the container's
+//! processes do not outlive it, crispd keeps serving, and removal leaves nothing behind.
+
+use std::time::Duration;
+
+use crisp_tests::{process_alive, require_root, Crispd, TestPod, BUSYBOX};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shim_killed() {
+    if !require_root() {
+        return;
+    }
+    let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(check(&crispd).await);
+}
+
+async fn check(crispd: &Crispd) -> anyhow::Result<()> {
+    let mut client = crispd.client().await?;
+    client.pull(BUSYBOX).await?;
+    let pod = TestPod::start(&mut client, crispd, "shimkill").await?;
+    let victim = pod
+        .start_container(&mut client, "victim", &["sleep", "4545"])
+        .await?;
+    let bystander = pod
+        .start_container(&mut client, "bystander", &["sleep", "1000"])
+        .await?;
+    let container_pid = client.container_status(&victim).await?;
+    let info_pid = crispd
+        .state()
+        .join("containers")
+        .join(&victim)
+        .join("shim.pid");
+    let shim: i32 = std::fs::read_to_string(&info_pid)?.trim().parse()?;
+    let init: i32 = {
+        let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(
+            crispd
+                .root()
+                .join("containers")
+                .join(format!("{victim}.json")),
+        )?)?;
+        rec["pid"].as_i64().unwrap_or_default() as i32
+    };
+    anyhow::ensure!(init > 0 && process_alive(init), "{container_pid:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+
+    let st = client.wait_exited(&victim, Duration::from_secs(10)).await?;
+    assert_ne!(st.exit_code, 0, "{st:?}");
+    assert!(!st.reason.is_empty(), "no reason: {st:?}");
+    assert!(st.message.contains("shim"), "{st:?}");
+    // The container does not run on unsupervised.
+    crisp_tests::wait_until(
+        "the orphaned container to end",
+        Duration::from_secs(10),
+        || (!process_alive(init)).then_some(()),
+    )
+    .await?;
+
+    // crispd keeps serving, and the other container is untouched.
+    let other = client.container_status(&bystander).await?;
+    assert_eq!(
+        other.state,
+        crisp_tests::cri::ContainerState::ContainerRunning as i32
+    );
+    let c = pod.start_container(&mut client, "after", &["true"]).await?;
+    client.wait_exited(&c, Duration::from_secs(10)).await?;
+
+    client.stop_and_remove_pod(&pod.id).await?;
+    crispd.assert_no_leaks();
+    Ok(())
+}
