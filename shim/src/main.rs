@@ -14,11 +14,13 @@ use std::path::PathBuf;
 
 mod attach;
 mod console;
+mod containerd_v2;
 mod cri_log;
 mod helper;
 mod oom;
 mod pause;
 mod reaper;
+mod rootfs;
 mod run;
 mod serve;
 mod stdio;
@@ -80,6 +82,11 @@ enum Command {
 }
 
 fn main() {
+    // containerd runs us as `containerd-shim-crisp-v2 … start|delete` with Go-style flags.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(inv) = containerd_v2::parse(&args) {
+        std::process::exit(containerd_v2::run(inv));
+    }
     // Parsing happens before any thread exists; `__runtime` must stay single-threaded.
     let cli = Cli::parse();
     let code = match cli.command {

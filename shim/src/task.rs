@@ -67,6 +67,8 @@ struct Container {
     cgroup: Option<PathBuf>,
     init: Process,
     execs: HashMap<String, Process>,
+    /// The rootfs this shim mounted from the request (containerd's way), unmounted at Delete.
+    mounted_rootfs: Option<PathBuf>,
 }
 
 impl Container {
@@ -276,7 +278,24 @@ impl Task for TaskService {
                 cgroup: cgroups_path(&req.bundle),
                 init: Process::new(&req.stdin, &req.stdout, &req.stderr, req.terminal),
                 execs: HashMap::new(),
+                mounted_rootfs: None,
             });
+        }
+        if !req.rootfs.is_empty() {
+            let target = PathBuf::from(&req.bundle).join("rootfs");
+            let mounts: Vec<(String, String, Vec<String>)> = req
+                .rootfs
+                .iter()
+                .map(|m| (m.type_.clone(), m.source.clone(), m.options.clone()))
+                .collect();
+            if let Err(e) = crate::rootfs::mount_all(&mounts, &target) {
+                crate::rootfs::unmount_all(&target);
+                *self.lock() = None;
+                return Err(err(Code::INTERNAL, format!("container {}: {e}", req.id)));
+            }
+            if let Some(c) = self.lock().as_mut() {
+                c.mounted_rootfs = Some(target);
+            }
         }
         let created = stdio::prepare(StdioRequest {
             stdin: &req.stdin,
@@ -316,7 +335,9 @@ impl Task for TaskService {
         let (pid, mut io) = match created {
             Ok(v) => v,
             Err(e) => {
-                *self.lock() = None;
+                if let Some(target) = self.lock().take().and_then(|c| c.mounted_rootfs) {
+                    crate::rootfs::unmount_all(&target);
+                }
                 return Err(e);
             }
         };
@@ -645,6 +666,9 @@ impl Task for TaskService {
                 .as_mut()
                 .ok_or_else(|| err(Code::NOT_FOUND, "container vanished"))?;
             c.init.phase = Phase::Deleted;
+            if let Some(target) = c.mounted_rootfs.take() {
+                crate::rootfs::unmount_all(&target);
+            }
             c.init.exit
         };
         self.inner.changed.notify_all();

@@ -100,6 +100,13 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     )?)?;
     let pause = record["pause_pid"].as_i64().unwrap_or_default() as i32;
     assert!(pause > 0 && process_alive(pause), "record: {record}");
+    // It lives in the pod's cgroup, where its resources count and where cleanup finds it.
+    let cgroup = std::fs::read_to_string(format!("/proc/{pause}/cgroup"))?;
+    let pod_cgroup = record["cgroup_parent"].as_str().unwrap_or_default();
+    assert!(
+        !pod_cgroup.is_empty() && cgroup.contains(pod_cgroup),
+        "pause cgroups {cgroup} lack {pod_cgroup}"
+    );
     client.stop_and_remove_pod(&pod.id).await?;
     crisp_tests::wait_until(
         "the pause to exit",

@@ -68,6 +68,24 @@ fn remove_dir_deepest_first(dir: &Path, left: &mut Vec<PathBuf>) {
     }
 }
 
+/// Moves `pid` into the cgroup `cgroup_path` of every hierarchy, creating it where missing.
+/// Returns the hierarchies where that failed (e.g. a v1 cpuset cgroup with no cpus assigned
+/// yet), which callers log: the process then stays where it was in those.
+pub fn add_process(cgroup_path: &str, pid: u32) -> Vec<(PathBuf, std::io::Error)> {
+    let mut failed = Vec::new();
+    for m in hierarchies() {
+        let Some(dir) = under(&m, cgroup_path) else {
+            continue;
+        };
+        let r = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join("cgroup.procs"), pid.to_string()));
+        if let Err(e) = r {
+            failed.push((dir, e));
+        }
+    }
+    failed
+}
+
 /// Checks a cgroup path given in a request before it is used to build paths.
 pub fn check_path(p: &str) -> Result<(), String> {
     if !p.starts_with('/') {

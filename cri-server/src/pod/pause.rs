@@ -22,8 +22,9 @@ pub struct Pause {
     pub pin: PathBuf,
 }
 
-/// Starts the pause of the pod whose directory is `dir`.
-pub fn start(shim: &Path, dir: &Path) -> Result<Pause> {
+/// Starts the pause of the pod whose directory is `dir`, in the pod's cgroup (where its
+/// resources are accounted, and where any cgroup sweep finds it).
+pub fn start(shim: &Path, dir: &Path, cgroup: &str) -> Result<Pause> {
     let mut cmd = Command::new(shim);
     cmd.arg("pause")
         .stdin(Stdio::null())
@@ -50,6 +51,9 @@ pub fn start(shim: &Path, dir: &Path) -> Result<Pause> {
             )))
         }
     };
+    for (hierarchy, e) in crate::cgroups::add_process(cgroup, pid) {
+        tracing::debug!(pid, hierarchy = %hierarchy.display(), error = %e, "pause left out of a cgroup");
+    }
     match namespaces::pin_of_process(&dir.join("ns"), "pid", pid) {
         Ok(pin) => Ok(Pause { pid, pin }),
         Err(e) => {
@@ -67,6 +71,12 @@ pub fn stop(pin: &Path, pid: u32) {
         if let Err(e) = kill(Pid::from_raw(pid as i32), Signal::SIGKILL) {
             tracing::warn!(pid, error = %e, "killing the pod's pause");
         }
+        // Not our child (it was orphaned at start): wait for it to be gone from its cgroup,
+        // which the pod's removal deletes next.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while running(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
     namespaces::remove(&namespaces::Pinned {
         pid: Some(pin.to_path_buf()),
@@ -80,4 +90,12 @@ fn same_namespace(pin: &Path, pid: u32) -> bool {
         (Some(a), Some(b)) => a == b,
         _ => false,
     }
+}
+
+/// Alive and not a zombie (a zombie has already left its cgroups).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
 }

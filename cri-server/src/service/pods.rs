@@ -119,6 +119,7 @@ impl Runtime {
             uts: !host_net,
         };
         let shared_pid = ns_opts.pid == NamespaceMode::Pod as i32;
+        let cgroup_parent = rec.cgroup_parent.clone();
         let me = self.clone();
         let (pod_id, pod_config) = (id.clone(), config.clone());
         let made = tokio::task::spawn_blocking(move || -> Result<(Pinned, u32, Vec<String>)> {
@@ -128,7 +129,7 @@ impl Runtime {
             let mut pinned = namespaces::create(&dir, want, hostname)?;
             let mut pause_pid = 0;
             if shared_pid {
-                match pause::start(&me.shim_binary, &dir) {
+                match pause::start(&me.shim_binary, &dir, &cgroup_parent) {
                     Ok(p) => {
                         pinned.pid = Some(p.pin);
                         pause_pid = p.pid;
