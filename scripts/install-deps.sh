@@ -9,6 +9,7 @@ pkgs=(
   iproute2 util-linux    # ip / ip netns, mount tools used by tests
   iptables               # crisp-bridge's masquerade and hostPort rules (iptables-restore)
   containernetworking-plugins  # Debian's reference CNI plugins: interop tests (/usr/lib/cni)
+  containerd             # runs crisp-shim as containerd-shim-crisp-v2 in a test; bench baseline
   python3 python3-venv   # scripts/validate-manifests.sh: kubernetes-validate in a venv
   systemd                # systemd-analyze verify manifests/crispd.service
   shellcheck             # lints the DaemonSet's installer script

@@ -114,3 +114,13 @@ fn retry_until_done(mut step: impl FnMut() -> bool) -> bool {
         std::thread::sleep(RETRY_PAUSE);
     }
 }
+
+/// Tears down a scratch directory a test ran foreign daemons in (e.g. containerd): kills every
+/// process that refers to it, unmounts everything below it, and removes it. Returns what could
+/// not be undone.
+pub fn teardown_dir(dir: &Path) -> Vec<String> {
+    kill_processes_mentioning(dir);
+    let mut left = unmount_under(dir);
+    left.extend(remove_tree(dir));
+    left
+}

@@ -47,6 +47,7 @@ mod stream_client;
 mod wait;
 
 pub use bins::{bin_path, repo_root, target_dir};
+pub use cleanup::teardown_dir;
 pub use cri_log::{parse_cri_log, parse_cri_log_line, validate_cri_log_line, CriLogLine};
 pub use crispd::Crispd;
 pub use image::busybox_layout;
