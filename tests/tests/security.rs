@@ -200,6 +200,26 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         .await
         .expect_err("unknown user");
     assert!(e.to_string().contains("no-such-user"), "{e}");
+    // AppArmor is off on this node: a named profile is refused, not silently dropped.
+    let apparmor = with_sc(
+        pod.container("apparmor", &sleep)?,
+        LinuxContainerSecurityContext {
+            apparmor: Some(SecurityProfile {
+                profile_type: 2, // Localhost
+                localhost_ref: "crisp-test-profile".into(),
+            }),
+            ..Default::default()
+        },
+    );
+    if !std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.trim() == "Y")
+    {
+        let e = pod
+            .create(&mut client, apparmor)
+            .await
+            .expect_err("apparmor profile without AppArmor");
+        assert!(e.to_string().contains("AppArmor is not enabled"), "{e}");
+    }
     let dangling = crispd.dir().join("dangling");
     std::os::unix::fs::symlink("/nonexistent/target", &dangling)?;
     let mut bad_mount = pod.container("badmount", &sleep)?;

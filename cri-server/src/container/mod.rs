@@ -1,6 +1,7 @@
 //! Containers: the record and its state machine, the OCI spec built from CRI and image config,
 //! and the client side of the per-container shim.
 
+pub mod apparmor;
 pub mod record;
 pub mod seccomp;
 pub mod shim_client;

@@ -169,6 +169,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         .no_new_privileges(sc.no_new_privs)
         .build()
         .map_err(spec_err)?;
+    if let Some(profile) = super::apparmor::profile_for(&sc)? {
+        process.set_apparmor_profile(Some(profile));
+    }
     let resources = c
         .linux
         .as_ref()
