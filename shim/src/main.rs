@@ -23,6 +23,7 @@ mod reaper;
 mod rootfs;
 mod run;
 mod serve;
+mod stats;
 mod stdio;
 mod task;
 

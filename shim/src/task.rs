@@ -734,6 +734,26 @@ impl Task for TaskService {
         Ok(api::Empty::new())
     }
 
+    fn stats(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StatsRequest,
+    ) -> ttrpc::Result<api::StatsResponse> {
+        let cgroup = self
+            .with_container(&req.id, |c| Ok(c.cgroup.clone()))?
+            .ok_or_else(|| {
+                err(
+                    Code::FAILED_PRECONDITION,
+                    format!("container {} has no cgroup", req.id),
+                )
+            })?;
+        let any = crate::stats::metrics(&cgroup, &req.id)
+            .map_err(|e| err(Code::INTERNAL, format!("container {}: {e}", req.id)))?;
+        let mut resp = api::StatsResponse::new();
+        resp.stats = MessageField::some(any);
+        Ok(resp)
+    }
+
     fn resize_pty(
         &self,
         _ctx: &TtrpcContext,

@@ -167,7 +167,41 @@ fn check(c: &Containerd) -> anyhow::Result<()> {
     // ctr exits with the container's exit code.
     anyhow::ensure!(out.status.code() == Some(3), "ctr run: {:?}", out.status);
 
-    // --rm deleted the task and the container: no shim, no mount, no task left.
+    // A detached task: containerd's metrics through the shim's Stats, then kill and delete.
+    let run = |args: &[&str]| -> anyhow::Result<String> {
+        let out = c.ctr(args)?;
+        anyhow::ensure!(
+            out.status.success(),
+            "ctr {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    run(&[
+        "run",
+        "-d",
+        "--runtime",
+        "io.containerd.crisp.v2",
+        "docker.io/library/busybox:latest",
+        "t2",
+        "sleep",
+        "300",
+    ])?;
+    let metrics = run(&["task", "metrics", "t2"])?;
+    anyhow::ensure!(
+        metrics.contains("pids.current") || metrics.contains("pids"),
+        "ctr task metrics: {metrics}"
+    );
+    run(&["task", "kill", "--signal", "SIGKILL", "t2"])?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !run(&["task", "ls"])?.contains("STOPPED") {
+        anyhow::ensure!(Instant::now() < deadline, "t2 never stopped");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    run(&["task", "delete", "t2"])?;
+    run(&["container", "delete", "t2"])?;
+
+    // Everything was deleted: no shim, no mount, no task left.
     let tasks = c.ctr(&["tasks", "ls", "-q"])?;
     anyhow::ensure!(
         String::from_utf8_lossy(&tasks.stdout).trim().is_empty(),
