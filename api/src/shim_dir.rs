@@ -66,6 +66,20 @@ impl ShimDir {
         };
         self.socket.with_file_name(name)
     }
+    /// The arguments of `crisp-shim serve` for container `id` in this directory: how crispd
+    /// and the containerd `start` entry both launch the Task server. It prints `ready` on
+    /// stdout once it listens.
+    pub fn serve_args(&self, id: &str) -> Vec<std::ffi::OsString> {
+        vec![
+            "serve".into(),
+            "--id".into(),
+            id.into(),
+            "--dir".into(),
+            self.dir.clone().into_os_string(),
+            "--socket".into(),
+            self.socket.clone().into_os_string(),
+        ]
+    }
     /// The `ttrpc` address form of [`Self::socket`].
     pub fn address(&self) -> String {
         format!("unix://{}", self.socket().display())

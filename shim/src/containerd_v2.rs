@@ -105,13 +105,7 @@ fn start(flags: &HashMap<String, String>) -> Result<()> {
     let log = std::fs::File::create(dir.shim_log()).context("creating the shim log")?;
     let exe = std::env::current_exe().context("locating our binary")?;
     let mut child = Command::new(exe)
-        .arg("serve")
-        .arg("--id")
-        .arg(id)
-        .arg("--dir")
-        .arg(dir.path())
-        .arg("--socket")
-        .arg(dir.socket())
+        .args(dir.serve_args(id))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)

@@ -135,24 +135,24 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
 
     // A hostNetwork pod: no CNI, the host's network namespace, no pod IP of its own.
     let mut host_cfg = TestPod::new_config(crispd, "hostnet")?;
-    host_cfg
+    if let Some(ns) = host_cfg
         .linux
-        .get_or_insert_with(Default::default)
-        .security_context
-        .get_or_insert_with(Default::default)
-        .namespace_options
-        .get_or_insert_with(Default::default)
-        .network = NamespaceMode::Node as i32;
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.network = NamespaceMode::Node as i32;
+    }
     let host_pod = TestPod::run(&mut client, host_cfg).await?;
     let mut on_host = host_pod.container("onhost", &["sleep", "1000"])?;
-    on_host
+    if let Some(ns) = on_host
         .linux
-        .get_or_insert_with(Default::default)
-        .security_context
-        .get_or_insert_with(Default::default)
-        .namespace_options
-        .get_or_insert_with(Default::default)
-        .network = NamespaceMode::Node as i32;
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.network = NamespaceMode::Node as i32;
+    }
     let on_host = host_pod.create(&mut client, on_host).await?;
     client.start_container(&on_host).await?;
     let (_, netns) = exec(&mut client, &on_host, &["readlink", "/proc/self/ns/net"]).await?;
