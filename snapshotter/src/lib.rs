@@ -6,11 +6,13 @@ pub mod digest;
 pub mod error;
 pub mod image;
 pub mod import;
+pub mod manifest;
 pub mod overlay;
 mod snapshots;
 mod tmpname;
 pub mod unpack;
 pub mod usage;
+mod zstd;
 
 pub use content::ContentStore;
 pub use digest::{chain_id, Digest};

@@ -23,6 +23,7 @@ use crate::error::{io_ctx, Error, Result};
 use crate::overlay;
 use crate::tmpname::unique_name;
 use crate::unpack::unpack_layer;
+use crate::zstd::ZstdDecoder;
 
 /// overlayfs refuses more lower layers than this anyway.
 const MAX_CHAIN: usize = 500;
@@ -239,9 +240,11 @@ impl Snapshotter {
         let stats;
         let (actual_diff, _) = match compression {
             Compression::Zstd => {
-                return Err(Error::Unsupported(format!(
-                    "zstd-compressed layer {blob} ({media_type})"
-                )))
+                let mut zst = HashingReader::new(ZstdDecoder::new(BufReader::new(&mut compressed)));
+                stats = unpack_layer(&mut zst, fs_dir)?;
+                zst.drain()
+                    .map_err(io_ctx(|| format!("decompressing layer blob {blob}")))?;
+                zst.finish()
             }
             Compression::Gzip => {
                 let mut gz = HashingReader::new(GzDecoder::new(&mut compressed));
