@@ -18,6 +18,7 @@ pub struct Config {
     /// Where pod cgroups go when the pod config names no `cgroup_parent` (cgroupfs path).
     pub cgroup_parent: String,
     pub images: ImagesConfig,
+    pub registry: RegistryConfig,
     pub shim: ShimConfig,
     pub cni: CniSection,
     pub streaming: StreamingSection,
@@ -67,6 +68,14 @@ pub struct ImagesConfig {
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// A containerd-style `certs.d` directory: `<config_path>/<host>/hosts.toml` (and
+    /// `_default/hosts.toml`) name mirrors, plain-HTTP endpoints, CAs. Empty: none.
+    pub config_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
 pub struct ShimConfig {
     /// The `crisp-shim` binary (default: next to crispd, then `$PATH`).
     pub path: Option<PathBuf>,
@@ -81,6 +90,7 @@ impl Default for Config {
             log_level: "info".into(),
             cgroup_parent: "/crisp".into(),
             images: ImagesConfig::default(),
+            registry: RegistryConfig::default(),
             shim: ShimConfig::default(),
             cni: CniSection::default(),
             streaming: StreamingSection::default(),
