@@ -9,6 +9,8 @@ pkgs=(
   iproute2 util-linux    # ip / ip netns, mount tools used by tests
   iptables               # crisp-bridge's masquerade and hostPort rules (iptables-restore)
   containernetworking-plugins  # Debian's reference CNI plugins: interop tests (/usr/lib/cni)
+  docker-registry skopeo  # registry pull tests: a local distribution registry, pushed to with skopeo
+  apache2-utils          # htpasswd (bcrypt) for the registry auth tests
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -38,6 +38,13 @@ pub struct Crispd {
 impl Crispd {
     /// Prepares a fresh instance (busybox in its import dir) and starts crispd.
     pub async fn start() -> anyhow::Result<Crispd> {
+        Self::start_with_config(|_| String::new()).await
+    }
+
+    /// Like [`start`](Self::start), with more TOML appended to crispd's config (after its
+    /// `[cni]` table, so new tables only). `extra` gets the instance's temp dir, e.g. for a
+    /// `[registry] config_path` below it.
+    pub async fn start_with_config(extra: impl FnOnce(&Path) -> String) -> anyhow::Result<Crispd> {
         let layout = tokio::task::spawn_blocking(busybox_layout)
             .await
             .unwrap_or_else(|join_error| match join_error.try_into_panic() {
@@ -78,9 +85,10 @@ impl Crispd {
             &crispd.dir.join("ipam"),
         )?);
         let config = format!(
-            "cgroup_parent = \"{}\"\n[cni]\nconf_dir = \"{}\"\nbin_dirs = []\n",
+            "cgroup_parent = \"{}\"\n[cni]\nconf_dir = \"{}\"\nbin_dirs = []\n{}",
             crispd.cgroup_parent(),
-            conf_dir.display()
+            conf_dir.display(),
+            extra(&crispd.dir)
         );
         fs::write(crispd.config_path(), config).context("writing config.toml")?;
 

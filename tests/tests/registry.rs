@@ -1,0 +1,454 @@
+//! Pulls from a real registry: Debian's `docker-registry` on 127.0.0.1 (one per test), images
+//! pushed with `skopeo`. Multi-layer images with whiteouts, a multi-arch index, zstd layers,
+//! htpasswd auth, a corrupt blob, an outage, a docker.io mirror from hosts.toml, bad refs.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use crisp_tests::cri::{AuthConfig, ImageSpec, ImageStatusRequest, PullImageRequest};
+use crisp_tests::{
+    busybox_layout, container_config, corrupt, expect_code, layered_image, multi_arch_index,
+    require_root, restore, CriClient, Crispd, Entry, TestPod, TestRegistry,
+};
+use sha2::{Digest as _, Sha256};
+use tonic::Code;
+
+fn spec(image: &str) -> Option<ImageSpec> {
+    Some(ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    })
+}
+
+fn pull_request(image: &str, auth: Option<(&str, &str)>) -> PullImageRequest {
+    PullImageRequest {
+        image: spec(image),
+        auth: auth.map(|(u, p)| AuthConfig {
+            username: u.into(),
+            password: p.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn image_status(
+    client: &mut CriClient,
+    image: &str,
+) -> anyhow::Result<Option<crisp_tests::cri::Image>> {
+    Ok(client
+        .image
+        .image_status(ImageStatusRequest {
+            image: spec(image),
+            verbose: false,
+        })
+        .await?
+        .into_inner()
+        .image)
+}
+
+/// Runs `sh -c script` in a container of `image` in a fresh pod; returns its log.
+async fn run(
+    client: &mut CriClient,
+    crispd: &Crispd,
+    pod_name: &str,
+    image: &str,
+    script: &str,
+) -> anyhow::Result<String> {
+    let pod = TestPod::start(client, crispd, pod_name).await?;
+    std::fs::create_dir_all(pod.log_dir.join("c"))?;
+    let config = container_config("c", image, &["sh", "-c", script], "c/0.log");
+    let id = pod.create(client, config).await?;
+    client.start_container(&id).await?;
+    let status = client.wait_exited(&id, Duration::from_secs(20)).await?;
+    let log = pod.read_log("c");
+    client.stop_and_remove_pod(&pod.id).await?;
+    if status.exit_code != 0 {
+        bail!("container exited {}: {log}", status.exit_code);
+    }
+    Ok(log)
+}
+
+fn sha256(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(b)))
+}
+
+/// Nothing half-done left in crispd's content store and snapshotter.
+fn assert_no_partial_state(crispd: &Crispd) -> anyhow::Result<()> {
+    for dir in ["content/ingest", "snapshots/tmp"] {
+        let p = crispd.root().join(dir);
+        let left: Vec<_> = std::fs::read_dir(&p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        if !left.is_empty() {
+            bail!("{} is not empty: {left:?}", p.display());
+        }
+    }
+    Ok(())
+}
+
+fn blob_stored(crispd: &Crispd, digest: &str) -> bool {
+    crispd
+        .root()
+        .join("content/blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+        .exists()
+}
+
+fn temp_layout() -> anyhow::Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new().prefix("crisp-layout-").tempdir()?)
+}
+
+macro_rules! root_test {
+    ($name:ident, $body:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            if !require_root() {
+                return;
+            }
+            let registry = TestRegistry::start().expect("starting the registry");
+            let crispd = Crispd::start().await.expect("starting crispd");
+            crispd.expect_ok($body(&crispd, &registry).await);
+        }
+    };
+}
+
+root_test!(pull_multi_layer_image_and_run_it, multi_layer);
+
+async fn multi_layer(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
+    let dir = temp_layout()?;
+    let img = layered_image(
+        dir.path(),
+        "v1",
+        &[
+            vec![
+                Entry::File("etc/added", b"from layer two\n"),
+                Entry::File("etc/doomed", b"deleted by layer three\n"),
+            ],
+            vec![
+                Entry::Whiteout("etc/doomed"),
+                Entry::File("etc/third", b"3\n"),
+            ],
+        ],
+    )?;
+    registry.push(
+        &format!("oci:{}:v1", dir.path().display()),
+        "layered:v1",
+        &[],
+    )?;
+    let image = format!("{}/layered:v1", registry.host());
+
+    let mut client = crispd.client().await?;
+    let id = client.pull(&image).await?;
+    assert_eq!(id, img.config, "PullImage returns the config digest");
+    let status = image_status(&mut client, &image)
+        .await?
+        .context("pulled image has no status")?;
+    assert_eq!(status.repo_tags, vec![image.clone()]);
+    let repo_digest = format!("{}/layered@{}", registry.host(), img.manifest);
+    assert!(
+        status.repo_digests.contains(&repo_digest),
+        "{repo_digest} not in {:?}",
+        status.repo_digests
+    );
+    // By digest too, and a second pull is a no-op returning the same image.
+    assert_eq!(client.pull(&repo_digest).await?, img.config);
+    assert_eq!(client.pull(&image).await?, img.config);
+
+    let log = run(
+        &mut client,
+        crispd,
+        "layered",
+        &image,
+        "cat /etc/added /etc/third; test -e /etc/doomed || echo doomed-is-gone",
+    )
+    .await?;
+    for want in ["from layer two", "3", "doomed-is-gone"] {
+        assert!(log.contains(want), "{want:?} missing from {log:?}");
+    }
+    assert_no_partial_state(crispd)?;
+    Ok(())
+}
+
+root_test!(multi_arch_index_picks_linux_amd64, multi_arch);
+
+async fn multi_arch(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
+    let dir = temp_layout()?;
+    let amd64 = layered_image(
+        dir.path(),
+        "amd",
+        &[vec![Entry::File("etc/arch", b"amd64\n")]],
+    )?;
+    let arm64 = layered_image(
+        dir.path(),
+        "arm",
+        &[vec![Entry::File("etc/arch", b"arm64\n")]],
+    )?;
+    multi_arch_index(dir.path(), "v1", &amd64, &arm64)?;
+    registry.push(
+        &format!("oci:{}:v1", dir.path().display()),
+        "multi:v1",
+        &["--all"],
+    )?;
+    let index_digest = sha256(&registry.raw_manifest("multi:v1")?);
+    assert_ne!(index_digest, amd64.manifest);
+
+    let image = format!("{}/multi:v1", registry.host());
+    let mut client = crispd.client().await?;
+    assert_eq!(client.pull(&image).await?, amd64.config, "picked amd64");
+    let status = image_status(&mut client, &image)
+        .await?
+        .context("no status")?;
+    let repo_digest = format!("{}/multi@{index_digest}", registry.host());
+    assert!(
+        status.repo_digests.contains(&repo_digest),
+        "the index digest {repo_digest} is the repo digest: {:?}",
+        status.repo_digests
+    );
+    // kubelet asks by the repo digest it saw.
+    assert!(image_status(&mut client, &repo_digest).await?.is_some());
+    let log = run(&mut client, crispd, "multi", &image, "cat /etc/arch").await?;
+    assert!(log.contains("amd64"), "{log}");
+    Ok(())
+}
+
+root_test!(zstd_layers, zstd);
+
+async fn zstd(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
+    let dir = temp_layout()?;
+    layered_image(
+        dir.path(),
+        "v1",
+        &[vec![Entry::File("etc/zz", b"zstd layer\n")]],
+    )?;
+    registry.push(
+        &format!("oci:{}:v1", dir.path().display()),
+        "zstd:v1",
+        &["--dest-compress-format", "zstd", "--format", "oci"],
+    )?;
+    let manifest = String::from_utf8(registry.raw_manifest("zstd:v1")?)?;
+    assert!(
+        manifest.contains("tar+zstd"),
+        "skopeo did not write zstd layers: {manifest}"
+    );
+    let image = format!("{}/zstd:v1", registry.host());
+    let mut client = crispd.client().await?;
+    client.pull(&image).await?;
+    let log = run(&mut client, crispd, "zstd", &image, "cat /etc/zz").await?;
+    assert!(log.contains("zstd layer"), "{log}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn htpasswd_auth() {
+    if !require_root() {
+        return;
+    }
+    let registry = TestRegistry::start_with_auth("alice", "s3cret").expect("starting the registry");
+    let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(auth(&crispd, &registry).await);
+}
+
+async fn auth(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
+    let layout = busybox_layout();
+    registry.push(
+        &format!("oci:{}:latest", layout.display()),
+        "private/bb:v1",
+        &[],
+    )?;
+    let image = format!("{}/private/bb:v1", registry.host());
+    let mut client = crispd.client().await?;
+
+    let anonymous = client.image.pull_image(pull_request(&image, None)).await;
+    let s = expect_code(anonymous, Code::Unauthenticated, "anonymous pull")?;
+    assert!(s.message().contains(&registry.host()), "{s}");
+    let wrong = client
+        .image
+        .pull_image(pull_request(&image, Some(("alice", "wrong"))))
+        .await;
+    let s = expect_code(wrong, Code::Unauthenticated, "pull with a wrong password")?;
+    assert!(s.message().contains("private/bb"), "{s}");
+    assert!(image_status(&mut client, &image).await?.is_none());
+
+    let ok = client
+        .image
+        .pull_image(pull_request(&image, Some(("alice", "s3cret"))))
+        .await?
+        .into_inner();
+    assert!(ok.image_ref.starts_with("sha256:"), "{ok:?}");
+    assert!(image_status(&mut client, &image).await?.is_some());
+    Ok(())
+}
+
+root_test!(corrupt_blob_fails_cleanly_and_retry_works, corrupt_blob);
+
+async fn corrupt_blob(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
+    let dir = temp_layout()?;
+    let img = layered_image(dir.path(), "v1", &[vec![Entry::File("etc/x", b"x\n")]])?;
+    registry.push(&format!("oci:{}:v1", dir.path().display()), "bad:v1", &[])?;
+    let top = img.layers.last().context("no layers")?.clone();
+    let data = registry.blob_data(&top);
+    corrupt(&data)?;
+
+    let image = format!("{}/bad:v1", registry.host());
+    let mut client = crispd.client().await?;
+    let r = client.image.pull_image(pull_request(&image, None)).await;
+    let s = expect_code(r, Code::DataLoss, "pull of a corrupt blob")?;
+    assert!(s.message().contains(&top), "error names the blob: {s}");
+    assert!(
+        s.message().contains(&registry.host()),
+        "error names the registry: {s}"
+    );
+    assert!(image_status(&mut client, &image).await?.is_none());
+    assert!(!blob_stored(crispd, &top), "corrupt blob stored");
+    assert_no_partial_state(crispd)?;
+
+    restore(&data)?;
+    assert_eq!(client.pull(&image).await?, img.config);
+    assert!(blob_stored(crispd, &top));
+    assert_no_partial_state(crispd)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_registry_is_unavailable() {
+    if !require_root() {
+        return;
+    }
+    let mut registry = TestRegistry::start().expect("starting the registry");
+    let crispd = Crispd::start().await.expect("starting crispd");
+    let host = registry.host();
+    registry.kill();
+    crispd.expect_ok(unreachable(&crispd, &host).await);
+}
+
+async fn unreachable(crispd: &Crispd, host: &str) -> anyhow::Result<()> {
+    let image = format!("{host}/gone:v1");
+    let mut client = crispd.client().await?;
+    let r = client.image.pull_image(pull_request(&image, None)).await;
+    let s = expect_code(r, Code::Unavailable, "pull from a dead registry")?;
+    assert!(s.message().contains(host), "{s}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_toml_mirror_serves_docker_hub_names() {
+    if !require_root() {
+        return;
+    }
+    let registry = TestRegistry::start().expect("starting the registry");
+    let host = registry.host();
+    let crispd = Crispd::start_with_config(|dir| {
+        let certs = dir.join("certs.d");
+        let hub = certs.join("docker.io");
+        std::fs::create_dir_all(&hub).expect("creating certs.d/docker.io");
+        std::fs::write(
+            hub.join("hosts.toml"),
+            format!(
+                "server = \"https://registry-1.docker.io\"\n\n\
+                 [host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+            ),
+        )
+        .expect("writing hosts.toml");
+        format!("[registry]\nconfig_path = \"{}\"\n", certs.display())
+    })
+    .await
+    .expect("starting crispd");
+    crispd.expect_ok(mirror(&crispd, &registry).await);
+}
+
+async fn mirror(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
+    let dir = temp_layout()?;
+    let img = layered_image(
+        dir.path(),
+        "v1",
+        &[vec![Entry::File("etc/m", b"mirrored\n")]],
+    )?;
+    registry.push(
+        &format!("oci:{}:v1", dir.path().display()),
+        "library/mirrored:v1",
+        &[],
+    )?;
+    let mut client = crispd.client().await?;
+    assert_eq!(client.pull("mirrored:v1").await?, img.config);
+    let status = image_status(&mut client, "docker.io/library/mirrored:v1")
+        .await?
+        .context("no status")?;
+    assert_eq!(
+        status.repo_tags,
+        vec!["docker.io/library/mirrored:v1".to_string()]
+    );
+    let log = registry.log();
+    let top = img.layers.last().context("no layers")?;
+    for path in [
+        "/v2/library/mirrored/manifests/v1?ns=docker.io".to_string(),
+        format!("/v2/library/mirrored/blobs/{top}?ns=docker.io"),
+    ] {
+        assert!(
+            log.contains(&path),
+            "the mirror did not serve {path}:\n{log}"
+        );
+    }
+    Ok(())
+}
+
+root_test!(concurrent_pulls_download_each_blob_once, concurrent);
+
+async fn concurrent(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
+    let dir = temp_layout()?;
+    let img = layered_image(
+        dir.path(),
+        "v1",
+        &[
+            vec![Entry::File("etc/a", b"a\n")],
+            vec![Entry::File("etc/b", b"b\n")],
+        ],
+    )?;
+    let src = format!("oci:{}:v1", dir.path().display());
+    registry.push(&src, "one:v1", &[])?;
+    registry.push(&src, "two:v1", &[])?;
+    let (mut c1, mut c2) = (crispd.client().await?, crispd.client().await?);
+    let one = format!("{}/one:v1", registry.host());
+    let two = format!("{}/two:v1", registry.host());
+    let (a, b) = tokio::join!(c1.pull(&one), c2.pull(&two));
+    assert_eq!(a?, img.config);
+    assert_eq!(b?, img.config);
+    let log = crispd.crispd_log();
+    // The bottom layer is busybox's, imported at startup: nothing to download.
+    for layer in &img.layers[1..] {
+        let n = log
+            .lines()
+            .filter(|l| l.contains("downloaded") && l.contains(layer.as_str()))
+            .count();
+        assert_eq!(n, 1, "layer {layer} downloaded {n} times");
+    }
+    assert_no_partial_state(crispd)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_references_are_invalid_argument() {
+    if !require_root() {
+        return;
+    }
+    let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(invalid(&crispd).await);
+}
+
+async fn invalid(crispd: &Crispd) -> anyhow::Result<()> {
+    let mut client = crispd.client().await?;
+    for bad in [
+        "UPPER/case:v1",
+        "busybox@sha256:123",
+        "a b",
+        "localhost:port/x",
+        "busybox:-tag",
+    ] {
+        let r = client.image.pull_image(pull_request(bad, None)).await;
+        let s = expect_code(r, Code::InvalidArgument, bad)?;
+        assert!(s.message().contains("invalid image reference"), "{s}");
+    }
+    Ok(())
+}
