@@ -204,8 +204,13 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
             Ok(()) => ok += 1,
             Err(status) => {
                 refused += 1;
+                // A pull of a well-formed name really goes to its registry, which this
+                // machine may not reach: that Unavailable is crispd's answer, not a dead crispd.
+                let unreachable_registry =
+                    status.code() == Code::Unavailable && status.message().starts_with("pulling ");
                 assert!(
-                    !matches!(status.code(), Code::Unknown | Code::Unavailable),
+                    unreachable_registry
+                        || !matches!(status.code(), Code::Unknown | Code::Unavailable),
                     "request {i}: unclear error {status:?}"
                 );
             }
