@@ -452,3 +452,81 @@ async fn invalid(crispd: &Crispd) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Not a timed test (run by hand: `cargo nextest run -p crisp-tests --test registry
+/// --run-ignored only`): prints how long a 5-layer, ~200 MB image takes to pull and unpack from
+/// the local registry, and a second image sharing 4 of its layers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn large_image_pull_time() {
+    if !require_root() {
+        return;
+    }
+    let registry = TestRegistry::start().expect("starting the registry");
+    let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(large(&crispd, &registry).await);
+}
+
+/// `n` bytes, half pseudo-random and half runs, so gzip has work to do but cannot shrink them
+/// to nothing.
+fn filler(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if x % 2 == 0 {
+            out.extend_from_slice(&x.to_le_bytes());
+        } else {
+            out.extend(std::iter::repeat_n((x >> 8) as u8, 8));
+        }
+    }
+    out.truncate(n);
+    out
+}
+
+async fn large(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
+    const LAYER: usize = 40 << 20;
+    let data: Vec<Vec<u8>> = (1..=5).map(|i| filler(i, LAYER)).collect();
+    let extra = filler(99, LAYER);
+    let dir = temp_layout()?;
+    fn layers<'a>(base: &'a [Vec<u8>], top: &'a [u8]) -> Vec<Vec<Entry<'a>>> {
+        let mut v: Vec<Vec<Entry>> = base
+            .iter()
+            .map(|d| vec![Entry::File("data/blob", d.as_slice())])
+            .collect();
+        v.push(vec![Entry::File("data/top", top)]);
+        v
+    }
+    let first = layered_image(dir.path(), "v1", &layers(&data[..4], &data[4]))?;
+    registry.push(&format!("oci:{}:v1", dir.path().display()), "big:v1", &[])?;
+    let dir2 = temp_layout()?;
+    layered_image(dir2.path(), "v2", &layers(&data[..4], &extra))?;
+    registry.push(&format!("oci:{}:v2", dir2.path().display()), "big:v2", &[])?;
+    let bytes: u64 = first
+        .layers
+        .iter()
+        .map(|l| {
+            std::fs::metadata(dir.path().join("blobs/sha256").join(&l[7..]))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .sum();
+
+    let mut client = crispd.client().await?;
+    let t = std::time::Instant::now();
+    client.pull(&format!("{}/big:v1", registry.host())).await?;
+    let full = t.elapsed();
+    let t = std::time::Instant::now();
+    client.pull(&format!("{}/big:v2", registry.host())).await?;
+    let shared = t.elapsed();
+    eprintln!(
+        "pull of {} layers, {} MB compressed, {} MB unpacked: {full:?}; \
+         image sharing 4 of its layers: {shared:?}",
+        first.layers.len(),
+        bytes >> 20,
+        (5 * LAYER) >> 20
+    );
+    Ok(())
+}
