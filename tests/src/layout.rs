@@ -15,6 +15,8 @@ pub enum Entry<'a> {
     File(&'a str, &'a [u8]),
     /// Deletes `path` from the layers below (an OCI `.wh.` whiteout).
     Whiteout(&'a str),
+    /// Hides everything the layers below have in directory `path` (`.wh..wh..opq`).
+    Opaque(&'a str),
 }
 
 /// Digests of an image written by [`layered_image`].
@@ -61,6 +63,7 @@ fn layer_tar(entries: &[Entry]) -> anyhow::Result<Vec<u8>> {
                 };
                 (wh, &[])
             }
+            Entry::Opaque(dir) => (format!("{dir}/.wh..wh..opq"), &[]),
         };
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);

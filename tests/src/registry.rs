@@ -14,6 +14,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct TestRegistry {
     child: Option<Child>,
+    config: PathBuf,
     dir: PathBuf,
     port: u16,
     /// `user:password` when started with htpasswd auth.
@@ -40,6 +41,7 @@ impl TestRegistry {
         // From here on, Drop removes the dir.
         let mut reg = TestRegistry {
             child: None,
+            config: dir.join("config.yml"),
             dir,
             port: 0,
             creds: auth.map(|(u, p)| format!("{u}:{p}")),
@@ -64,9 +66,8 @@ impl TestRegistry {
         // we try another.
         for _ in 0..5 {
             reg.port = free_port()?;
-            let config = reg.dir.join("config.yml");
             fs::write(
-                &config,
+                &reg.config,
                 format!(
                     "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\n\
                      storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
@@ -75,21 +76,39 @@ impl TestRegistry {
                     reg.port
                 ),
             )?;
-            let log = fs::File::create(reg.log_path())?;
-            let child = Command::new("docker-registry")
-                .arg("serve")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .context("spawning docker-registry (apt-get install docker-registry)")?;
-            reg.child = Some(child);
+            reg.spawn()?;
             if reg.wait_ready()? {
                 return Ok(reg);
             }
         }
         bail!("docker-registry did not start; its log:\n{}", reg.log())
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning docker-registry (apt-get install docker-registry)")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Starts the registry again (after [`kill`](Self::kill)) on the same port and storage.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn()?;
+        if !self.wait_ready()? {
+            bail!("docker-registry did not restart:\n{}", self.log());
+        }
+        Ok(())
     }
 
     /// `Ok(false)` if the registry exited (port taken); waits for it to accept connections.

@@ -126,10 +126,13 @@ async fn multi_layer(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result
             vec![
                 Entry::File("etc/added", b"from layer two\n"),
                 Entry::File("etc/doomed", b"deleted by layer three\n"),
+                Entry::File("opaque/old", b"hidden by layer three\n"),
             ],
             vec![
                 Entry::Whiteout("etc/doomed"),
                 Entry::File("etc/third", b"3\n"),
+                Entry::Opaque("opaque"),
+                Entry::File("opaque/new", b"new\n"),
             ],
         ],
     )?;
@@ -162,10 +165,11 @@ async fn multi_layer(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result
         crispd,
         "layered",
         &image,
-        "cat /etc/added /etc/third; test -e /etc/doomed || echo doomed-is-gone",
+        "cat /etc/added /etc/third; test -e /etc/doomed || echo doomed-is-gone; \
+         echo opaque: $(ls /opaque)",
     )
     .await?;
-    for want in ["from layer two", "3", "doomed-is-gone"] {
+    for want in ["from layer two", "3", "doomed-is-gone", "opaque: new"] {
         assert!(log.contains(want), "{want:?} missing from {log:?}");
     }
     assert_no_partial_state(crispd)?;
@@ -330,6 +334,74 @@ async fn unreachable(crispd: &Crispd, host: &str) -> anyhow::Result<()> {
     let r = client.image.pull_image(pull_request(&image, None)).await;
     let s = expect_code(r, Code::Unavailable, "pull from a dead registry")?;
     assert!(s.message().contains(host), "{s}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_killed_mid_pull_then_clean_retry() {
+    if !require_root() {
+        return;
+    }
+    let mut registry = TestRegistry::start().expect("starting the registry");
+    let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(killed_mid_pull(&crispd, &mut registry).await);
+}
+
+/// `n` incompressible bytes.
+fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+async fn killed_mid_pull(crispd: &Crispd, registry: &mut TestRegistry) -> anyhow::Result<()> {
+    let big = noise(7, 160 << 20);
+    let dir = temp_layout()?;
+    let img = layered_image(dir.path(), "v1", &[vec![Entry::File("big", &big)]])?;
+    drop(big);
+    registry.push(&format!("oci:{}:v1", dir.path().display()), "cut:v1", &[])?;
+    let image = format!("{}/cut:v1", registry.host());
+
+    let socket = crispd.socket();
+    let img_name = image.clone();
+    let pull = tokio::spawn(async move {
+        let mut client = crisp_client::connect(&socket).await?;
+        anyhow::Ok(client.image.pull_image(pull_request(&img_name, None)).await)
+    });
+    // Kill the registry as soon as the layer download has started.
+    let ingest = crispd.root().join("content/ingest");
+    let started = crisp_tests::wait_until("the layer download", Duration::from_secs(20), || {
+        std::fs::read_dir(&ingest)
+            .ok()?
+            .flatten()
+            .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+            .then_some(())
+    })
+    .await;
+    registry.kill();
+    started?;
+    let r = pull.await??;
+    let s = expect_code(r, Code::Unavailable, "pull cut by a dead registry")?;
+    let top = img.layers.last().context("no layers")?;
+    assert!(
+        s.message().contains(top.as_str()),
+        "error names the blob: {s}"
+    );
+    let mut client = crispd.client().await?;
+    assert!(image_status(&mut client, &image).await?.is_none());
+    assert!(!blob_stored(crispd, top));
+    assert_no_partial_state(crispd)?;
+
+    registry.restart()?;
+    assert_eq!(client.pull(&image).await?, img.config);
+    assert_no_partial_state(crispd)?;
     Ok(())
 }
 
