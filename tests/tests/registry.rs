@@ -375,13 +375,14 @@ async fn killed_mid_pull(crispd: &Crispd, registry: &mut TestRegistry) -> anyhow
         let mut client = crisp_client::connect(&socket).await?;
         anyhow::Ok(client.image.pull_image(pull_request(&img_name, None)).await)
     });
-    // Kill the registry as soon as the layer download has started.
+    // Kill the registry as soon as the layer download is under way.
     let ingest = crispd.root().join("content/ingest");
     let started = crisp_tests::wait_until("the layer download", Duration::from_secs(20), || {
         std::fs::read_dir(&ingest)
             .ok()?
             .flatten()
-            .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+            // Past the config (small): the layer is coming in.
+            .any(|e| e.metadata().is_ok_and(|m| m.len() > 1 << 20))
             .then_some(())
     })
     .await;

@@ -26,6 +26,7 @@ use crisp_snapshotter::manifest::{
     PlatformSpec, MAX_INDEX_DEPTH, MAX_JSON,
 };
 use crisp_snapshotter::{chain_id, Digest, ImportedImage, Snapshotter};
+use oci_spec::image::ImageManifest;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -93,7 +94,55 @@ impl Puller {
             .transpose()
             .map_err(|e| Error::InvalidArgument(format!("image reference digest: {e}")))?;
 
-        let top = session.resolve(r.tag.as_deref(), digest.as_ref()).await?;
+        let (repo_digest, manifest_digest, manifest) =
+            self.resolve_manifest(&session, r, digest.as_ref()).await?;
+        let what = format!("{}@{manifest_digest}", r.repository);
+        let parts = ManifestParts::of(&manifest).map_err(|e| bad_image(&what, e))?;
+
+        if parts.config_size > MAX_JSON {
+            return Err(Error::FailedPrecondition(format!(
+                "image {what}: config of {} bytes is too large",
+                parts.config_size
+            )));
+        }
+        self.fetch_blob(&session, &parts.config_digest, parts.config_size)
+            .await?;
+        let store = self.snapshotter.content().clone();
+        let cd = parts.config_digest.clone();
+        let cfg_bytes = tokio::task::spawn_blocking(move || store.read_to_vec(&cd))
+            .await
+            .map_err(|e| Error::internal("config read task", e))?
+            .map_err(|e| Error::internal(format!("reading config of {what}"), e))?;
+        let (config, diff_ids) = parse_config(&cfg_bytes).map_err(|e| bad_image(&what, e))?;
+        parts
+            .check_diff_ids(&manifest_digest, &diff_ids)
+            .map_err(|e| bad_image(&what, e))?;
+
+        let chain_ids = self
+            .layers(&session, &what, &parts.layers, &diff_ids)
+            .await?;
+        Ok(ImportedImage {
+            names: Vec::new(),
+            repo_digest,
+            manifest_digest,
+            size: parts.size(),
+            config_digest: parts.config_digest,
+            config,
+            diff_ids,
+            chain_ids,
+        })
+    }
+
+    /// Resolves the reference to its platform manifest, following indexes. Returns the repo
+    /// digest (what the reference itself points at: the index, if any), the manifest's digest
+    /// and the manifest. Every document fetched is stored.
+    async fn resolve_manifest(
+        &self,
+        session: &Session,
+        r: &Reference,
+        digest: Option<&Digest>,
+    ) -> Result<(Digest, Digest, Box<ImageManifest>)> {
+        let top = session.resolve(r.tag.as_deref(), digest).await?;
         tracing::info!(digest = %top.digest, endpoint = %top.endpoint, "resolved");
         let repo_digest = top.digest.clone();
         self.store_bytes(&top.digest, &top.bytes).await?;
@@ -135,42 +184,7 @@ impl Puller {
                 }
             }
         };
-        let manifest_digest = doc_digest;
-        let what = format!("{}@{manifest_digest}", r.repository);
-        let parts = ManifestParts::of(&manifest).map_err(|e| bad_image(&what, e))?;
-
-        if parts.config_size > MAX_JSON {
-            return Err(Error::FailedPrecondition(format!(
-                "image {what}: config of {} bytes is too large",
-                parts.config_size
-            )));
-        }
-        self.fetch_blob(&session, &parts.config_digest, parts.config_size)
-            .await?;
-        let store = self.snapshotter.content().clone();
-        let cd = parts.config_digest.clone();
-        let cfg_bytes = tokio::task::spawn_blocking(move || store.read_to_vec(&cd))
-            .await
-            .map_err(|e| Error::internal("config read task", e))?
-            .map_err(|e| Error::internal(format!("reading config of {what}"), e))?;
-        let (config, diff_ids) = parse_config(&cfg_bytes).map_err(|e| bad_image(&what, e))?;
-        parts
-            .check_diff_ids(&manifest_digest, &diff_ids)
-            .map_err(|e| bad_image(&what, e))?;
-
-        let chain_ids = self
-            .layers(&session, &what, &parts.layers, &diff_ids)
-            .await?;
-        Ok(ImportedImage {
-            names: Vec::new(),
-            repo_digest,
-            manifest_digest,
-            size: parts.size(),
-            config_digest: parts.config_digest,
-            config,
-            diff_ids,
-            chain_ids,
-        })
+        Ok((repo_digest, doc_digest, manifest))
     }
 
     /// Downloads what is missing and commits the layers bottom to top, each as soon as its
