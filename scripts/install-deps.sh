@@ -10,7 +10,7 @@ pkgs=(
   iptables               # crisp-bridge's masquerade and hostPort rules (iptables-restore)
   containernetworking-plugins  # Debian's reference CNI plugins: interop tests (/usr/lib/cni)
   docker-registry skopeo  # registry pull tests: a local distribution registry, pushed to with skopeo
-  apache2-utils          # htpasswd (bcrypt) for the registry auth tests
+  apache2-utils openssl  # htpasswd (bcrypt) and a throwaway CA for the registry auth and TLS tests
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -24,15 +24,26 @@ pub struct TestRegistry {
 impl TestRegistry {
     /// An open registry.
     pub fn start() -> anyhow::Result<TestRegistry> {
-        Self::launch(None)
+        Self::launch(None, false)
     }
 
     /// A registry that wants HTTP basic auth (htpasswd, bcrypt) as `user`/`password`.
     pub fn start_with_auth(user: &str, password: &str) -> anyhow::Result<TestRegistry> {
-        Self::launch(Some((user, password)))
+        Self::launch(Some((user, password)), false)
     }
 
-    fn launch(auth: Option<(&str, &str)>) -> anyhow::Result<TestRegistry> {
+    /// An open registry serving HTTPS with a certificate for 127.0.0.1 from a private CA
+    /// ([`ca_path`](Self::ca_path)).
+    pub fn start_tls() -> anyhow::Result<TestRegistry> {
+        Self::launch(None, true)
+    }
+
+    /// The PEM CA that signed a TLS registry's certificate.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn launch(auth: Option<(&str, &str)>, tls: bool) -> anyhow::Result<TestRegistry> {
         let dir = tempfile::Builder::new()
             .prefix("crisp-registry-")
             .tempdir()
@@ -62,6 +73,15 @@ impl TestRegistry {
                 htpasswd.display()
             );
         }
+        let mut tls_yaml = String::new();
+        if tls {
+            reg.make_certs()?;
+            tls_yaml = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                reg.dir.join("server.pem").display(),
+                reg.dir.join("server.key").display()
+            );
+        }
         // A port that was free a moment ago; a lost race shows as the registry exiting, and
         // we try another.
         for _ in 0..5 {
@@ -71,7 +91,7 @@ impl TestRegistry {
                 format!(
                     "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\n\
                      storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                     http:\n  addr: 127.0.0.1:{}\n{auth_yaml}",
+                     http:\n  addr: 127.0.0.1:{}\n{tls_yaml}{auth_yaml}",
                     reg.storage().display(),
                     reg.port
                 ),
@@ -82,6 +102,76 @@ impl TestRegistry {
             }
         }
         bail!("docker-registry did not start; its log:\n{}", reg.log())
+    }
+
+    /// A throwaway CA and a server certificate for 127.0.0.1 signed by it (EC P-256: fast).
+    fn make_certs(&self) -> anyhow::Result<()> {
+        let d = &self.dir;
+        fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n")?;
+        let steps: [&[&str]; 3] = [
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=crisp-test-ca",
+            ],
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "1",
+                "-extfile",
+                "san.ext",
+            ],
+        ];
+        for args in steps {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .context("running openssl")?;
+            if !out.status.success() {
+                bail!(
+                    "openssl {args:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        Ok(())
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {

@@ -406,6 +406,66 @@ async fn killed_mid_pull(crispd: &Crispd, registry: &mut TestRegistry) -> anyhow
     Ok(())
 }
 
+/// HTTPS with a private CA: untrusted without config, then `skip_verify`, then `ca` from
+/// hosts.toml (re-read at every pull, so one crispd serves all three cases).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_toml_tls_ca_and_skip_verify() {
+    if !require_root() {
+        return;
+    }
+    let registry = TestRegistry::start_tls().expect("starting the TLS registry");
+    let crispd = Crispd::start_with_config(|dir| {
+        format!(
+            "[registry]\nconfig_path = \"{}\"\n",
+            dir.join("certs.d").display()
+        )
+    })
+    .await
+    .expect("starting crispd");
+    crispd.expect_ok(tls(&crispd, &registry).await);
+}
+
+async fn tls(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
+    let layout = busybox_layout();
+    registry.push(
+        &format!("oci:{}:latest", layout.display()),
+        "secure:v1",
+        &[],
+    )?;
+    let host = registry.host();
+    let image = format!("{host}/secure:v1");
+    let host_dir = crispd.dir().join("certs.d").join(&host);
+    std::fs::create_dir_all(&host_dir)?;
+    let hosts_toml = host_dir.join("hosts.toml");
+    let server = format!("server = \"https://{host}\"\n");
+    let mut client = crispd.client().await?;
+
+    std::fs::write(&hosts_toml, &server)?;
+    let r = client.image.pull_image(pull_request(&image, None)).await;
+    let s = expect_code(
+        r,
+        Code::Unavailable,
+        "pull from an untrusted HTTPS registry",
+    )?;
+    assert!(s.message().to_lowercase().contains("certificate"), "{s}");
+
+    std::fs::write(&hosts_toml, format!("{server}skip_verify = true\n"))?;
+    client.pull(&image).await?;
+    client
+        .image
+        .remove_image(crisp_tests::cri::RemoveImageRequest {
+            image: spec(&image),
+        })
+        .await?;
+    assert!(image_status(&mut client, &image).await?.is_none());
+
+    std::fs::copy(registry.ca_path(), host_dir.join("ca.pem"))?;
+    std::fs::write(&hosts_toml, format!("{server}ca = \"ca.pem\"\n"))?;
+    client.pull(&image).await?;
+    assert!(image_status(&mut client, &image).await?.is_some());
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_toml_mirror_serves_docker_hub_names() {
     if !require_root() {
