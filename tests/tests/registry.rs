@@ -286,6 +286,45 @@ async fn auth(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `[registry.auths]` in crispd's config serves pulls whose request has no credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_credentials() {
+    if !require_root() {
+        return;
+    }
+    let registry = TestRegistry::start_with_auth("bob", "hunter2").expect("starting the registry");
+    let host = registry.host();
+    let crispd = Crispd::start_with_config(|_| {
+        format!("[registry.auths.\"{host}\"]\nusername = \"bob\"\npassword = \"hunter2\"\n")
+    })
+    .await
+    .expect("starting crispd");
+    crispd.expect_ok(configured(&crispd, &registry).await);
+}
+
+async fn configured(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
+    let layout = busybox_layout();
+    registry.push(
+        &format!("oci:{}:latest", layout.display()),
+        "cfg/bb:v1",
+        &[],
+    )?;
+    let image = format!("{}/cfg/bb:v1", registry.host());
+    let mut client = crispd.client().await?;
+    // The request's own (wrong) credentials win over the config's.
+    let wrong = client
+        .image
+        .pull_image(pull_request(&image, Some(("bob", "nope"))))
+        .await;
+    expect_code(
+        wrong,
+        Code::Unauthenticated,
+        "pull with wrong request credentials",
+    )?;
+    client.pull(&image).await?;
+    Ok(())
+}
+
 root_test!(corrupt_blob_fails_cleanly_and_retry_works, corrupt_blob);
 
 async fn corrupt_blob(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {

@@ -75,6 +75,7 @@ impl Runtime {
         let puller = Arc::new(crate::image::pull::Puller::new(
             snapshotter.clone(),
             crate::image::pull::hosts::Hosts::new(cfg.registry.config_path.clone()),
+            cfg.registry.auths.clone(),
         ));
         let mut bin_dirs = cfg.cni.bin_dirs.clone();
         if let Some(dir) = shim_binary.parent() {

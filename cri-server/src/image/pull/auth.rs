@@ -2,6 +2,9 @@
 
 use oci_client::secrets::RegistryAuth;
 
+use std::collections::BTreeMap;
+
+use crate::config::RegistryAuthConfig;
 use crate::error::{Error, Result};
 
 /// What kubelet (or crictl `--creds`/`--auth`) sent with a pull.
@@ -67,6 +70,32 @@ impl Credentials {
             username,
             password,
             registry_token: a.registry_token,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.username.is_empty() && self.registry_token.is_empty()
+    }
+
+    /// The configured credentials (`[registry.auths]`) for `registry`, if any.
+    pub fn from_config(
+        auths: &BTreeMap<String, RegistryAuthConfig>,
+        registry: &str,
+    ) -> Result<Option<Credentials>> {
+        let want = normalize_server(registry);
+        let Some((host, a)) = auths.iter().find(|(k, _)| normalize_server(k) == want) else {
+            return Ok(None);
+        };
+        let cri = k8s_cri::v1::AuthConfig {
+            username: a.username.clone(),
+            password: a.password.clone(),
+            auth: a.auth.clone(),
+            registry_token: a.registry_token.clone(),
+            server_address: host.clone(),
+            ..Default::default()
+        };
+        Credentials::from_cri(Some(cri)).map(Some).map_err(|e| {
+            Error::FailedPrecondition(format!("config [registry.auths.{host:?}]: {e}"))
         })
     }
 

@@ -18,6 +18,7 @@ mod inflight;
 mod ingest;
 mod registry;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crisp_snapshotter::image::parse_config;
@@ -35,6 +36,7 @@ use self::hosts::Hosts;
 use self::inflight::KeyedLocks;
 use self::registry::Session;
 use super::reference::Reference;
+use crate::config::RegistryAuthConfig;
 use crate::error::{Error, Result};
 
 /// Layers downloading at once per pull: enough to fill a link, few enough not to starve the
@@ -44,6 +46,8 @@ pub const PARALLEL_DOWNLOADS: usize = 3;
 pub struct Puller {
     snapshotter: Arc<Snapshotter>,
     hosts: Hosts,
+    /// `[registry.auths]`: credentials for requests that bring none.
+    auths: BTreeMap<String, RegistryAuthConfig>,
     locks: KeyedLocks,
     platform: PlatformSpec,
 }
@@ -61,13 +65,18 @@ impl Drop for AbortOnDrop {
 }
 
 impl Puller {
-    pub fn new(snapshotter: Arc<Snapshotter>, hosts: Hosts) -> Puller {
+    pub fn new(
+        snapshotter: Arc<Snapshotter>,
+        hosts: Hosts,
+        auths: BTreeMap<String, RegistryAuthConfig>,
+    ) -> Puller {
         // reqwest is built without a default TLS crypto provider (to avoid aws-lc's C build);
         // install ring's once. An error only means one is installed already.
         let _ = rustls::crypto::ring::default_provider().install_default();
         Puller {
             snapshotter,
             hosts,
+            auths,
             locks: KeyedLocks::default(),
             platform: PlatformSpec::default(),
         }
@@ -86,6 +95,13 @@ impl Puller {
             ))
         })?;
         let endpoints = self.hosts.endpoints(registry)?;
+        // A request's own credentials win over the config's.
+        let configured = if creds.is_empty() {
+            Credentials::from_config(&self.auths, registry)?
+        } else {
+            None
+        };
+        let creds = configured.as_ref().unwrap_or(creds);
         let session = Arc::new(Session::new(registry, repository, endpoints, creds));
         let digest = r
             .digest
