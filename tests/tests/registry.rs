@@ -694,11 +694,87 @@ async fn large(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
     client.pull(&format!("{}/big:v2", registry.host())).await?;
     let shared = t.elapsed();
     eprintln!(
-        "pull of {} layers, {} MB compressed, {} MB unpacked: {full:?}; \
+        "crisp: pull of {} layers, {} MB compressed, {} MB unpacked: {full:?}; \
          image sharing 4 of its layers: {shared:?}",
         first.layers.len(),
         bytes >> 20,
         (5 * LAYER) >> 20
     );
+    for line in crispd.crispd_log().lines().filter(|l| {
+        ["resolved", "downloaded", "unpacked", "pulled image"]
+            .iter()
+            .any(|w| l.contains(w))
+    }) {
+        eprintln!("  {line}");
+    }
+    if let Some((c_full, c_shared)) = containerd_pull_times(registry)? {
+        eprintln!(
+            "containerd (ctr pull, overlayfs): {c_full:?}; sharing: {c_shared:?}; \
+             crisp/containerd: {:.2} and {:.2}",
+            full.as_secs_f64() / c_full.as_secs_f64(),
+            shared.as_secs_f64() / c_shared.as_secs_f64()
+        );
+    }
     Ok(())
+}
+
+/// The same two pulls with Debian's containerd (`ctr images pull`, which also unpacks), on a
+/// private root; `None` if containerd is not installed.
+fn containerd_pull_times(registry: &TestRegistry) -> anyhow::Result<Option<(Duration, Duration)>> {
+    use std::process::{Command, Stdio};
+    if Command::new("containerd")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return Ok(None);
+    }
+    let dir = tempfile::Builder::new().prefix("crisp-ctrd-").tempdir()?;
+    let sock = dir.path().join("c.sock");
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
+    )?;
+    let mut daemon = Command::new("containerd")
+        .arg("--config")
+        .arg(dir.path().join("config.toml"))
+        .arg("--root")
+        .arg(dir.path().join("root"))
+        .arg("--state")
+        .arg(dir.path().join("state"))
+        .arg("--address")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let result = (|| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !sock.exists() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "containerd did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let pull = |tag: &str| -> anyhow::Result<Duration> {
+            let t = std::time::Instant::now();
+            let out = Command::new("ctr")
+                .arg("--address")
+                .arg(&sock)
+                .args(["-n", "bench", "images", "pull", "--plain-http"])
+                .arg(format!("{}/big:{tag}", registry.host()))
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "ctr pull failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(t.elapsed())
+        };
+        Ok(Some((pull("v1")?, pull("v2")?)))
+    })();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    // containerd's overlay snapshots are plain dirs; nothing stays mounted after ctr pull.
+    result
 }
