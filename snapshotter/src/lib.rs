@@ -19,5 +19,7 @@ pub use digest::{chain_id, Digest};
 pub use error::{Error, Result};
 pub use image::ImageConfig;
 pub use import::{import_path, ImportedImage};
-pub use snapshots::{validate_key, ActiveSnapshot, CommittedMeta, Compression, Snapshotter};
+pub use snapshots::{
+    validate_key, ActiveSnapshot, CommittedMeta, Compression, Snapshotter, StagedLayer,
+};
 pub use unpack::{unpack_layer, UnpackStats};
