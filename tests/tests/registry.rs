@@ -595,6 +595,11 @@ async fn concurrent(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<
             .filter(|l| l.contains("downloaded") && l.contains(layer.as_str()))
             .count();
         assert_eq!(n, 1, "layer {layer} downloaded {n} times");
+        let n = log
+            .lines()
+            .filter(|l| l.contains("unpacked") && l.contains(&format!("layer={layer}")))
+            .count();
+        assert_eq!(n, 1, "layer {layer} unpacked {n} times");
     }
     assert_no_partial_state(crispd)?;
     Ok(())

@@ -3,8 +3,9 @@
 //! A pull resolves the reference to a manifest or index (keeping the index digest as the repo
 //! digest, which kubelet matches on), picks the linux/amd64 manifest with the same code as
 //! import, stores the config, then downloads the layers in parallel (at most
-//! [`PARALLEL_DOWNLOADS`] per pull) straight into the content store and unpacks each one as
-//! soon as it and the layers below it are there. Blob downloads and layer unpacks are keyed by
+//! [`PARALLEL_DOWNLOADS`] per pull) straight into the content store, unpacks each into its
+//! own staging dir as soon as it is in (a layer's files do not depend on the layers below),
+//! and commits them bottom to top. Blob downloads and layer unpacks are keyed by
 //! digest / chain id across all pulls, so two pulls sharing layers do the work once.
 //!
 //! Atomicity: blobs become visible only after digest and size verification, layers only after
@@ -26,9 +27,9 @@ use crisp_snapshotter::manifest::{
     is_index, is_manifest, media_type, require_platform, Document, LayerDesc, ManifestParts,
     PlatformSpec, MAX_INDEX_DEPTH, MAX_JSON,
 };
-use crisp_snapshotter::{chain_id, Digest, ImportedImage, Snapshotter};
+use crisp_snapshotter::{chain_id, Digest, ImportedImage, Snapshotter, StagedLayer};
 use oci_spec::image::ImageManifest;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedMutexGuard, Semaphore};
 use tracing::Instrument;
 
 use self::auth::Credentials;
@@ -52,11 +53,12 @@ pub struct Puller {
     platform: PlatformSpec,
 }
 
-/// Aborts the layer downloads of a pull that is given up (error or cancelled RPC); an aborted
-/// download leaves nothing behind (the content store drops its temp file).
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<Result<()>>>);
+/// Aborts the layer tasks of a pull that is given up (error or cancelled RPC); an aborted
+/// download or unpack leaves nothing behind (the content store drops its temp file, a
+/// dropped staged layer its staging dir).
+struct AbortOnDrop<T>(Vec<tokio::task::JoinHandle<T>>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         for h in &self.0 {
             h.abort();
@@ -203,8 +205,8 @@ impl Puller {
         Ok((repo_digest, doc_digest, manifest))
     }
 
-    /// Downloads what is missing and commits the layers bottom to top, each as soon as its
-    /// blob is in.
+    /// Downloads and unpacks what is missing, layers in parallel (each into its own staging
+    /// dir), and commits them bottom to top as they become ready.
     async fn layers(
         self: &Arc<Self>,
         session: &Arc<Session>,
@@ -217,34 +219,43 @@ impl Puller {
             chains.push(chain_id(chains.last(), d));
         }
         let permits = Arc::new(Semaphore::new(PARALLEL_DOWNLOADS));
-        let mut downloads = AbortOnDrop(Vec::new());
+        let mut tasks = AbortOnDrop(Vec::new());
         let mut slot: Vec<Option<usize>> = Vec::with_capacity(layers.len());
-        for (l, chain) in layers.iter().zip(&chains) {
+        for ((l, chain), diff_id) in layers.iter().zip(&chains).zip(diff_ids) {
             if self.snapshotter.is_committed(chain) {
                 slot.push(None);
                 continue;
             }
-            let (me, s, p, l) = (self.clone(), session.clone(), permits.clone(), l.clone());
+            let (me, s, p) = (self.clone(), session.clone(), permits.clone());
+            let (l, chain, diff_id, what) =
+                (l.clone(), chain.clone(), diff_id.clone(), what.to_string());
             let span = tracing::debug_span!("layer", blob = %l.digest, size = l.size);
-            slot.push(Some(downloads.0.len()));
-            downloads.0.push(tokio::spawn(
+            slot.push(Some(tasks.0.len()));
+            tasks.0.push(tokio::spawn(
                 async move {
                     let _permit = p
                         .acquire_owned()
                         .await
                         .map_err(|e| Error::internal("download slot", e))?;
-                    me.fetch_blob(&s, &l.digest, l.size).await
+                    me.fetch_blob(&s, &l.digest, l.size).await?;
+                    me.stage(&what, &l, &chain, &diff_id).await
                 }
                 .instrument(span),
             ));
         }
         for (i, l) in layers.iter().enumerate() {
             let Some(k) = slot[i] else { continue };
-            (&mut downloads.0[k]).await.map_err(|e| {
+            let staged = (&mut tasks.0[k]).await.map_err(|e| {
                 Error::internal(format!("download task for blob {}", l.digest), e)
             })??;
-            let parent = i.checked_sub(1).map(|p| chains[p].clone());
-            self.commit(what, parent, l, &diff_ids[i]).await?;
+            if let Some((staged, _lock)) = staged {
+                let parent = i.checked_sub(1).map(|p| chains[p].clone());
+                let snap = self.snapshotter.clone();
+                tokio::task::spawn_blocking(move || snap.publish_layer(parent.as_ref(), staged))
+                    .await
+                    .map_err(|e| Error::internal("commit task", e))?
+                    .map_err(|e| layer_error(what, &l.digest, e))?;
+            }
         }
         Ok(chains)
     }
@@ -263,39 +274,31 @@ impl Puller {
         session.fetch_blob(store, digest, size).await
     }
 
-    /// Unpacks one layer (blocking work, off the async threads), once across pulls.
-    async fn commit(
+    /// Unpacks one layer into a staging dir (blocking work, off the async threads). Returns
+    /// nothing if the layer is committed already. Otherwise the staged layer comes with the
+    /// layer's lock, held until it is published, so a concurrent pull of the same layer
+    /// waits and then finds it committed instead of unpacking it again.
+    async fn stage(
         &self,
         what: &str,
-        parent: Option<Digest>,
         l: &LayerDesc,
+        chain: &Digest,
         diff_id: &Digest,
-    ) -> Result<()> {
-        let chain = chain_id(parent.as_ref(), diff_id);
-        let _g = self.locks.lock(&format!("layer {chain}")).await;
-        if self.snapshotter.is_committed(&chain) {
-            return Ok(());
+    ) -> Result<Option<(StagedLayer, OwnedMutexGuard<()>)>> {
+        let lock = self.locks.lock(&format!("layer {chain}")).await;
+        if self.snapshotter.is_committed(chain) {
+            return Ok(None);
         }
         let (snap, l2, diff) = (self.snapshotter.clone(), l.clone(), diff_id.clone());
         let started = std::time::Instant::now();
-        tokio::task::spawn_blocking(move || {
-            snap.commit_layer(parent.as_ref(), &l2.digest, &l2.media_type, &diff)
+        let staged = tokio::task::spawn_blocking(move || {
+            snap.stage_layer(&l2.digest, &l2.media_type, &diff)
         })
         .await
         .map_err(|e| Error::internal("unpack task", e))?
-        .map_err(|e| {
-            let msg = format!("image {what}: unpacking layer {}: {e}", l.digest);
-            match e {
-                crisp_snapshotter::Error::DigestMismatch { .. }
-                | crisp_snapshotter::Error::SizeMismatch { .. } => Error::DataLoss(msg),
-                crisp_snapshotter::Error::Io { .. } | crisp_snapshotter::Error::Sys { .. } => {
-                    Error::Internal(msg)
-                }
-                _ => Error::FailedPrecondition(msg),
-            }
-        })?;
+        .map_err(|e| layer_error(what, &l.digest, e))?;
         tracing::debug!(layer = %l.digest, chain = %chain, ms = started.elapsed().as_millis() as u64, "unpacked");
-        Ok(())
+        Ok(Some((staged, lock)))
     }
 
     /// Stores a manifest or index we fetched (already verified against its digest).
@@ -307,6 +310,20 @@ impl Puller {
             .map_err(|e| Error::internal("store task", e))?
             .map_err(|e| Error::internal(format!("storing manifest {digest}"), e))?;
         Ok(())
+    }
+}
+
+/// A layer that would not unpack or commit: corrupt content, a local I/O problem, or a
+/// malformed (e.g. hostile) layer.
+fn layer_error(what: &str, blob: &Digest, e: crisp_snapshotter::Error) -> Error {
+    let msg = format!("image {what}: unpacking layer {blob}: {e}");
+    match e {
+        crisp_snapshotter::Error::DigestMismatch { .. }
+        | crisp_snapshotter::Error::SizeMismatch { .. } => Error::DataLoss(msg),
+        crisp_snapshotter::Error::Io { .. } | crisp_snapshotter::Error::Sys { .. } => {
+            Error::Internal(msg)
+        }
+        _ => Error::FailedPrecondition(msg),
     }
 }
 
