@@ -386,22 +386,8 @@ async fn registry_killed_mid_pull_then_clean_retry() {
     crispd.expect_ok(killed_mid_pull(&crispd, &mut registry).await);
 }
 
-/// `n` incompressible bytes.
-fn noise(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
-
 async fn killed_mid_pull(crispd: &Crispd, registry: &mut TestRegistry) -> anyhow::Result<()> {
-    let big = noise(7, 160 << 20);
+    let big = pseudo_random(7, 160 << 20, false);
     let dir = temp_layout()?;
     let img = layered_image(dir.path(), "v1", &[vec![Entry::File("big", &big)]])?;
     drop(big);
@@ -644,19 +630,20 @@ async fn large_image_pull_time() {
     crispd.expect_ok(large(&crispd, &registry).await);
 }
 
-/// `n` bytes, half pseudo-random and half runs, so gzip has work to do but cannot shrink them
-/// to nothing.
-fn filler(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut out = Vec::with_capacity(n);
+/// `n` pseudo-random bytes (xorshift). `compressible`: every other 8-byte word is a run of
+/// one byte, so gzip has work to do but cannot shrink them to nothing.
+fn pseudo_random(seed: u64, n: usize, compressible: bool) -> Vec<u8> {
+    // Odd and distinct per seed (xorshift must not start at 0).
+    let mut x = seed.wrapping_mul(2).wrapping_add(1);
+    let mut out = Vec::with_capacity(n + 8);
     while out.len() < n {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        if x % 2 == 0 {
-            out.extend_from_slice(&x.to_le_bytes());
-        } else {
+        if compressible && x % 2 == 1 {
             out.extend(std::iter::repeat_n((x >> 8) as u8, 8));
+        } else {
+            out.extend_from_slice(&x.to_le_bytes());
         }
     }
     out.truncate(n);
@@ -665,8 +652,8 @@ fn filler(seed: u64, n: usize) -> Vec<u8> {
 
 async fn large(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
     const LAYER: usize = 40 << 20;
-    let data: Vec<Vec<u8>> = (1..=5).map(|i| filler(i, LAYER)).collect();
-    let extra = filler(99, LAYER);
+    let data: Vec<Vec<u8>> = (1..=5).map(|i| pseudo_random(i, LAYER, true)).collect();
+    let extra = pseudo_random(99, LAYER, true);
     let dir = temp_layout()?;
     fn layers<'a>(base: &'a [Vec<u8>], top: &'a [u8]) -> Vec<Vec<Entry<'a>>> {
         let mut v: Vec<Vec<Entry>> = base
