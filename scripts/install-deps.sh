@@ -13,6 +13,8 @@ pkgs=(
   python3 python3-venv   # scripts/validate-manifests.sh: kubernetes-validate in a venv
   systemd                # systemd-analyze verify manifests/crispd.service
   shellcheck             # lints the DaemonSet's installer script
+  docker-registry skopeo  # registry pull tests: a local distribution registry, pushed to with skopeo
+  apache2-utils openssl  # htpasswd (bcrypt) and a throwaway CA for the registry auth and TLS tests
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -20,6 +20,7 @@ pub struct Config {
     /// Where pod cgroups go when the pod config names no `cgroup_parent` (cgroupfs path).
     pub cgroup_parent: String,
     pub images: ImagesConfig,
+    pub registry: RegistryConfig,
     pub shim: ShimConfig,
     pub cni: CniSection,
     pub streaming: StreamingSection,
@@ -85,6 +86,37 @@ pub struct ImagesConfig {
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// A containerd-style `certs.d` directory: `<config_path>/<host>/hosts.toml` (and
+    /// `_default/hosts.toml`) name mirrors, plain-HTTP endpoints, CAs. Empty: none.
+    pub config_path: Option<PathBuf>,
+    /// Credentials per registry host (`[registry.auths."host[:port]"]`), used when a pull
+    /// request carries none (kubelet sends pull secrets with the request; crictl may not).
+    pub auths: std::collections::BTreeMap<String, RegistryAuthConfig>,
+}
+
+#[derive(Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryAuthConfig {
+    pub username: String,
+    pub password: String,
+    /// base64 of `username:password`, as in a docker config.json.
+    pub auth: String,
+    /// A bearer token used as is.
+    pub registry_token: String,
+}
+
+/// Secrets stay out of logs and `{:?}` dumps of the config.
+impl std::fmt::Debug for RegistryAuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuthConfig")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
 pub struct ShimConfig {
     /// The `crisp-shim` binary (default: next to crispd, then `$PATH`).
     pub path: Option<PathBuf>,
@@ -100,6 +132,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             cgroup_parent: "/crisp".into(),
             images: ImagesConfig::default(),
+            registry: RegistryConfig::default(),
             shim: ShimConfig::default(),
             cni: CniSection::default(),
             streaming: StreamingSection::default(),
@@ -191,6 +224,19 @@ mod tests {
         assert!(e.contains("roott"), "{e}");
         let e = Config::parse("[images]\nimport_dri = \"/x\"").unwrap_err();
         assert!(e.contains("import_dri"), "{e}");
+    }
+
+    #[test]
+    fn registry_auths() {
+        let c = Config::parse(
+            "[registry]\nconfig_path = \"/etc/crisp/certs.d\"\n\
+             [registry.auths.\"reg.example.com:5000\"]\nusername = \"u\"\npassword = \"p\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.registry.auths["reg.example.com:5000"].username, "u");
+        assert!(!format!("{c:?}").contains("\"p\""));
+        let e = Config::parse("[registry.auths.x]\nuser = \"u\"").unwrap_err();
+        assert!(e.contains("user"), "{e}");
     }
 
     #[test]

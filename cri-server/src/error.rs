@@ -17,6 +17,18 @@ pub enum Error {
     DeadlineExceeded(String),
     #[error("{0}")]
     Internal(String),
+    /// Registry credentials missing or rejected.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Registry credentials valid but not allowed this image.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A registry (or other remote service) could not be reached or answered 5xx/429.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Content did not match its digest or size.
+    #[error("{0}")]
+    DataLoss(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -34,6 +46,10 @@ impl Error {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Internal(_) => Code::Internal,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::DataLoss(_) => Code::DataLoss,
         }
     }
 }

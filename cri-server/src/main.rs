@@ -52,6 +52,18 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Work with the image store.
+    Images {
+        #[command(subcommand)]
+        action: ImagesAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImagesAction {
+    /// Import an OCI layout, OCI archive or docker-save tar (gzip ok). With crispd running on
+    /// the same root, the file goes to its import dir instead.
+    Import { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -71,7 +83,7 @@ fn main() {
 
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
-    match cli.command {
+    match &cli.command {
         Some(Command::Config {
             action: ConfigAction::Default,
         }) => {
@@ -81,11 +93,11 @@ fn real_main() -> Result<()> {
         Some(Command::Config {
             action: ConfigAction::Check { file },
         }) => {
-            config::Config::load(&file)?;
+            config::Config::load(file)?;
             println!("{}: ok", file.display());
             return Ok(());
         }
-        None => {}
+        Some(Command::Images { .. }) | None => {}
     }
     let mut cfg = match &cli.config {
         Some(p) => config::Config::load(p)?,
@@ -107,6 +119,12 @@ fn real_main() -> Result<()> {
         .or_else(|| std::env::var("CRISP_LOG").ok());
     if let Some(l) = &pinned_level {
         cfg.log_level = l.clone();
+    }
+    if let Some(Command::Images {
+        action: ImagesAction::Import { file },
+    }) = &cli.command
+    {
+        return image::import_cmd::run(&cfg, file);
     }
     let log = logging::init(&cfg.log_level, cfg.log_format)?;
     let reload = daemon::Reload {

@@ -16,24 +16,16 @@ use crate::content::{put_bytes, ContentStore};
 use crate::digest::Digest;
 use crate::error::{io_ctx, Error, Result};
 use crate::image::{parse_config, ImageConfig};
+pub use crate::manifest::PlatformSpec;
+use crate::manifest::{
+    commit_layers, desc_digest, is_index, is_manifest, media_type, oci_err, platform_matches,
+    require_platform, LayerDesc, ManifestParts, MAX_INDEX_DEPTH, MAX_JSON, MT_OCI_CONFIG,
+    MT_OCI_LAYER, MT_OCI_LAYER_GZIP, MT_OCI_LAYER_ZSTD, MT_OCI_MANIFEST,
+};
 use crate::snapshots::{Compression, Snapshotter};
 
 pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
-
-const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const MT_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-const MT_OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
-const MT_OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-const MT_OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-
-/// Manifests, indexes and configs are small; refuse to buffer huge ones.
-const MAX_JSON: u64 = 16 << 20;
-/// Nested indexes deeper than this are certainly malformed.
-const MAX_INDEX_DEPTH: usize = 8;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImportedImage {
@@ -53,25 +45,6 @@ pub struct ImportedImage {
     pub chain_ids: Vec<Digest>,
     /// Compressed layer sizes plus config size.
     pub size: u64,
-}
-
-/// The platform to pick from image indexes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlatformSpec {
-    pub os: String,
-    pub architecture: String,
-    /// If set, only entries with exactly this variant match.
-    pub variant: Option<String>,
-}
-
-impl Default for PlatformSpec {
-    fn default() -> Self {
-        PlatformSpec {
-            os: "linux".into(),
-            architecture: "amd64".into(),
-            variant: None,
-        }
-    }
 }
 
 /// Imports every image found at `path` for linux/amd64.
@@ -383,21 +356,6 @@ struct Found {
     names: Vec<String>,
 }
 
-fn desc_digest(d: &Descriptor) -> Result<Digest> {
-    Digest::parse(d.digest().as_ref())
-}
-
-fn media_type(d: &Descriptor) -> String {
-    d.media_type().to_string()
-}
-
-fn oci_err(what: String) -> impl FnOnce(oci_spec::OciSpecError) -> Error {
-    move |e| Error::InvalidImage {
-        what,
-        reason: e.to_string(),
-    }
-}
-
 impl Importer<'_> {
     fn store(&self) -> &ContentStore {
         self.snap.content()
@@ -491,42 +449,26 @@ impl Importer<'_> {
         src: &mut dyn BlobSource,
         depth: usize,
     ) -> Result<Option<(Descriptor, Option<Digest>)>> {
-        let mt = media_type(desc);
         let digest = desc_digest(desc)?;
-        match mt.as_str() {
-            MT_OCI_MANIFEST | MT_DOCKER_MANIFEST => Ok(Some((desc.clone(), outer_index))),
-            MT_OCI_INDEX | MT_DOCKER_LIST => {
-                if depth >= MAX_INDEX_DEPTH {
-                    return Err(Error::InvalidImage {
-                        what: format!("index {digest}"),
-                        reason: "indexes nested too deeply".into(),
-                    });
-                }
-                let bytes = self.fetch_json(src, &digest, desc.size(), "index")?;
-                let index = ImageIndex::from_reader(&bytes[..])
-                    .map_err(oci_err(format!("index {digest}")))?;
-                let chosen =
-                    select_platform(&index, self.platform).ok_or_else(|| Error::InvalidImage {
-                        what: format!("index {digest}"),
-                        reason: format!(
-                            "no manifest for platform {}/{}{}",
-                            self.platform.os,
-                            self.platform.architecture,
-                            self.platform
-                                .variant
-                                .as_ref()
-                                .map(|v| format!("/{v}"))
-                                .unwrap_or_default()
-                        ),
-                    })?;
-                let outer = outer_index.or(Some(digest));
-                self.resolve(&chosen, outer, src, depth + 1)
-            }
-            other => {
-                tracing::warn!(digest = %digest, media_type = other, "skipping non-image descriptor");
-                Ok(None)
-            }
+        if is_manifest(desc) {
+            return Ok(Some((desc.clone(), outer_index)));
         }
+        if !is_index(desc) {
+            tracing::warn!(digest = %digest, media_type = %media_type(desc), "skipping non-image descriptor");
+            return Ok(None);
+        }
+        if depth >= MAX_INDEX_DEPTH {
+            return Err(Error::InvalidImage {
+                what: format!("index {digest}"),
+                reason: "indexes nested too deeply".into(),
+            });
+        }
+        let bytes = self.fetch_json(src, &digest, desc.size(), "index")?;
+        let index =
+            ImageIndex::from_reader(&bytes[..]).map_err(oci_err(format!("index {digest}")))?;
+        let chosen = require_platform(&index, &digest, self.platform)?;
+        let outer = outer_index.or(Some(digest));
+        self.resolve(&chosen, outer, src, depth + 1)
     }
 
     fn import_manifest(&mut self, f: Found, src: &mut dyn BlobSource) -> Result<ImportedImage> {
@@ -534,58 +476,25 @@ impl Importer<'_> {
         let bytes = self.fetch_json(src, md, f.manifest.size(), "manifest")?;
         let manifest =
             ImageManifest::from_reader(&bytes[..]).map_err(oci_err(format!("manifest {md}")))?;
-        let cfg_desc = manifest.config();
-        let config_digest = desc_digest(cfg_desc)?;
-        let cfg_bytes = self.fetch_json(src, &config_digest, cfg_desc.size(), "config")?;
+        let parts = ManifestParts::of(&manifest)?;
+        let cfg_bytes = self.fetch_json(src, &parts.config_digest, parts.config_size, "config")?;
         let (config, diff_ids) = parse_config(&cfg_bytes)?;
-        let layers: Vec<(Digest, u64, String)> = manifest
-            .layers()
-            .iter()
-            .map(|l| Ok((desc_digest(l)?, l.size(), media_type(l))))
-            .collect::<Result<_>>()?;
-        let mut size = cfg_desc.size();
-        for (d, s, _) in &layers {
-            src.fetch(self.store(), d, *s)?;
-            self.referenced.insert(d.clone());
-            size += s;
+        parts.check_diff_ids(md, &diff_ids)?;
+        for l in &parts.layers {
+            src.fetch(self.store(), &l.digest, l.size)?;
+            self.referenced.insert(l.digest.clone());
         }
-        let chain_ids = self.commit_layers(md, &layers, &diff_ids)?;
+        let chain_ids = commit_layers(self.snap, md, &parts.layers, &diff_ids)?;
         Ok(ImportedImage {
             names: f.names,
             repo_digest: f.repo_digest,
             manifest_digest: md.clone(),
-            config_digest,
+            size: parts.size(),
+            config_digest: parts.config_digest,
             config,
             diff_ids,
             chain_ids,
-            size,
         })
-    }
-
-    fn commit_layers(
-        &self,
-        manifest: &Digest,
-        layers: &[(Digest, u64, String)],
-        diff_ids: &[Digest],
-    ) -> Result<Vec<Digest>> {
-        if layers.len() != diff_ids.len() {
-            return Err(Error::InvalidImage {
-                what: format!("manifest {manifest}"),
-                reason: format!(
-                    "{} layers but the config lists {} diff ids",
-                    layers.len(),
-                    diff_ids.len()
-                ),
-            });
-        }
-        let mut chain_ids: Vec<Digest> = Vec::with_capacity(layers.len());
-        for ((blob, _, mt), diff_id) in layers.iter().zip(diff_ids) {
-            let chain = self
-                .snap
-                .commit_layer(chain_ids.last(), blob, mt, diff_id)?;
-            chain_ids.push(chain);
-        }
-        Ok(chain_ids)
     }
 
     fn import_docker(
@@ -649,7 +558,11 @@ impl Importer<'_> {
                 };
                 self.referenced.insert(d.clone());
                 size += s;
-                layers.push((d, s, mt.to_string()));
+                layers.push(LayerDesc {
+                    digest: d,
+                    size: s,
+                    media_type: mt.to_string(),
+                });
             }
 
             // docker save has no manifest blob; synthesise the OCI manifest
@@ -659,7 +572,7 @@ impl Importer<'_> {
                 "schemaVersion": 2,
                 "mediaType": MT_OCI_MANIFEST,
                 "config": {"mediaType": MT_OCI_CONFIG, "digest": config_digest.to_string(), "size": config_size},
-                "layers": layers.iter().map(|(d, s, mt)| serde_json::json!({"mediaType": mt, "digest": d.to_string(), "size": s})).collect::<Vec<_>>(),
+                "layers": layers.iter().map(|l| serde_json::json!({"mediaType": l.media_type, "digest": l.digest.to_string(), "size": l.size})).collect::<Vec<_>>(),
             });
             let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| Error::Json {
                 what: "synthesised manifest".into(),
@@ -668,7 +581,7 @@ impl Importer<'_> {
             let manifest_digest = put_bytes(self.store(), &manifest_bytes)?;
             self.referenced.insert(manifest_digest.clone());
 
-            let chain_ids = self.commit_layers(&manifest_digest, &layers, &diff_ids)?;
+            let chain_ids = commit_layers(self.snap, &manifest_digest, &layers, &diff_ids)?;
             out.push(ImportedImage {
                 names: e.repo_tags.unwrap_or_default(),
                 repo_digest: manifest_digest.clone(),
@@ -704,42 +617,4 @@ impl Importer<'_> {
         }
         Ok(Compression::sniff(&head[..n]))
     }
-}
-
-fn platform_matches(p: &oci_spec::image::Platform, want: &PlatformSpec) -> bool {
-    if p.os().to_string() != want.os || p.architecture().to_string() != want.architecture {
-        return false;
-    }
-    match &want.variant {
-        Some(v) => p.variant().as_deref() == Some(v.as_str()),
-        None => true,
-    }
-}
-
-/// Picks the manifest for `want` from an index. Without a requested variant,
-/// an entry without variant is preferred over one with. An index whose only
-/// entry has no platform at all is taken as is.
-fn select_platform(index: &ImageIndex, want: &PlatformSpec) -> Option<Descriptor> {
-    let mut best: Option<&Descriptor> = None;
-    for d in index.manifests() {
-        let Some(p) = d.platform() else { continue };
-        if !platform_matches(p, want) {
-            continue;
-        }
-        if p.variant().is_none() {
-            return Some(d.clone());
-        }
-        best = best.or(Some(d));
-    }
-    if best.is_none() {
-        let unplatformed: Vec<&Descriptor> = index
-            .manifests()
-            .iter()
-            .filter(|d| d.platform().is_none())
-            .collect();
-        if let [only] = unplatformed.as_slice() {
-            return Some((*only).clone());
-        }
-    }
-    best.cloned()
 }

@@ -23,6 +23,7 @@ use crate::error::{io_ctx, Error, Result};
 use crate::overlay;
 use crate::tmpname::unique_name;
 use crate::unpack::unpack_layer;
+use crate::zstd::ZstdDecoder;
 
 /// overlayfs refuses more lower layers than this anyway.
 const MAX_CHAIN: usize = 500;
@@ -52,6 +53,26 @@ pub struct CommittedMeta {
     pub diff_id: Digest,
     /// Bytes of regular file content in the unpacked layer.
     pub size: u64,
+}
+
+/// A layer unpacked into a staging dir, not yet committed (see
+/// [`Snapshotter::stage_layer`]). Dropping it removes the staging dir.
+#[derive(Debug)]
+pub struct StagedLayer {
+    dir: Option<PathBuf>,
+    blob: Digest,
+    diff_id: Digest,
+    size: u64,
+}
+
+impl Drop for StagedLayer {
+    fn drop(&mut self) {
+        if let Some(d) = self.dir.take() {
+            if let Err(e) = remove_any(&d) {
+                tracing::warn!(path = %d.display(), error = %e, "cannot remove staged layer");
+            }
+        }
+    }
 }
 
 /// `meta.json` of an active snapshot: what it was prepared on top of.
@@ -181,18 +202,80 @@ impl Snapshotter {
                 return Err(Error::NotCommitted(p.clone()));
             }
         }
+        let staged = self.stage_layer(blob, media_type, diff_id)?;
+        self.publish_layer(parent, staged)
+    }
 
+    /// Unpacks and verifies layer blob `blob` into a private staging dir. A layer's files do
+    /// not depend on the layers below it (whiteouts are only markers), so layers of one
+    /// image can be staged in parallel and published in order with
+    /// [`publish_layer`](Self::publish_layer). Dropping the result removes the staging dir.
+    pub fn stage_layer(
+        &self,
+        blob: &Digest,
+        media_type: &str,
+        diff_id: &Digest,
+    ) -> Result<StagedLayer> {
         let staging = self.tmp.join(unique_name("commit"));
         let fs_dir = staging.join("fs");
         fs::create_dir_all(&fs_dir).map_err(io_ctx(|| format!("creating {}", fs_dir.display())))?;
-        if let Err(e) = self.unpack_into(&staging, &fs_dir, parent, blob, media_type, diff_id) {
-            let _ = remove_any(&staging);
-            return Err(e);
-        }
+        // Owned from here: a failed unpack drops it, which removes the staging dir.
+        let mut staged = StagedLayer {
+            dir: Some(staging),
+            blob: blob.clone(),
+            diff_id: diff_id.clone(),
+            size: 0,
+        };
+        staged.size = self.unpack_into(&fs_dir, blob, media_type, diff_id)?;
+        Ok(staged)
+    }
 
+    /// Makes a staged layer the committed layer on top of `parent` (which must be committed)
+    /// and returns its chain id. If a concurrent caller committed it first, theirs is kept.
+    pub fn publish_layer(
+        &self,
+        parent: Option<&Digest>,
+        mut staged: StagedLayer,
+    ) -> Result<Digest> {
+        let chain = chain_id(parent, &staged.diff_id);
+        if self.is_committed(&chain) {
+            return Ok(chain);
+        }
+        if let Some(p) = parent {
+            if !self.is_committed(p) {
+                return Err(Error::NotCommitted(p.clone()));
+            }
+        }
+        let Some(staging) = staged.dir.clone() else {
+            return Err(Error::InvalidImage {
+                what: format!("layer {}", staged.blob),
+                reason: "staged layer already published".into(),
+            });
+        };
+        let blob = staged.blob.clone();
+        let meta = CommittedMeta {
+            parent: parent.cloned(),
+            diff_id: staged.diff_id.clone(),
+            size: staged.size,
+        };
+        let meta_path = staging.join("meta.json");
+        let json = serde_json::to_vec(&meta).map_err(|e| Error::Json {
+            what: format!("meta for layer {blob}"),
+            source: e,
+        })?;
+        // The unpacked files were synced when staged; the meta file and the rename are what
+        // remain to make durable.
+        let written = File::create(&meta_path)
+            .and_then(|mut f| {
+                io::Write::write_all(&mut f, &json)?;
+                f.sync_all()
+            })
+            .map_err(io_ctx(|| format!("writing {}", meta_path.display())));
+        written?;
         let dest = self.committed_dir(&chain);
         match fs::rename(&staging, &dest) {
             Ok(()) => {
+                staged.dir = None;
                 sync_dir(&self.committed);
                 tracing::debug!(chain = %chain, blob = %blob, "committed layer");
                 Ok(chain)
@@ -202,28 +285,23 @@ impl Snapshotter {
                 // layer (rename onto a non-empty dir fails); theirs is
                 // equivalent, drop ours.
                 tracing::debug!(chain = %chain, error = %e, "layer committed concurrently");
-                let _ = remove_any(&staging);
                 Ok(chain)
             }
-            Err(e) => {
-                let _ = remove_any(&staging);
-                Err(Error::Io {
-                    context: format!("renaming staged layer {blob} to {}", dest.display()),
-                    source: e,
-                })
-            }
+            Err(e) => Err(Error::Io {
+                context: format!("renaming staged layer {blob} to {}", dest.display()),
+                source: e,
+            }),
         }
     }
 
+    /// Unpacks and verifies a layer blob into `fs_dir`; returns the unpacked size.
     fn unpack_into(
         &self,
-        staging: &Path,
         fs_dir: &Path,
-        parent: Option<&Digest>,
         blob: &Digest,
         media_type: &str,
         diff_id: &Digest,
-    ) -> Result<CommittedMeta> {
+    ) -> Result<u64> {
         let file = self.content.open_blob(blob)?;
         let mut compressed = HashingReader::new(BufReader::new(file));
         let compression = match Compression::from_media_type(media_type) {
@@ -239,9 +317,11 @@ impl Snapshotter {
         let stats;
         let (actual_diff, _) = match compression {
             Compression::Zstd => {
-                return Err(Error::Unsupported(format!(
-                    "zstd-compressed layer {blob} ({media_type})"
-                )))
+                let mut zst = HashingReader::new(ZstdDecoder::new(BufReader::new(&mut compressed)));
+                stats = unpack_layer(&mut zst, fs_dir)?;
+                zst.drain()
+                    .map_err(io_ctx(|| format!("decompressing layer blob {blob}")))?;
+                zst.finish()
             }
             Compression::Gzip => {
                 let mut gz = HashingReader::new(GzDecoder::new(&mut compressed));
@@ -280,21 +360,9 @@ impl Snapshotter {
             });
         }
 
-        let meta = CommittedMeta {
-            parent: parent.cloned(),
-            diff_id: diff_id.clone(),
-            size: stats.bytes,
-        };
-        let meta_path = staging.join("meta.json");
-        let json = serde_json::to_vec(&meta).map_err(|e| Error::Json {
-            what: format!("meta for layer {blob}"),
-            source: e,
-        })?;
-        fs::write(&meta_path, json)
-            .map_err(io_ctx(|| format!("writing {}", meta_path.display())))?;
-        // Everything must be on disk before the rename publishes it.
-        syncfs(staging)?;
-        Ok(meta)
+        // Everything must be on disk before a rename publishes it.
+        syncfs(fs_dir)?;
+        Ok(stats.bytes)
     }
 
     /// Lower dirs (top first) of the chain whose top layer is `top`.

@@ -13,6 +13,12 @@ use crate::bins::{bin_path, find_bin};
 use crate::image::busybox_layout;
 use crate::{cgroups, cleanup, procs};
 
+/// Where the tests' crispd sends pulls of Docker Hub names (and, with
+/// [`Crispd::blackhole_other_registries`], of any registry without a host config): a loopback
+/// port nothing listens on, so a pull fails at once instead of leaving the machine. Every test
+/// image is in the import dir or on a registry the test starts on 127.0.0.1.
+pub const BLACKHOLE_REGISTRY: &str = "http://127.0.0.1:9";
+
 /// How long crispd may take from spawn to answering `Version`.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long `stop()` waits after SIGTERM before giving up.
@@ -40,11 +46,25 @@ pub struct Crispd {
 impl Crispd {
     /// Prepares a fresh instance (busybox in its import dir) and starts crispd.
     pub async fn start() -> anyhow::Result<Crispd> {
-        Self::start_with(crate::network::Plugins::CrispBridge).await
+        Self::start_inner(crate::network::Plugins::CrispBridge, |_| String::new()).await
     }
 
     /// [`Crispd::start`] with the pod network served by `plugins`.
     pub async fn start_with(plugins: crate::network::Plugins) -> anyhow::Result<Crispd> {
+        Self::start_inner(plugins, |_| String::new()).await
+    }
+
+    /// Like [`start`](Self::start), with more TOML appended to crispd's config (after its
+    /// `[registry]` table, so new tables only, e.g. `[registry.auths."host"]`). `extra` gets
+    /// the instance's temp dir. Registry host configs go into [`Self::registry_hosts_dir`].
+    pub async fn start_with_config(extra: impl FnOnce(&Path) -> String) -> anyhow::Result<Crispd> {
+        Self::start_inner(crate::network::Plugins::CrispBridge, extra).await
+    }
+
+    async fn start_inner(
+        plugins: crate::network::Plugins,
+        extra: impl FnOnce(&Path) -> String,
+    ) -> anyhow::Result<Crispd> {
         let layout = tokio::task::spawn_blocking(busybox_layout)
             .await
             .unwrap_or_else(|join_error| match join_error.try_into_panic() {
@@ -86,17 +106,41 @@ impl Crispd {
             &crispd.dir.join("ipam"),
             plugins,
         )?);
+        crispd
+            .write_registry_hosts("docker.io", &format!("server = \"{BLACKHOLE_REGISTRY}\"\n"))?;
         let config = format!(
-            "cgroup_parent = \"{}\"\n[cni]\nconf_dir = \"{}\"\nbin_dirs = {:?}\n",
+            "cgroup_parent = \"{}\"\n[cni]\nconf_dir = \"{}\"\nbin_dirs = {:?}\n\
+             [registry]\nconfig_path = \"{}\"\n{}",
             crispd.cgroup_parent(),
             conf_dir.display(),
-            plugins.bin_dirs()
+            plugins.bin_dirs(),
+            crispd.registry_hosts_dir().display(),
+            extra(&crispd.dir)
         );
         fs::write(crispd.config_path(), config).context("writing config.toml")?;
 
         crispd.spawn()?;
         crispd.wait_ready().await?;
         Ok(crispd)
+    }
+
+    /// The instance's `[registry] config_path` (containerd's `certs.d` layout). crispd reads
+    /// it at every pull, so tests add host configs while it runs.
+    pub fn registry_hosts_dir(&self) -> PathBuf {
+        self.dir.join("certs.d")
+    }
+
+    /// Writes `<registry_hosts_dir>/<host>/hosts.toml`.
+    pub fn write_registry_hosts(&self, host: &str, hosts_toml: &str) -> anyhow::Result<()> {
+        let dir = self.registry_hosts_dir().join(host);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::write(dir.join("hosts.toml"), hosts_toml).context("writing hosts.toml")
+    }
+
+    /// Sends every registry without a host config of its own to [`BLACKHOLE_REGISTRY`], for
+    /// tests that pull names of arbitrary registries: tests never reach beyond loopback.
+    pub fn blackhole_other_registries(&self) -> anyhow::Result<()> {
+        self.write_registry_hosts("_default", &format!("server = \"{BLACKHOLE_REGISTRY}\"\n"))
     }
 
     /// Starts crispd again on the same root, state, socket and config.

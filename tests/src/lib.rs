@@ -37,23 +37,27 @@ mod cleanup;
 mod cri_log;
 mod crispd;
 mod image;
+mod layout;
 mod leaks;
 mod mounts;
 mod network;
 mod pod;
 mod privileges;
 mod procs;
+mod registry;
 mod stream_client;
 mod wait;
 
 pub use bins::{bin_path, repo_root, target_dir};
 pub use cleanup::teardown_dir;
 pub use cri_log::{parse_cri_log, parse_cri_log_line, validate_cri_log_line, CriLogLine};
-pub use crispd::Crispd;
+pub use crispd::{Crispd, BLACKHOLE_REGISTRY};
 pub use image::busybox_layout;
+pub use layout::{layered_image, multi_arch_index, BuiltImage, Entry};
 pub use pod::{expect_code, sh, with_sc, TestPod, BUSYBOX};
 pub use privileges::require_root;
 pub use procs::process_alive;
+pub use registry::{corrupt, restore, TestRegistry};
 pub use wait::{wait_for_file, wait_until};
 
 pub use crisp_client::{container_config, cri, pod_config, CriClient};

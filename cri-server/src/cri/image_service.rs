@@ -2,6 +2,7 @@
 
 use super::{convert, Cri};
 use crate::error::Error;
+use crate::image::pull::auth::Credentials;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
@@ -60,9 +61,15 @@ impl ImageService for Cri {
     }
 
     async fn pull_image(&self, req: Request<cri::PullImageRequest>) -> R<cri::PullImageResponse> {
-        let name = image_name(req.into_inner().image, "PullImage")?;
+        let req = req.into_inner();
+        let name = image_name(req.image, "PullImage")?;
+        let creds = Credentials::from_cri(req.auth)?;
         let span = tracing::info_span!("PullImage", image = %name);
-        let img = self.runtime.pull_image(&name).instrument(span).await?;
+        let img = self
+            .runtime
+            .pull_image(&name, &creds)
+            .instrument(span)
+            .await?;
         Ok(Response::new(cri::PullImageResponse { image_ref: img.id }))
     }
 

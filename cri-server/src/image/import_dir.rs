@@ -29,7 +29,12 @@ impl ImportDir {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return 0;
         };
-        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        // Hidden names are files still being copied in (`crispd images import`).
+        let mut paths: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .collect();
         paths.sort();
         let mut added = 0;
         for path in paths {
@@ -75,7 +80,7 @@ impl ImportDir {
 /// Turns the names found in an archive into references. A bare tag (what `skopeo copy
 /// oci:dir:tag` writes as `org.opencontainers.image.ref.name`) is taken as a tag of the entry's
 /// own name (`busybox/` or `busybox.tar` → `busybox:<tag>`).
-fn names_for(path: &Path, raw: &[String]) -> Vec<Reference> {
+pub(super) fn names_for(path: &Path, raw: &[String]) -> Vec<Reference> {
     let stem = path
         .file_name()
         .and_then(|n| n.to_str())

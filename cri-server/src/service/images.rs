@@ -3,6 +3,7 @@
 use super::Runtime;
 use crate::container::ContainerState;
 use crate::error::{Error, Result};
+use crate::image::pull::auth::Credentials;
 use crate::image::reference::Reference;
 use crate::image::ImageRecord;
 use std::collections::HashSet;
@@ -17,23 +18,57 @@ impl Runtime {
         self.images.find(spec)
     }
 
-    /// Serves a pull from the import directory (registry pulls come with the images issue).
-    pub async fn pull_image(self: &Arc<Self>, spec: &str) -> Result<ImageRecord> {
+    /// Pulls an image. Order:
+    /// 1. a digest reference already present is the answer (its content cannot change);
+    /// 2. the import directory (new files are imported): an image an admin dropped on the
+    ///    node is used without touching the network, which keeps air-gapped nodes fast;
+    /// 3. the registry (mirrors from hosts.toml first). For a tag already present, an unreachable
+    ///    registry falls back to the local image, so kubelet's `Always` policy follows a moved
+    ///    tag when the registry is up and keeps working when it is not.
+    pub async fn pull_image(
+        self: &Arc<Self>,
+        spec: &str,
+        creds: &Credentials,
+    ) -> Result<ImageRecord> {
         let reference = Reference::parse(spec)?;
-        if let Some(img) = self.images.find(spec) {
-            return Ok(img);
+        let present = self.images.find(spec);
+        if let (Some(img), Some(_)) = (&present, &reference.digest) {
+            return Ok(img.clone());
         }
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || me.import_dir.scan(&me.snapshotter, &me.images))
-            .await
-            .map_err(|e| Error::internal("import task", e))?;
-        self.images.find(spec).ok_or_else(|| {
-            Error::NotFound(format!(
-                "image {} not found: it is not in the import directory {} (registry pulls are not supported yet)",
-                reference.digested().or(reference.tagged()).unwrap_or_default(),
-                self.cfg.import_dir().display()
-            ))
-        })
+        if present.is_none() {
+            let me = self.clone();
+            tokio::task::spawn_blocking(move || me.import_dir.scan(&me.snapshotter, &me.images))
+                .await
+                .map_err(|e| Error::internal("import task", e))?;
+            if let Some(img) = self.images.find(spec) {
+                return Ok(img);
+            }
+        }
+        let started = std::time::Instant::now();
+        match self.puller.pull(&reference, creds).await {
+            Ok(pulled) => {
+                let rec = self.images.add(&pulled, std::slice::from_ref(&reference))?;
+                tracing::info!(
+                    image = %rec.id,
+                    repo_digest = %pulled.repo_digest,
+                    layers = pulled.chain_ids.len(),
+                    bytes = pulled.size,
+                    ms = started.elapsed().as_millis() as u64,
+                    "pulled image"
+                );
+                Ok(rec)
+            }
+            // Only an unreachable registry falls back: an auth failure must fail, or a pod
+            // without the pull secret could use a private image another pod pulled.
+            Err(e @ Error::Unavailable(_)) => match present {
+                Some(img) => {
+                    tracing::warn!(image = %img.id, error = %e, "registry unreachable or refused; using the local image");
+                    Ok(img)
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     /// Removes an image (or only one of its tags, when it has several); its layers go when no

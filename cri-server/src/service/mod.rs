@@ -49,6 +49,7 @@ pub struct Runtime {
     snapshotter: Arc<Snapshotter>,
     images: Arc<ImageStore>,
     import_dir: Arc<ImportDir>,
+    puller: Arc<crate::image::pull::Puller>,
     network: crate::pod::network::Network,
     cpu_samples: stats::CpuSamples,
     events: tokio::sync::broadcast::Sender<k8s_cri::v1::ContainerEventResponse>,
@@ -72,6 +73,11 @@ impl Runtime {
         );
         let images = Arc::new(ImageStore::open(cfg.root.join("images"))?);
         let import_dir = Arc::new(ImportDir::new(cfg.import_dir()));
+        let puller = Arc::new(crate::image::pull::Puller::new(
+            snapshotter.clone(),
+            crate::image::pull::hosts::Hosts::new(cfg.registry.config_path.clone()),
+            cfg.registry.auths.clone(),
+        ));
         let mut bin_dirs = cfg.cni.bin_dirs.clone();
         if let Some(dir) = shim_binary.parent() {
             bin_dirs.push(dir.to_path_buf());
@@ -93,6 +99,7 @@ impl Runtime {
             snapshotter,
             images,
             import_dir,
+            puller,
             objects: Mutex::new(Objects::default()),
         });
         rt.recover().await?;

@@ -1,0 +1,339 @@
+//! A private Docker distribution registry (Debian's `docker-registry`) on 127.0.0.1 for pull
+//! tests, pushed to with `skopeo`. Its storage lives in a temp dir; `Drop` kills the registry
+//! by PID and removes the dir.
+
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub struct TestRegistry {
+    child: Option<Child>,
+    config: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    /// `user:password` when started with htpasswd auth.
+    creds: Option<String>,
+}
+
+impl TestRegistry {
+    /// An open registry.
+    pub fn start() -> anyhow::Result<TestRegistry> {
+        Self::launch(None, false)
+    }
+
+    /// A registry that wants HTTP basic auth (htpasswd, bcrypt) as `user`/`password`.
+    pub fn start_with_auth(user: &str, password: &str) -> anyhow::Result<TestRegistry> {
+        Self::launch(Some((user, password)), false)
+    }
+
+    /// An open registry serving HTTPS with a certificate for 127.0.0.1 from a private CA
+    /// ([`ca_path`](Self::ca_path)).
+    pub fn start_tls() -> anyhow::Result<TestRegistry> {
+        Self::launch(None, true)
+    }
+
+    /// The PEM CA that signed a TLS registry's certificate.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn launch(auth: Option<(&str, &str)>, tls: bool) -> anyhow::Result<TestRegistry> {
+        let dir = tempfile::Builder::new()
+            .prefix("crisp-registry-")
+            .tempdir()
+            .context("creating the registry's temp dir")?
+            .keep();
+        // From here on, Drop removes the dir.
+        let mut reg = TestRegistry {
+            child: None,
+            config: dir.join("config.yml"),
+            dir,
+            port: 0,
+            creds: auth.map(|(u, p)| format!("{u}:{p}")),
+        };
+        let mut auth_yaml = String::new();
+        if let Some((user, password)) = auth {
+            let htpasswd = reg.dir.join("htpasswd");
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .context("running htpasswd (apt-get install apache2-utils)")?;
+            if !out.status.success() {
+                bail!("htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            fs::write(&htpasswd, &out.stdout)?;
+            auth_yaml = format!(
+                "auth:\n  htpasswd:\n    realm: crisp-test\n    path: {}\n",
+                htpasswd.display()
+            );
+        }
+        let mut tls_yaml = String::new();
+        if tls {
+            reg.make_certs()?;
+            tls_yaml = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                reg.dir.join("server.pem").display(),
+                reg.dir.join("server.key").display()
+            );
+        }
+        // A port that was free a moment ago; a lost race shows as the registry exiting, and
+        // we try another.
+        for _ in 0..5 {
+            reg.port = free_port()?;
+            fs::write(
+                &reg.config,
+                format!(
+                    "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\n\
+                     storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                     http:\n  addr: 127.0.0.1:{}\n{tls_yaml}{auth_yaml}",
+                    reg.storage().display(),
+                    reg.port
+                ),
+            )?;
+            reg.spawn()?;
+            if reg.wait_ready()? {
+                return Ok(reg);
+            }
+        }
+        bail!("docker-registry did not start; its log:\n{}", reg.log())
+    }
+
+    /// A throwaway CA and a server certificate for 127.0.0.1 signed by it (EC P-256: fast).
+    fn make_certs(&self) -> anyhow::Result<()> {
+        let d = &self.dir;
+        fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n")?;
+        let steps: [&[&str]; 3] = [
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=crisp-test-ca",
+            ],
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "1",
+                "-extfile",
+                "san.ext",
+            ],
+        ];
+        for args in steps {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .context("running openssl")?;
+            if !out.status.success() {
+                bail!(
+                    "openssl {args:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning docker-registry (apt-get install docker-registry)")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Starts the registry again (after [`kill`](Self::kill)) on the same port and storage.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn()?;
+        if !self.wait_ready()? {
+            bail!("docker-registry did not restart:\n{}", self.log());
+        }
+        Ok(())
+    }
+
+    /// `Ok(false)` if the registry exited (port taken); waits for it to accept connections.
+    fn wait_ready(&mut self) -> anyhow::Result<bool> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if child.try_wait()?.is_some() {
+                    self.child = None;
+                    return Ok(false);
+                }
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "docker-registry not ready within {READY_TIMEOUT:?}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn storage(&self) -> PathBuf {
+        self.dir.join("storage")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("registry.log")
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The file the registry serves blob `digest` (`sha256:<hex>`) from.
+    pub fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.storage()
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2.min(hex.len())])
+            .join(hex)
+            .join("data")
+    }
+
+    /// `skopeo copy` of `src` (e.g. `oci:/path:tag`) to `<this registry>/<repo_tag>`, with
+    /// extra skopeo arguments (e.g. `--all`, `--dest-compress-format zstd`).
+    pub fn push(&self, src: &str, repo_tag: &str, extra: &[&str]) -> anyhow::Result<()> {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
+        if let Some(c) = &self.creds {
+            cmd.arg("--dest-creds").arg(c);
+        }
+        cmd.args(extra)
+            .arg(src)
+            .arg(format!("docker://{}/{repo_tag}", self.host()));
+        let out = cmd.output().context("running skopeo")?;
+        if !out.status.success() {
+            bail!(
+                "skopeo copy {src} {repo_tag} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// The manifest (or index) bytes the registry serves for `repo_tag`.
+    pub fn raw_manifest(&self, repo_tag: &str) -> anyhow::Result<Vec<u8>> {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["inspect", "--raw", "--tls-verify=false"]);
+        if let Some(c) = &self.creds {
+            cmd.arg("--creds").arg(c);
+        }
+        let out = cmd
+            .arg(format!("docker://{}/{repo_tag}", self.host()))
+            .output()
+            .context("running skopeo inspect")?;
+        if !out.status.success() {
+            bail!(
+                "skopeo inspect {repo_tag} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(out.stdout)
+    }
+
+    /// Kills the registry (e.g. to simulate an outage); `Drop` still cleans up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "==== registry log ({}) ====\n{}\n==== end of registry log ====",
+                self.host(),
+                self.log()
+            );
+        }
+        self.kill();
+        if let Err(e) = fs::remove_dir_all(&self.dir) {
+            eprintln!("crisp-tests: cannot remove {}: {e}", self.dir.display());
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Overwrites a file with the same number of bytes, each flipped, keeping the original at
+/// `<file>.orig` for [`restore`].
+pub fn corrupt(path: &Path) -> anyhow::Result<()> {
+    let orig = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    fs::write(path.with_extension("orig"), &orig)?;
+    let flipped: Vec<u8> = orig.iter().map(|b| !b).collect();
+    fs::write(path, flipped).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Undoes [`corrupt`].
+pub fn restore(path: &Path) -> anyhow::Result<()> {
+    fs::rename(path.with_extension("orig"), path)
+        .with_context(|| format!("restoring {}", path.display()))
+}
