@@ -52,7 +52,7 @@ pub async fn run(cfg: Config, reload: Reload) -> Result<()> {
         .await
         .context("starting the streaming server")?;
     tracing::info!(addr = %streaming, "streaming server (exec, port-forward) listening");
-    let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+    let metrics = runtime.metrics.clone();
     if let Some(addr) = cfg.metrics.addr {
         let census_of = std::sync::Arc::downgrade(&runtime);
         let refresh: crate::metrics::server::Refresh = std::sync::Arc::new(move |m| {

@@ -1,5 +1,5 @@
-//! Operating crispd: Prometheus metrics that answer and move, JSON log lines, and a log level
-//! changed by SIGHUP without a restart.
+//! Operating crispd: Prometheus metrics that answer and move (CRI calls, objects, a registry
+//! pull), JSON log lines, and a log level changed by SIGHUP without a restart.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -79,6 +79,17 @@ async fn check(crispd: &mut Crispd) -> anyhow::Result<()> {
         .await;
     anyhow::ensure!(missing.is_err(), "status of a missing container succeeded");
 
+    // A pull from a registry (on loopback, started here) counts in the pull metrics.
+    let registry = crisp_tests::TestRegistry::start()?;
+    registry.push(
+        &format!("oci:{}:latest", crisp_tests::busybox_layout().display()),
+        "metrics:v1",
+        &[],
+    )?;
+    client
+        .pull(&format!("{}/metrics:v1", registry.host()))
+        .await?;
+
     let text = tokio::task::spawn_blocking(move || scrape(port)).await??;
     for (series, at_least) in [
         (
@@ -96,6 +107,9 @@ async fn check(crispd: &mut Crispd) -> anyhow::Result<()> {
         (r#"crisp_pods{state="ready"}"#, 1.0),
         (r#"crisp_containers{state="running"}"#, 1.0),
         ("crisp_shims", 1.0),
+        ("crisp_image_pulls_total", 1.0),
+        ("crisp_image_pull_bytes_total", 100_000.0),
+        ("crisp_image_pull_duration_seconds_count", 1.0),
     ] {
         let v = sample(&text, series);
         assert!(

@@ -47,6 +47,7 @@ impl Runtime {
         let started = std::time::Instant::now();
         match self.puller.pull(&reference, creds).await {
             Ok(pulled) => {
+                self.metrics.observe_pull(pulled.size, started.elapsed());
                 let rec = self.images.add(&pulled, std::slice::from_ref(&reference))?;
                 tracing::info!(
                     image = %rec.id,

@@ -46,6 +46,8 @@ struct Objects {
 pub struct Runtime {
     cfg: Config,
     shim_binary: PathBuf,
+    /// What crispd exports to Prometheus (served only when `[metrics] addr` is set).
+    pub metrics: Arc<crate::metrics::Metrics>,
     snapshotter: Arc<Snapshotter>,
     images: Arc<ImageStore>,
     import_dir: Arc<ImportDir>,
@@ -88,6 +90,7 @@ impl Runtime {
             cache_dir: cfg.root.join("cni"),
         });
         let rt = Arc::new(Runtime {
+            metrics: Arc::default(),
             network,
             cpu_samples: stats::CpuSamples::default(),
             events: events::channel(),
