@@ -41,29 +41,48 @@ pub struct Crispd {
     network: Option<crate::network::TestNetwork>,
     /// `--log-level` for crispd; `None` leaves the level to the config file (and SIGHUP).
     log_level: Option<String>,
+    /// The root dir is a tmpfs the harness mounted (see `start_with_small_root`).
+    root_tmpfs: bool,
 }
 
 impl Crispd {
     /// Prepares a fresh instance (busybox in its import dir) and starts crispd.
     pub async fn start() -> anyhow::Result<Crispd> {
-        Self::start_inner(crate::network::Plugins::CrispBridge, |_| String::new()).await
+        Self::start_inner(
+            crate::network::Plugins::CrispBridge,
+            |_| String::new(),
+            None,
+        )
+        .await
     }
 
     /// [`Crispd::start`] with the pod network served by `plugins`.
     pub async fn start_with(plugins: crate::network::Plugins) -> anyhow::Result<Crispd> {
-        Self::start_inner(plugins, |_| String::new()).await
+        Self::start_inner(plugins, |_| String::new(), None).await
     }
 
     /// Like [`start`](Self::start), with more TOML appended to crispd's config (after its
     /// `[registry]` table, so new tables only, e.g. `[registry.auths."host"]`). `extra` gets
     /// the instance's temp dir. Registry host configs go into [`Self::registry_hosts_dir`].
     pub async fn start_with_config(extra: impl FnOnce(&Path) -> String) -> anyhow::Result<Crispd> {
-        Self::start_inner(crate::network::Plugins::CrispBridge, extra).await
+        Self::start_inner(crate::network::Plugins::CrispBridge, extra, None).await
+    }
+
+    /// [`Crispd::start`] with its root dir (content store, layers) on a tmpfs of `bytes`, for
+    /// tests of a full disk. `Drop` unmounts it with everything else below the temp dir.
+    pub async fn start_with_small_root(bytes: u64) -> anyhow::Result<Crispd> {
+        Self::start_inner(
+            crate::network::Plugins::CrispBridge,
+            |_| String::new(),
+            Some(bytes),
+        )
+        .await
     }
 
     async fn start_inner(
         plugins: crate::network::Plugins,
         extra: impl FnOnce(&Path) -> String,
+        root_tmpfs: Option<u64>,
     ) -> anyhow::Result<Crispd> {
         let layout = tokio::task::spawn_blocking(busybox_layout)
             .await
@@ -93,10 +112,22 @@ impl Crispd {
             child: None,
             network: None,
             log_level: Some(LOG_FILTER.to_string()),
+            root_tmpfs: false,
         };
 
         for dir in [crispd.root(), crispd.state(), crispd.log_dir()] {
             fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        if let Some(bytes) = root_tmpfs {
+            nix::mount::mount(
+                Some("tmpfs"),
+                &crispd.root(),
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some(format!("size={bytes}").as_str()),
+            )
+            .context("mounting a tmpfs on the root dir")?;
+            crispd.root_tmpfs = true;
         }
         crispd.import_image(&layout, "busybox")?;
         let conf_dir = crispd.dir.join("net.d");
@@ -122,6 +153,10 @@ impl Crispd {
         crispd.spawn()?;
         crispd.wait_ready().await?;
         Ok(crispd)
+    }
+
+    pub(crate) fn root_on_tmpfs(&self) -> bool {
+        self.root_tmpfs
     }
 
     /// The instance's `[registry] config_path` (containerd's `certs.d` layout). crispd reads

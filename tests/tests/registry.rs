@@ -758,3 +758,55 @@ fn containerd_pull_times(registry: &TestRegistry) -> anyhow::Result<Option<(Dura
     // containerd's overlay snapshots are plain dirs; nothing stays mounted after ctr pull.
     result
 }
+
+/// The image store fills up during a pull (root on a 24 MiB tmpfs, a 40 MiB layer): a clear
+/// error naming the cause, no image and nothing half-stored, and crispd keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_during_pull() {
+    if !require_root() {
+        return;
+    }
+    let registry = TestRegistry::start().expect("starting the registry");
+    let crispd = Crispd::start_with_small_root(24 << 20)
+        .await
+        .expect("starting crispd");
+    crispd.expect_ok(full_disk(&crispd, &registry).await);
+}
+
+async fn full_disk(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
+    let dir = temp_layout()?;
+    let big = pseudo_random(11, 40 << 20, false);
+    layered_image(dir.path(), "v1", &[vec![Entry::File("big", &big)]])?;
+    registry.push(&format!("oci:{}:v1", dir.path().display()), "huge:v1", &[])?;
+    registry.push(
+        &format!("oci:{}:latest", busybox_layout().display()),
+        "small:v1",
+        &[],
+    )?;
+    let mut client = crispd.client().await?;
+    let image = format!("{}/huge:v1", registry.host());
+    let e = client
+        .image
+        .pull_image(pull_request(&image, None))
+        .await
+        .expect_err("a pull larger than the disk");
+    assert!(
+        e.message().to_lowercase().contains("space"),
+        "the error does not name the cause: {e}"
+    );
+    assert!(image_status(&mut client, &image).await?.is_none());
+    assert_no_partial_state(crispd)?;
+
+    // crispd keeps serving, and a pull that fits works.
+    client
+        .pull(&format!("{}/small:v1", registry.host()))
+        .await?;
+    let pod = TestPod::start(&mut client, crispd, "afterfull").await?;
+    let c = pod.start_container(&mut client, "c", &["true"]).await?;
+    client
+        .wait_exited(&c, std::time::Duration::from_secs(10))
+        .await?;
+    client.stop_and_remove_pod(&pod.id).await?;
+    crispd.assert_no_leaks();
+    Ok(())
+}
