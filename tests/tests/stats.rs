@@ -154,6 +154,58 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     assert!(procs.is_some_and(|n| n >= 2), "process count {procs:?}");
     assert_eq!(pstats.containers.len(), 2);
 
+    // The same figures as CRI metrics (kubelet's PodAndContainerStatsFromCRI).
+    let descriptors = client
+        .runtime
+        .list_metric_descriptors(crisp_tests::cri::ListMetricDescriptorsRequest {})
+        .await?
+        .into_inner()
+        .descriptors;
+    for name in [
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "container_network_receive_bytes_total",
+    ] {
+        assert!(
+            descriptors.iter().any(|d| d.name == name),
+            "no {name}: {descriptors:?}"
+        );
+    }
+    let metrics = client
+        .runtime
+        .list_pod_sandbox_metrics(crisp_tests::cri::ListPodSandboxMetricsRequest {})
+        .await?
+        .into_inner()
+        .pod_metrics;
+    let ours = metrics
+        .iter()
+        .find(|m| m.pod_sandbox_id == pod.id)
+        .ok_or_else(|| anyhow::anyhow!("no metrics for the pod: {metrics:?}"))?;
+    assert!(
+        ours.metrics
+            .iter()
+            .any(|m| m.name == "container_network_transmit_bytes_total"
+                && m.label_values == ["eth0"]
+                && m.value.as_ref().is_some_and(|v| v.value > 0)),
+        "pod metrics {:?}",
+        ours.metrics
+    );
+    let burner_ws = ours
+        .container_metrics
+        .iter()
+        .find(|c| c.container_id == burner)
+        .and_then(|c| {
+            c.metrics
+                .iter()
+                .find(|m| m.name == "container_memory_working_set_bytes")
+        })
+        .and_then(|m| m.value.as_ref())
+        .map(|v| v.value);
+    assert!(
+        burner_ws.is_some_and(|v| v > 0),
+        "burner working set {burner_ws:?}"
+    );
+
     client.stop_and_remove_pod(&pod.id).await?;
     crispd.assert_no_leaks();
     Ok(())

@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod image_service;
+pub mod pod_metrics;
 pub mod runtime_service;
 
 use std::sync::Arc;

@@ -429,14 +429,19 @@ impl RuntimeService for Cri {
         &self,
         _req: Request<cri::ListMetricDescriptorsRequest>,
     ) -> R<cri::ListMetricDescriptorsResponse> {
-        Err(unimplemented("ListMetricDescriptors"))
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors: super::pod_metrics::descriptors(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _req: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> R<cri::ListPodSandboxMetricsResponse> {
-        Err(unimplemented("ListPodSandboxMetrics"))
+        let pods = self.runtime.list_pod_stats(None).await;
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse {
+            pod_metrics: pods.iter().map(super::pod_metrics::of_pod).collect(),
+        }))
     }
 
     async fn runtime_config(
