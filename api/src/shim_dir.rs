@@ -15,7 +15,7 @@ pub struct ShimDir {
 }
 
 /// FNV-1a: a short, stable name for a socket; not a security boundary (ids are random).
-fn short_hash(s: &str) -> String {
+pub fn short_hash(s: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in s.bytes() {
         h ^= u64::from(b);

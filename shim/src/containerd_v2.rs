@@ -65,16 +65,10 @@ pub fn parse(args: &[String]) -> Option<Invocation> {
 /// The shim directory and socket for a containerd task: the directory in the bundle (which
 /// containerd removes with the task), the socket at a short path.
 fn shim_dir(bundle: &Path, namespace: &str, id: &str) -> ShimDir {
-    let socket_dir = PathBuf::from("/run/crisp-shim/s");
-    let name = format!("{namespace}/{id}");
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let hash = crisp_api::shim_dir::short_hash(&format!("{namespace}/{id}"));
     ShimDir::new(
         bundle.join(PRIVATE_DIR),
-        socket_dir.join(format!("{h:016x}.sock")),
+        PathBuf::from("/run/crisp-shim/s").join(format!("{hash}.sock")),
     )
 }
 
