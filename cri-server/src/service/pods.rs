@@ -262,13 +262,15 @@ impl Runtime {
         if let Some(rec) = rec.filter(|r| r.state != SandboxState::NotReady) {
             let me = self.clone();
             let r = rec.clone();
-            tokio::task::spawn_blocking(move || me.detach_network(&r))
-                .await
-                .map_err(|e| Error::internal("network teardown task", e))?;
-            if let Some(pin) = &rec.pidns {
-                // Ends whatever the containers left in the shared PID namespace.
-                pause::stop(pin, rec.pause_pid);
-            }
+            tokio::task::spawn_blocking(move || {
+                me.detach_network(&r);
+                if let Some(pin) = &r.pidns {
+                    // Ends whatever the containers left in the shared PID namespace.
+                    pause::stop(pin, r.pause_pid);
+                }
+            })
+            .await
+            .map_err(|e| Error::internal("pod teardown task", e))?;
             if let Some(rec) = self.objects().pods.get_mut(&id) {
                 rec.state = rec.state.transition(SandboxState::NotReady)?;
                 rec.ips.clear();
