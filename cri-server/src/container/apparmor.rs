@@ -16,12 +16,17 @@ fn enabled() -> bool {
 
 /// The profile name for the container's process, if any.
 pub fn profile_for(sc: &LinuxContainerSecurityContext) -> Result<Option<String>> {
-    decide(sc, enabled())
+    decide(sc, enabled)
 }
 
 // Older kubelets still send the deprecated string form.
 #[allow(deprecated)]
-fn decide(sc: &LinuxContainerSecurityContext, host_has_apparmor: bool) -> Result<Option<String>> {
+/// `host_has_apparmor` is asked only when a named profile is requested: most containers ask for
+/// none, and container creation should not read /sys for them.
+fn decide(
+    sc: &LinuxContainerSecurityContext,
+    host_has_apparmor: impl FnOnce() -> bool,
+) -> Result<Option<String>> {
     if sc.privileged {
         return Ok(None);
     }
@@ -57,7 +62,7 @@ fn decide(sc: &LinuxContainerSecurityContext, host_has_apparmor: bool) -> Result
             "invalid apparmor profile name {name:?}"
         )));
     }
-    if !host_has_apparmor {
+    if !host_has_apparmor() {
         return Err(Error::InvalidArgument(format!(
             "apparmor profile {name:?} requested, but AppArmor is not enabled on this node"
         )));
@@ -84,28 +89,28 @@ mod tests {
     #[allow(deprecated)]
     fn decides_like_containerd() {
         assert_eq!(
-            decide(&sc(ProfileType::RuntimeDefault, ""), false).unwrap(),
+            decide(&sc(ProfileType::RuntimeDefault, ""), || false).unwrap(),
             None
         );
         assert_eq!(
-            decide(&sc(ProfileType::Unconfined, ""), true).unwrap(),
+            decide(&sc(ProfileType::Unconfined, ""), || true).unwrap(),
             None
         );
-        let e = decide(&sc(ProfileType::Localhost, "my-profile"), false).unwrap_err();
+        let e = decide(&sc(ProfileType::Localhost, "my-profile"), || false).unwrap_err();
         assert!(e.to_string().contains("not enabled"), "{e}");
         assert_eq!(
-            decide(&sc(ProfileType::Localhost, "my-profile"), true).unwrap(),
+            decide(&sc(ProfileType::Localhost, "my-profile"), || true).unwrap(),
             Some("my-profile".into())
         );
         let legacy = LinuxContainerSecurityContext {
             apparmor_profile: "localhost/p".into(),
             ..Default::default()
         };
-        assert_eq!(decide(&legacy, true).unwrap(), Some("p".into()));
+        assert_eq!(decide(&legacy, || true).unwrap(), Some("p".into()));
         let bad = LinuxContainerSecurityContext {
             apparmor_profile: "weird".into(),
             ..Default::default()
         };
-        assert!(decide(&bad, true).is_err());
+        assert!(decide(&bad, || true).is_err());
     }
 }
