@@ -5,7 +5,8 @@
 
 use crisp_tests::cri::{AttachRequest, ExecRequest, ExecSyncRequest};
 use crisp_tests::{
-    expect_code, require_root, ws_connect, ws_exec, ws_exec_with, Crispd, TestPod, BUSYBOX,
+    expect_code, require_root, ws_connect, ws_exec, ws_exec_with, CriClient, Crispd, TestPod,
+    BUSYBOX,
 };
 use std::time::Duration;
 
@@ -28,6 +29,24 @@ fn wait_for_size(want: &str) -> String {
     )
 }
 
+/// The streaming URL crispd answers `Exec` with.
+async fn exec_url(client: &mut CriClient, req: ExecRequest) -> anyhow::Result<String> {
+    Ok(client.runtime.exec(req).await?.into_inner().url)
+}
+
+/// The streaming URL for attaching to container `id` with stdin and stdout (and stderr unless
+/// `tty`, which merges it into stdout).
+async fn attach_url(client: &mut CriClient, id: &str, tty: bool) -> anyhow::Result<String> {
+    let req = AttachRequest {
+        container_id: id.to_string(),
+        stdin: true,
+        stdout: true,
+        stderr: !tty,
+        tty,
+    };
+    Ok(client.runtime.attach(req).await?.into_inner().url)
+}
+
 async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;
     client.pull(BUSYBOX).await?;
@@ -37,19 +56,18 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         .await?;
 
     // TTY exec: the resize reaches the terminal, and output comes back through it.
-    let url = client
-        .runtime
-        .exec(ExecRequest {
+    let url = exec_url(
+        &mut client,
+        ExecRequest {
             container_id: idle.clone(),
             cmd: vec!["sh".into(), "-c".into(), wait_for_size("40 100")],
             tty: true,
             stdin: false,
             stdout: true,
             stderr: false,
-        })
-        .await?
-        .into_inner()
-        .url;
+        },
+    )
+    .await?;
     let r = ws_exec_with(&url, &[(100, 40)], None).await?;
     let out = String::from_utf8_lossy(&r.stdout);
     assert!(out.contains("size:40 100"), "tty exec printed {out:?}");
@@ -57,9 +75,9 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
 
     // TTY exec with stdin: what the client types arrives (through the terminal's line
     // discipline), and closing stdin is the terminal's end of input.
-    let url = client
-        .runtime
-        .exec(ExecRequest {
+    let url = exec_url(
+        &mut client,
+        ExecRequest {
             container_id: idle.clone(),
             cmd: vec![
                 "sh".into(),
@@ -70,10 +88,9 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
             stdin: true,
             stdout: true,
             stderr: false,
-        })
-        .await?
-        .into_inner()
-        .url;
+        },
+    )
+    .await?;
     let r = ws_exec_with(&url, &[(80, 24)], Some(b"typed\n".to_vec())).await?;
     let out = String::from_utf8_lossy(&r.stdout);
     assert!(out.contains("got:typed"), "tty exec printed {out:?}");
@@ -90,18 +107,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     cfg.stdin_once = true;
     let reader = pod.create(&mut client, cfg).await?;
     client.start_container(&reader).await?;
-    let url = client
-        .runtime
-        .attach(AttachRequest {
-            container_id: reader.clone(),
-            stdin: true,
-            stdout: true,
-            stderr: true,
-            tty: false,
-        })
-        .await?
-        .into_inner()
-        .url;
+    let url = attach_url(&mut client, &reader, false).await?;
     let r = ws_exec(&url, Some(b"hello attach\n".to_vec())).await?;
     let out = String::from_utf8_lossy(&r.stdout);
     assert!(
@@ -147,18 +153,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     cfg.stdin = true;
     let term = pod.create(&mut client, cfg).await?;
     client.start_container(&term).await?;
-    let url = client
-        .runtime
-        .attach(AttachRequest {
-            container_id: term.clone(),
-            stdin: true,
-            stdout: true,
-            stderr: false,
-            tty: true,
-        })
-        .await?
-        .into_inner()
-        .url;
+    let url = attach_url(&mut client, &term, true).await?;
     let r = ws_exec_with(&url, &[(90, 30)], Some(b"from-tty\n".to_vec())).await?;
     let out = String::from_utf8_lossy(&r.stdout);
     assert!(out.contains("got:from-tty"), "tty attach printed {out:?}");
@@ -169,19 +164,18 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     assert!(log.contains("got:from-tty"), "log: {log}");
 
     // A client that disconnects mid-exec leaves no process behind.
-    let url = client
-        .runtime
-        .exec(ExecRequest {
+    let url = exec_url(
+        &mut client,
+        ExecRequest {
             container_id: idle.clone(),
             cmd: vec!["sleep".into(), "4242".into()],
             tty: false,
             stdin: false,
             stdout: true,
             stderr: true,
-        })
-        .await?
-        .into_inner()
-        .url;
+        },
+    )
+    .await?;
     let conn = ws_connect(&url, &["v5.channel.k8s.io"]).await?;
     let count_sleepers = || ExecSyncRequest {
         container_id: idle.clone(),
