@@ -589,6 +589,25 @@ fn free_port() -> u16 {
     panic!("no free port");
 }
 
+/// `container_port` published on every host address at `hp` and on 127.0.0.1 at `hp_local`;
+/// the protocol once upper- and once lower-case, as both occur in the wild.
+fn host_port_pair(hp: u16, hp_local: u16, container_port: u16, protocol: &str) -> Vec<PortMapping> {
+    vec![
+        PortMapping {
+            host_port: hp,
+            container_port,
+            protocol: protocol.to_uppercase(),
+            host_ip: String::new(),
+        },
+        PortMapping {
+            host_port: hp_local,
+            container_port,
+            protocol: protocol.to_lowercase(),
+            host_ip: "127.0.0.1".into(),
+        },
+    ]
+}
+
 fn fetch(addr: (IpAddr, u16)) -> std::io::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -607,20 +626,7 @@ fn host_port_reaches_the_pod_on_localhost() {
     let id = pod_id();
     let mut p = pod(&id, &ns);
     let (hp, hp_local) = (free_port(), free_port());
-    p.port_mappings = vec![
-        PortMapping {
-            host_port: hp,
-            container_port: 8080,
-            protocol: "TCP".into(),
-            host_ip: String::new(),
-        },
-        PortMapping {
-            host_port: hp_local,
-            container_port: 8080,
-            protocol: "tcp".into(),
-            host_ip: "127.0.0.1".into(),
-        },
-    ];
+    p.port_mappings = host_port_pair(hp, hp_local, 8080, "tcp");
     let r = rt.add(&p).unwrap();
     let _server = serve_in(&ns, 8080);
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -694,20 +700,7 @@ fn udp_host_port_reaches_the_pod() {
     let id = pod_id();
     let mut p = pod(&id, &ns);
     let (hp, hp_local) = (free_port(), free_port());
-    p.port_mappings = vec![
-        PortMapping {
-            host_port: hp,
-            container_port: 5353,
-            protocol: "UDP".into(),
-            host_ip: String::new(),
-        },
-        PortMapping {
-            host_port: hp_local,
-            container_port: 5353,
-            protocol: "udp".into(),
-            host_ip: "127.0.0.1".into(),
-        },
-    ];
+    p.port_mappings = host_port_pair(hp, hp_local, 5353, "udp");
     rt.add(&p).unwrap();
     echo_udp_in(&ns, 5353);
     let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
