@@ -19,6 +19,7 @@ mod cri_log;
 mod helper;
 mod oom;
 mod pause;
+mod pod_userns;
 mod reaper;
 mod rootfs;
 mod run;
@@ -74,6 +75,18 @@ enum Command {
     /// Be PID 1 of a new PID namespace for a pod whose containers share one (run by crispd
     /// with CLONE_NEWPID unshared); prints that process's pid and exits.
     Pause,
+    /// Internal: make a pod's user namespace and the namespaces it owns (crispd pins them).
+    #[command(name = "__pod-userns", hide = true)]
+    PodUserns {
+        #[arg(long)]
+        net: bool,
+        #[arg(long)]
+        ipc: bool,
+        #[arg(long)]
+        uts: bool,
+        #[arg(long)]
+        hostname: Option<String>,
+    },
     /// Internal: one libcontainer operation in a single-threaded process.
     #[command(name = "__runtime", hide = true)]
     Runtime {
@@ -93,6 +106,12 @@ fn main() {
     let code = match cli.command {
         Command::Runtime { op } => helper::run_op(op),
         Command::Pause => pause::run(),
+        Command::PodUserns {
+            net,
+            ipc,
+            uts,
+            hostname,
+        } => pod_userns::run(net, ipc, uts, hostname),
         Command::Serve { id, dir, socket } => report(serve::serve(&id, &dir, &socket)),
         Command::Run { bundle, id, root } => match run::run(&bundle, id, root) {
             Ok(code) => code,

@@ -4,6 +4,7 @@
 pub mod content;
 pub mod digest;
 pub mod error;
+pub mod idmap;
 pub mod image;
 pub mod import;
 pub mod manifest;

@@ -6,7 +6,7 @@
 //! or without the new API fall back to the legacy string, which works while it fits.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -88,27 +88,60 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Pat
             reason: "overlay needs at least one lower directory",
         });
     }
-    match new_api::mount(lowers, upper, work, target) {
+    match new_api::mount(lowers, upper, work, target, None) {
         Ok(()) => return Ok(()),
         // No new mount API, or no `lowerdir+` (EINVAL from fsconfig): the legacy string.
         Err(new_api::Failure::Unsupported) => {}
-        Err(new_api::Failure::Failed { step, errno, log }) => {
-            return Err(Error::Sys {
-                context: format!(
-                    "mounting overlay on {} ({} lowers; {step}{})",
-                    target.display(),
-                    lowers.len(),
-                    if log.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {log}")
-                    }
-                ),
-                source: errno,
-            })
-        }
+        Err(f @ new_api::Failure::Failed { .. }) => return Err(f.into_error(target, lowers.len())),
     }
     mount_legacy(lowers, upper, work, target)
+}
+
+/// Mounts an overlay at `target` whose lower layers are idmapped through `userns` (see
+/// [`crate::idmap`]), for a container in that user namespace; `owner` (the host ids of the
+/// namespace's root) gets the upper directory's root, so the container's root owns `/`.
+///
+/// The upper layer itself is not idmapped: overlayfs creates its work files as the mounter (host
+/// root), which an idmapped upper could not represent. Files the container writes land there
+/// under its host ids, as with containerd 2's idmapped snapshots. Needs layers passed by fd
+/// (`lowerdir+` with FSCONFIG_SET_FD, Linux 6.13+); there is no legacy fallback.
+pub fn mount_overlay_idmapped(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+    userns: BorrowedFd<'_>,
+    owner: (u32, u32),
+) -> Result<()> {
+    if lowers.is_empty() {
+        return Err(Error::InvalidMountPath {
+            path: target.to_path_buf(),
+            reason: "overlay needs at least one lower directory",
+        });
+    }
+    nix::unistd::chown(
+        upper,
+        Some(nix::unistd::Uid::from_raw(owner.0)),
+        Some(nix::unistd::Gid::from_raw(owner.1)),
+    )
+    .map_err(|e| Error::Sys {
+        context: format!(
+            "handing {} to uid {} gid {}",
+            upper.display(),
+            owner.0,
+            owner.1
+        ),
+        source: e,
+    })?;
+    match new_api::mount(lowers, upper, work, target, Some(userns)) {
+        Ok(()) => Ok(()),
+        Err(new_api::Failure::Unsupported) => Err(Error::Unsupported(
+            "idmapped overlay layers: this kernel cannot take overlayfs layers by file \
+             descriptor (Linux 6.13 or later needed)"
+                .into(),
+        )),
+        Err(f) => Err(f.into_error(target, lowers.len())),
+    }
 }
 
 fn mount_legacy(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
@@ -126,6 +159,13 @@ fn mount_legacy(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) ->
     })
 }
 
+/// Whether this kernel can mount an overlay over `layer` idmapped through `userns`: the
+/// filesystem under the layers supports idmapped mounts and overlayfs takes layers by fd.
+/// Nothing is mounted.
+pub fn idmapped_layers_supported(layer: &Path, userns: BorrowedFd<'_>) -> bool {
+    new_api::accepts_idmapped_lower(layer, userns)
+}
+
 /// The new mount API, through raw syscalls (nix 0.29 does not wrap them).
 mod new_api {
     use super::*;
@@ -137,6 +177,8 @@ mod new_api {
     const FSMOUNT_CLOEXEC: libc::c_uint = 0x1;
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
+    const FSCONFIG_SET_FD: libc::c_uint = 5;
+
     pub enum Failure {
         Unsupported,
         Failed {
@@ -145,6 +187,50 @@ mod new_api {
             /// What the filesystem wrote to the context's message log.
             log: String,
         },
+    }
+
+    impl Failure {
+        pub fn into_error(self, target: &Path, lowers: usize) -> Error {
+            match self {
+                Failure::Unsupported => Error::Unsupported(format!(
+                    "mounting overlay on {}: no new mount API",
+                    target.display()
+                )),
+                Failure::Failed { step, errno, log } => Error::Sys {
+                    context: format!(
+                        "mounting overlay on {} ({lowers} lowers; {step}{})",
+                        target.display(),
+                        if log.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {log}")
+                        }
+                    ),
+                    source: errno,
+                },
+            }
+        }
+    }
+
+    fn fsconfig_fd(fs: &OwnedFd, key: &str, fd: BorrowedFd<'_>) -> std::result::Result<(), Errno> {
+        let k = cstr(key.as_bytes());
+        // SAFETY: a NUL-terminated key that outlives the call; `fs` is an open fs context and
+        // `fd` an open descriptor (the kernel takes its own reference).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_FD,
+                k.as_ptr(),
+                std::ptr::null::<libc::c_char>(),
+                fd.as_raw_fd(),
+            )
+        };
+        if r < 0 {
+            Err(Errno::last())
+        } else {
+            Ok(())
+        }
     }
 
     fn cstr(s: &[u8]) -> CString {
@@ -173,6 +259,21 @@ mod new_api {
         }
     }
 
+    pub fn accepts_idmapped_lower(layer: &Path, userns: BorrowedFd<'_>) -> bool {
+        let Ok(tree) = crate::idmap::clone_idmapped(layer, userns, false) else {
+            return false;
+        };
+        let fs_type = cstr(b"overlay");
+        // SAFETY: a NUL-terminated name and flags; the result is a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_fsopen, fs_type.as_ptr(), FSOPEN_CLOEXEC) };
+        if fd < 0 {
+            return false;
+        }
+        // SAFETY: fsopen returned a descriptor nothing else owns.
+        let fs = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        fsconfig_fd(&fs, "lowerdir+", tree.as_fd()).is_ok()
+    }
+
     /// Messages the kernel queued on the context ("e: ..." lines), for error reports.
     fn read_log(fs: &OwnedFd) -> String {
         let mut out = Vec::new();
@@ -193,6 +294,7 @@ mod new_api {
         upper: &Path,
         work: &Path,
         target: &Path,
+        idmap: Option<BorrowedFd<'_>>,
     ) -> std::result::Result<(), Failure> {
         let fs_type = cstr(b"overlay");
         // SAFETY: a NUL-terminated name and flags; the result is a new fd or -1.
@@ -207,16 +309,47 @@ mod new_api {
             errno,
             log: read_log(fs),
         };
+        // Idmapped layers are detached mounts, unmounted when their fd closes: overlayfs
+        // clones them only at CMD_CREATE, so they stay open until then.
+        let mut held: Vec<OwnedFd> = Vec::new();
         for (i, l) in lowers.iter().enumerate() {
-            match fsconfig(&fs, "lowerdir+", l.as_os_str().as_bytes()) {
+            let added = match idmap {
+                None => fsconfig(&fs, "lowerdir+", l.as_os_str().as_bytes()),
+                Some(userns) => {
+                    let layer = crate::idmap::clone_idmapped(l, userns, false).map_err(|e| {
+                        Failure::Failed {
+                            step: e.to_string(),
+                            errno: match e {
+                                Error::Sys { source, .. } => source,
+                                _ => Errno::EINVAL,
+                            },
+                            log: String::new(),
+                        }
+                    })?;
+                    let r = fsconfig_fd(&fs, "lowerdir+", layer.as_fd());
+                    held.push(layer);
+                    r
+                }
+            };
+            match added {
                 Ok(()) => {}
                 Err(Errno::EINVAL) if i == 0 => return Err(Failure::Unsupported),
                 Err(e) => return Err(failed(format!("lower {}", l.display()), e, &fs)),
             }
         }
         for (key, p) in [("upperdir", upper), ("workdir", work)] {
-            fsconfig(&fs, key, p.as_os_str().as_bytes())
-                .map_err(|e| failed(format!("{key} {}", p.display()), e, &fs))?;
+            let set = match idmap {
+                None => fsconfig(&fs, key, p.as_os_str().as_bytes()),
+                // overlayfs refuses to mix layers given by fd with layers given by path.
+                Some(_) => std::fs::File::open(p)
+                    .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+                    .and_then(|dir| {
+                        let r = fsconfig_fd(&fs, key, dir.as_fd());
+                        held.push(dir.into());
+                        r
+                    }),
+            };
+            set.map_err(|e| failed(format!("{key} {}", p.display()), e, &fs))?;
         }
         // SAFETY: `fs` is an fs context; the null key/value are what CMD_CREATE takes.
         let r = unsafe {
@@ -232,6 +365,7 @@ mod new_api {
         if r < 0 {
             return Err(failed("creating the filesystem".into(), Errno::last(), &fs));
         }
+        drop(held);
         // SAFETY: `fs` is a created context; the result is a new fd or -1.
         let m = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) };
         if m < 0 {

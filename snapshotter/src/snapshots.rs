@@ -456,6 +456,25 @@ impl Snapshotter {
         overlay::mount_overlay(&active.lowers, &active.upper, &active.work, target)
     }
 
+    /// As [`Self::mount_active`], for a container in the user namespace `userns` whose root is
+    /// `owner` on the host (see [`overlay::mount_overlay_idmapped`]).
+    pub fn mount_active_idmapped(
+        &self,
+        active: &ActiveSnapshot,
+        target: &Path,
+        userns: std::os::fd::BorrowedFd<'_>,
+        owner: (u32, u32),
+    ) -> Result<()> {
+        overlay::mount_overlay_idmapped(
+            &active.lowers,
+            &active.upper,
+            &active.work,
+            target,
+            userns,
+            owner,
+        )
+    }
+
     /// Removes an active snapshot (missing is fine). It must not be mounted.
     pub fn remove_active(&self, key: &str) -> Result<()> {
         validate_key(key)?;

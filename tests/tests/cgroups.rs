@@ -29,23 +29,29 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let status = client.container_status(&id).await?;
     assert_eq!(status.state(), ContainerState::ContainerRunning);
 
-    let pids = wait_until(
-        &format!("a process in {}", crispd.cgroup_dir().display()),
+    let cmdlines = |pids: &[i32]| -> Vec<String> {
+        pids.iter()
+            .map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+            .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+            .collect()
+    };
+    // The shell may not have exec'd sleep yet when the container reports running.
+    let found = wait_until(
+        &format!("the container's sleep in {}", crispd.cgroup_dir().display()),
         Duration::from_secs(5),
-        || Some(crispd.cgroup_pids()).filter(|pids| !pids.is_empty()),
+        || {
+            let pids = crispd.cgroup_pids();
+            cmdlines(&pids)
+                .iter()
+                .any(|c| c.starts_with("sleep 1000"))
+                .then_some(pids)
+        },
     )
-    .await?;
-    let cmdlines: Vec<String> = pids
-        .iter()
-        .map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
-        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
-        .collect();
-    assert!(
-        cmdlines
-            .iter()
-            .any(|cmdline| cmdline.starts_with("sleep 1000")),
-        "the container's sleep is not in its cgroup; found {pids:?}: {cmdlines:?}"
-    );
+    .await;
+    if let Err(e) = found {
+        let pids = crispd.cgroup_pids();
+        panic!("{e:#}; found {pids:?}: {:?}", cmdlines(&pids));
+    }
 
     let name = crispd.cgroup_name();
     let log = wait_for_file(&pod.log_file("reader"), Duration::from_secs(5), |log| {

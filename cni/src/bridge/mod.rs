@@ -288,11 +288,26 @@ fn require_basic(args: &Args) -> Result<(), PluginError> {
     Ok(())
 }
 
+/// Serialises ADD, CHECK and DEL of one attachment across plugin processes. A runtime killed
+/// during ADD leaves the plugin running; its successor's DEL must not run beside that ADD (it
+/// would remove the rules before the ADD writes them, leaking them).
+fn lock_attachment(
+    r: &Resolved,
+    conf: &NetConf,
+    args: &Args,
+) -> Result<nix::fcntl::Flock<File>, PluginError> {
+    let dir = r.data_dir.join(&conf.name).join("attachments");
+    std::fs::create_dir_all(&dir).map_err(io_fail(&format!("creating {}", dir.display())))?;
+    let path = dir.join(host_veth_name(&args.container_id, &args.ifname));
+    crate::ipam::lock_file(&path).map_err(io_fail(&format!("locking {}", path.display())))
+}
+
 /// ADD.
 pub fn cmd_add(args: &Args, conf: &NetConf) -> Result<CniResult, PluginError> {
     check_version(conf)?;
     require_basic(args)?;
     let r = resolve(conf)?;
+    let _attachment = lock_attachment(&r, conf, args)?;
     let netns_path = require_netns(args)?;
     let ns = File::open(netns_path).map_err(|e| {
         PluginError::new(
@@ -455,6 +470,7 @@ fn setup_pod(
 pub fn cmd_del(args: &Args, conf: &NetConf) -> Result<(), PluginError> {
     require_basic(args)?;
     let r = resolve(conf)?;
+    let attachment = lock_attachment(&r, conf, args)?;
     let tag = iptables::tag(&conf.name, &args.container_id, &args.ifname);
     iptables::remove_pod(&tag).map_err(PluginError::generic)?;
 
@@ -484,6 +500,9 @@ pub fn cmd_del(args: &Args, conf: &NetConf) -> Result<(), PluginError> {
         ipam.release(&args.container_id, Some(&args.ifname))
             .map_err(|e| PluginError::generic(format!("releasing the address: {e}")))?;
     }
+    // The attachment is gone: so goes its lock file (a DEL waiting on it finds nothing to do).
+    let _ = std::fs::remove_file(r.data_dir.join(&conf.name).join("attachments").join(&host));
+    drop(attachment);
     Ok(())
 }
 

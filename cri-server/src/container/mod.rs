@@ -2,6 +2,7 @@
 //! and the client side of the per-container shim.
 
 pub mod apparmor;
+pub mod idmapped_binds;
 pub mod record;
 pub mod seccomp;
 pub mod shim_client;

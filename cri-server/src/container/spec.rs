@@ -2,6 +2,7 @@
 
 use super::user::{self, ResolvedUser, UserRequest};
 use crate::error::{Error, Result};
+use crate::pod::userns::IdMap;
 use crate::pod::{files, SandboxRecord};
 use crisp_snapshotter::image::ImageConfig;
 use k8s_cri::v1::{ContainerConfig, LinuxContainerResources, MountPropagation};
@@ -141,6 +142,10 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         },
     )?;
 
+    if let Some(map) = &input.pod.idmap {
+        check_in_user_namespace(map, &sc, uid, gid, &additional_gids)?;
+    }
+
     let caps = capabilities(sc.privileged, sc.capabilities.as_ref())?;
     // Inheritable and ambient stay empty, as in containerd: oci-spec's defaults would put
     // capabilities there, and ambient ones survive exec into non-root processes.
@@ -194,6 +199,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     spec.set_mounts(Some(mounts(c, input.pod, sc.readonly_rootfs)?));
 
     let mut namespaces = vec![ns(LinuxNamespaceType::Mount, None)?];
+    if let Some(userns) = &input.pod.userns {
+        namespaces.push(ns(LinuxNamespaceType::User, Some(userns.clone()))?);
+    }
     let pid_mode = sc
         .namespace_options
         .as_ref()
@@ -455,6 +463,49 @@ fn device_rules(privileged: bool) -> Result<Vec<oci_spec::runtime::LinuxDeviceCg
         rule(true, c, Some(136), None, "rwm")?,     // pts
         rule(true, c, Some(10), Some(200), "rwm")?, // tun
     ])
+}
+
+/// A container of a pod with its own user namespace: it must ask for the pod's namespace (or
+/// none), and its ids must exist in it (setuid to an unmapped id fails only at start, obscurely).
+fn check_in_user_namespace(
+    map: &IdMap,
+    sc: &k8s_cri::v1::LinuxContainerSecurityContext,
+    uid: u32,
+    gid: u32,
+    additional_gids: &[u32],
+) -> Result<()> {
+    if let Some(opts) = sc
+        .namespace_options
+        .as_ref()
+        .and_then(|n| n.userns_options.as_ref())
+    {
+        if IdMap::from_cri(Some(opts))?.as_ref() != Some(map) {
+            return Err(Error::InvalidArgument(
+                "the container's user namespace options differ from its pod's: containers \
+                 share the pod's user namespace"
+                    .into(),
+            ));
+        }
+    }
+    if sc.privileged {
+        return Err(Error::InvalidArgument(
+            "a privileged container cannot run in a pod with its own user namespace".into(),
+        ));
+    }
+    if !map.maps_uid(uid) {
+        return Err(Error::InvalidArgument(format!(
+            "uid {uid} is not mapped in the pod's user namespace"
+        )));
+    }
+    if let Some(g) = std::iter::once(&gid)
+        .chain(additional_gids)
+        .find(|g| !map.maps_gid(**g))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "gid {g} is not mapped in the pod's user namespace"
+        )));
+    }
+    Ok(())
 }
 
 fn ns(typ: LinuxNamespaceType, path: Option<PathBuf>) -> Result<oci_spec::runtime::LinuxNamespace> {

@@ -378,6 +378,7 @@ impl RuntimeService for Cri {
                 },
             },
         ];
+        let user_namespaces = self.runtime.user_namespaces_supported();
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),
             info: Default::default(),
@@ -388,7 +389,7 @@ impl RuntimeService for Cri {
                     name: name.to_string(),
                     features: Some(cri::RuntimeHandlerFeatures {
                         recursive_read_only_mounts: true,
-                        user_namespaces: false,
+                        user_namespaces,
                     }),
                 })
                 .collect(),

@@ -6,5 +6,6 @@ pub mod namespaces;
 pub mod network;
 pub mod pause;
 pub mod record;
+pub mod userns;
 
 pub use record::{SandboxRecord, SandboxState};

@@ -24,6 +24,8 @@ pub struct Pinned {
     pub uts: Option<PathBuf>,
     /// Only with a pause process (see `pause`).
     pub pid: Option<PathBuf>,
+    /// Only for a pod with its own user namespace (see `userns`), which owns the others.
+    pub user: Option<PathBuf>,
 }
 
 impl Pinned {
@@ -33,6 +35,7 @@ impl Pinned {
             .chain(&self.ipc)
             .chain(&self.uts)
             .chain(&self.pid)
+            .chain(&self.user)
     }
 }
 
@@ -124,6 +127,24 @@ fn pin_from(ns_dir: &Path, name: &str, source: &str) -> Result<PathBuf> {
         )
     })?;
     Ok(target)
+}
+
+/// Brings `lo` up in the pinned network namespace `netns`, from a short-lived thread that
+/// enters it (setns of a network namespace is per thread).
+pub fn loopback_up(netns: &Path) -> Result<()> {
+    let file = std::fs::File::open(netns)
+        .map_err(|e| Error::internal(format!("opening {}", netns.display()), e))?;
+    std::thread::Builder::new()
+        .name("pod-netns".into())
+        .spawn(move || -> Result<()> {
+            nix::sched::setns(&file, CloneFlags::CLONE_NEWNET)
+                .map_err(|e| Error::internal("entering the pod network namespace", e))?;
+            crisp_cni::loopback::set_up_in_current_netns()
+                .map_err(|e| Error::internal("pod network namespace", e))
+        })
+        .map_err(|e| Error::internal("starting the namespace thread", e))?
+        .join()
+        .map_err(|_| Error::Internal("the namespace thread panicked".into()))?
 }
 
 /// Unpins the namespaces (they die once no process is left in them). Idempotent.

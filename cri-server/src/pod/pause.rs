@@ -23,17 +23,29 @@ pub struct Pause {
 }
 
 /// Starts the pause of the pod whose directory is `dir`, in the pod's cgroup (where its
-/// resources are accounted, and where any cgroup sweep finds it).
-pub fn start(shim: &Path, dir: &Path, cgroup: &str) -> Result<Pause> {
+/// resources are accounted, and where any cgroup sweep finds it). With `userns` (the pod's user
+/// namespace pin) the PID namespace is made inside it, so that it belongs to the pod's user
+/// namespace and its containers may mount their /proc.
+pub fn start(shim: &Path, dir: &Path, cgroup: &str, userns: Option<&Path>) -> Result<Pause> {
     let mut cmd = Command::new(shim);
     cmd.arg("pause")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: runs in the forked child before exec and only calls unshare(2), which is
-    // async-signal-safe and allocates nothing.
+    let userns = userns
+        .map(|p| {
+            std::fs::File::open(p)
+                .map_err(|e| Error::internal(format!("opening {}", p.display()), e))
+        })
+        .transpose()?;
+    // SAFETY: runs in the forked child before exec and only calls setns(2) and unshare(2),
+    // which are async-signal-safe and allocate nothing; the file was opened before the fork.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
+            if let Some(u) = &userns {
+                nix::sched::setns(u, nix::sched::CloneFlags::CLONE_NEWUSER)
+                    .map_err(std::io::Error::from)?;
+            }
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID).map_err(std::io::Error::from)
         });
     }

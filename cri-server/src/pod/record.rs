@@ -50,6 +50,12 @@ pub struct SandboxRecord {
     pub pidns: Option<PathBuf>,
     #[serde(default)]
     pub pause_pid: u32,
+    /// The pod's own user namespace (`userns_options` mode POD with mappings): its pin and
+    /// mappings. `None`: the host's.
+    #[serde(default)]
+    pub userns: Option<PathBuf>,
+    #[serde(default)]
+    pub idmap: Option<super::userns::IdMap>,
     /// cgroupfs path the pod's containers go under.
     pub cgroup_parent: String,
     /// Whether crisp created that cgroup (and so removes it), or kubelet did.

@@ -1,6 +1,7 @@
 //! Container operations.
 
 use super::{now_ns, ContainerEntry, Runtime};
+use crate::container::idmapped_binds;
 use crate::container::shim_client::{Exit, Shim, TaskStdio};
 use crate::container::spec::{self, SpecInput};
 use crate::container::{ContainerRecord, ContainerState};
@@ -9,6 +10,7 @@ use crate::ids;
 use crate::pod::SandboxState;
 use crisp_api::{ShimDir, StdioTarget};
 use k8s_cri::v1::{ContainerConfig, ContainerEventType, ContainerFilter, NamespaceMode};
+use std::os::fd::AsFd;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -156,10 +158,17 @@ impl Runtime {
                 .snapshotter
                 .prepare_active(&id, top.as_ref())
                 .map_err(|e| Error::internal(format!("preparing the writable layer of {id}"), e))?;
-            me.snapshotter
-                .mount_active(&active, &rootfs)
-                .map_err(|e| Error::internal(format!("mounting the rootfs of {id}"), e))?;
-            let spec = spec::build(&SpecInput {
+            match (&pod2.userns, pod2.idmap.as_ref().and_then(|m| m.root())) {
+                (Some(userns), Some(owner)) => {
+                    let ns = std::fs::File::open(userns)
+                        .map_err(|e| Error::internal(format!("opening {}", userns.display()), e))?;
+                    me.snapshotter
+                        .mount_active_idmapped(&active, &rootfs, ns.as_fd(), owner)
+                }
+                _ => me.snapshotter.mount_active(&active, &rootfs),
+            }
+            .map_err(|e| Error::internal(format!("mounting the rootfs of {id}"), e))?;
+            let mut spec = spec::build(&SpecInput {
                 config: &config,
                 pod: &pod2,
                 image: &image_config,
@@ -167,6 +176,9 @@ impl Runtime {
                 cgroups_path,
                 target_pidns,
             })?;
+            if let Some(userns) = &pod2.userns {
+                idmapped_binds::stage(&mut spec, &bundle, userns)?;
+            }
             spec.save(bundle.join("config.json"))
                 .map_err(|e| Error::internal(format!("writing the bundle of {id}"), e))?;
             if let Some(parent) = log_path.as_ref().and_then(|p| p.parent()) {
@@ -204,8 +216,15 @@ impl Runtime {
             stderr: target,
             terminal: rec.config.tty,
         };
-        let pid = shim.create(&dir.bundle(), &stdio).await?;
-        Ok((shim, pid))
+        let created = shim.create(&dir.bundle(), &stdio).await;
+        if pod.userns.is_some() {
+            // The container's mount namespace holds its own copies by now.
+            let bundle = dir.bundle();
+            tokio::task::spawn_blocking(move || idmapped_binds::release(&bundle))
+                .await
+                .map_err(|e| Error::internal("releasing idmapped mounts", e))?;
+        }
+        Ok((shim, created?))
     }
 
     /// For pid mode TARGET: the PID namespace of the named container, which must be running
@@ -525,6 +544,10 @@ impl Runtime {
                 tracing::warn!(container = %id, error = %e, "removing writable layer");
             }
             let _ = std::fs::remove_file(dir.socket());
+            if !idmapped_binds::release(&dir.bundle()) {
+                tracing::warn!(container = %id, "idmapped mounts still attached; container dir kept");
+                return;
+            }
             if let Err(e) = std::fs::remove_dir_all(dir.path()) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     tracing::warn!(container = %id, error = %e, "removing container dir");

@@ -60,6 +60,8 @@ pub struct Runtime {
     pod_store: RecordStore<SandboxRecord>,
     container_store: RecordStore<ContainerRecord>,
     objects: Mutex<Objects>,
+    /// Whether pods may have user namespaces (probed once, see `pod::userns::probe`).
+    userns_supported: std::sync::OnceLock<bool>,
 }
 
 pub fn now_ns() -> i64 {
@@ -104,8 +106,13 @@ impl Runtime {
             import_dir,
             puller,
             objects: Mutex::new(Objects::default()),
+            userns_supported: std::sync::OnceLock::new(),
         });
         rt.recover().await?;
+        let r = rt.clone();
+        tokio::task::spawn_blocking(move || r.user_namespaces_supported())
+            .await
+            .map_err(|e| crate::error::Error::internal("probing user namespaces", e))?;
         let r = rt.clone();
         tokio::task::spawn_blocking(move || r.import_dir.scan(&r.snapshotter, &r.images))
             .await
@@ -132,6 +139,18 @@ impl Runtime {
     pub fn streaming(&self) -> Result<&crisp_streaming::Server> {
         self.streaming.get().ok_or_else(|| {
             crate::error::Error::FailedPrecondition("the streaming server is not running".into())
+        })
+    }
+
+    /// Whether pods can have their own user namespace here (for RunPodSandbox and the runtime
+    /// handler features). The first call probes the kernel (a few milliseconds).
+    pub fn user_namespaces_supported(&self) -> bool {
+        *self.userns_supported.get_or_init(|| {
+            crate::pod::userns::probe(
+                &self.shim_binary,
+                &self.cfg.state.join("userns-probe"),
+                &self.cfg.root,
+            )
         })
     }
 

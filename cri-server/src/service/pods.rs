@@ -6,6 +6,7 @@ use crate::ids;
 use crate::pod::namespaces::{self, Pinned, Wanted};
 use crate::pod::network;
 use crate::pod::pause;
+use crate::pod::userns::{self, IdMap};
 use crate::pod::{files, SandboxRecord, SandboxState};
 use k8s_cri::v1::{ContainerEventType, NamespaceMode, PodSandboxConfig, PodSandboxFilter};
 use std::sync::Arc;
@@ -38,6 +39,29 @@ impl Runtime {
             .unwrap_or_default();
         let host_net = ns_opts.network == NamespaceMode::Node as i32;
         let host_ipc = ns_opts.ipc == NamespaceMode::Node as i32;
+        let idmap = IdMap::from_cri(ns_opts.userns_options.as_ref())?;
+        if idmap.is_some() {
+            // As kubelet's own validation: host namespaces belong to the host's user namespace,
+            // which the pod's root must not be able to act in.
+            for (host, what) in [
+                (host_net, "network"),
+                (host_ipc, "IPC"),
+                (ns_opts.pid == NamespaceMode::Node as i32, "PID"),
+            ] {
+                if host {
+                    return Err(Error::InvalidArgument(format!(
+                        "a pod with its own user namespace cannot use the host's {what} namespace"
+                    )));
+                }
+            }
+            if !self.user_namespaces_supported() {
+                return Err(Error::FailedPrecondition(
+                    "user namespaces are not supported on this node (idmapped overlay layers \
+                     need Linux 6.13 or later)"
+                        .into(),
+                ));
+            }
+        }
         let hostname = if config.hostname.is_empty() {
             nix::unistd::gethostname()
                 .ok()
@@ -90,6 +114,8 @@ impl Runtime {
             utsns: None,
             pidns: None,
             pause_pid: 0,
+            userns: None,
+            idmap: idmap.clone(),
             cgroup_parent,
             owns_cgroup,
             ips: Vec::new(),
@@ -126,10 +152,18 @@ impl Runtime {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::internal(format!("creating {}", dir.display()), e))?;
             files::write(&dir, &hostname, dns.as_ref())?;
-            let mut pinned = namespaces::create(&dir, want, hostname)?;
+            let mut pinned = match &idmap {
+                Some(map) => userns::create(&me.shim_binary, &dir, want, &hostname, map)?,
+                None => namespaces::create(&dir, want, hostname)?,
+            };
             let mut pause_pid = 0;
             if shared_pid {
-                match pause::start(&me.shim_binary, &dir, &cgroup_parent) {
+                match pause::start(
+                    &me.shim_binary,
+                    &dir,
+                    &cgroup_parent,
+                    pinned.user.as_deref(),
+                ) {
                     Ok(p) => {
                         pinned.pid = Some(p.pin);
                         pause_pid = p.pid;
@@ -168,6 +202,7 @@ impl Runtime {
                 rec.ipcns = pinned.ipc;
                 rec.utsns = pinned.uts;
                 rec.pidns = pinned.pid;
+                rec.userns = pinned.user;
                 rec.pause_pid = pause_pid;
                 rec.state = rec.state.transition(SandboxState::Ready)?;
                 self.pod_store.save(&id, &rec)?;
@@ -201,6 +236,7 @@ impl Runtime {
             ipc: rec.ipcns.clone().or_else(|| Some(rec.dir.join("ns/ipc"))),
             uts: rec.utsns.clone().or_else(|| Some(rec.dir.join("ns/uts"))),
             pid: None,
+            user: rec.userns.clone().or_else(|| Some(rec.dir.join("ns/user"))),
         });
         if let Err(e) = std::fs::remove_dir_all(&rec.dir) {
             if e.kind() != std::io::ErrorKind::NotFound {

@@ -280,8 +280,15 @@ impl Mount {
         // get process cgroups
         let ppid = std::os::unix::process::parent_id();
         // The non-zero ppid means that the PID Namespace is not separated.
-        let ppid = if ppid == 0 { std::process::id() } else { ppid };
-        let root_cgroups = Process::new(ppid as i32)?.cgroups()?.0;
+        // crisp patch (PATCHES.md): with a zero ppid (our parent is outside our PID namespace,
+        // as in a pod's shared one), upstream looked up our namespace-local pid in the host's
+        // /proc: whatever process has that pid there (a kernel thread, usually) or ENOENT.
+        // Nothing to strip then.
+        let root_cgroups = if ppid == 0 {
+            Vec::new()
+        } else {
+            Process::new(ppid as i32)?.cgroups()?.0
+        };
         let process_cgroups: HashMap<String, String> =
             ProcessCGroups::from_read(ProcfsHandle::new()?.open(
                 ProcfsBase::ProcSelf,
