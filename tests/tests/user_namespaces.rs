@@ -263,6 +263,40 @@ async fn check(crispd: &mut Crispd) -> anyhow::Result<()> {
             },
             "gid mappings",
         ),
+        (
+            "usernstwolines",
+            NamespaceOption {
+                userns_options: Some(UserNamespace {
+                    mode: NamespaceMode::Pod as i32,
+                    uids: [0, 1]
+                        .map(|i| IdMapping {
+                            host_id: base + i * 10,
+                            container_id: i * 10,
+                            length: 10,
+                        })
+                        .to_vec(),
+                    gids: userns(NamespaceMode::Pod, base).gids,
+                }),
+                ..Default::default()
+            },
+            "only one mapping line",
+        ),
+        (
+            "usernsnotzero",
+            NamespaceOption {
+                userns_options: Some(UserNamespace {
+                    mode: NamespaceMode::Pod as i32,
+                    uids: vec![IdMapping {
+                        host_id: base,
+                        container_id: 1,
+                        length: 65536,
+                    }],
+                    gids: userns(NamespaceMode::Pod, base).gids,
+                }),
+                ..Default::default()
+            },
+            "uid 0",
+        ),
     ] {
         let mut config = TestPod::new_config(crispd, name)?;
         config.linux = pod_linux(opts);
