@@ -25,13 +25,23 @@ pub fn overlay_options(
     work: &Path,
     target: &Path,
 ) -> Result<String> {
+    options(lowers, Some((upper, work)), target)
+}
+
+/// The option string; without an upper and work dir, a read-only overlay of the lowers.
+fn options(
+    lowers: &[PathBuf],
+    upper_work: Option<(&Path, &Path)>,
+    target: &Path,
+) -> Result<String> {
     if lowers.is_empty() {
         return Err(Error::InvalidMountPath {
             path: target.to_path_buf(),
             reason: "overlay needs at least one lower directory",
         });
     }
-    for p in lowers.iter().map(PathBuf::as_path).chain([upper, work]) {
+    let extra: Vec<&Path> = upper_work.map(|(u, w)| vec![u, w]).unwrap_or_default();
+    for p in lowers.iter().map(PathBuf::as_path).chain(extra) {
         check_path(p)?;
     }
     let lower = lowers
@@ -39,11 +49,14 @@ pub fn overlay_options(
         .map(|p| p.to_string_lossy())
         .collect::<Vec<_>>()
         .join(":");
-    let opts = format!(
-        "lowerdir={lower},upperdir={},workdir={}",
-        upper.to_string_lossy(),
-        work.to_string_lossy()
-    );
+    let opts = match upper_work {
+        Some((upper, work)) => format!(
+            "lowerdir={lower},upperdir={},workdir={}",
+            upper.to_string_lossy(),
+            work.to_string_lossy()
+        ),
+        None => format!("lowerdir={lower}"),
+    };
     if opts.len() + 1 > MAX_OPTIONS_LEN {
         return Err(Error::MountOptionsTooLong {
             target: target.to_path_buf(),
@@ -88,13 +101,29 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Pat
             reason: "overlay needs at least one lower directory",
         });
     }
-    match new_api::mount(lowers, upper, work, target, None) {
+    match new_api::mount(lowers, Some((upper, work)), target, None) {
         Ok(()) => return Ok(()),
         // No new mount API, or no `lowerdir+` (EINVAL from fsconfig): the legacy string.
         Err(new_api::Failure::Unsupported) => {}
         Err(f @ new_api::Failure::Failed { .. }) => return Err(f.into_error(target, lowers.len())),
     }
-    mount_legacy(lowers, upper, work, target)
+    mount_legacy(lowers, Some((upper, work)), target)
+}
+
+/// Mounts a read-only overlay of `lowers` (top first; at least two, as overlayfs wants without
+/// an upper layer) at `target`: an image's filesystem as it is, for an image volume.
+pub fn mount_readonly(lowers: &[PathBuf], target: &Path) -> Result<()> {
+    if lowers.len() < 2 {
+        return Err(Error::InvalidMountPath {
+            path: target.to_path_buf(),
+            reason: "a read-only overlay needs at least two lower directories",
+        });
+    }
+    match new_api::mount(lowers, None, target, None) {
+        Ok(()) => Ok(()),
+        Err(new_api::Failure::Unsupported) => mount_legacy(lowers, None, target),
+        Err(f) => Err(f.into_error(target, lowers.len())),
+    }
 }
 
 /// Mounts an overlay at `target` whose lower layers are idmapped through `userns` (see
@@ -133,7 +162,7 @@ pub fn mount_overlay_idmapped(
         ),
         source: e,
     })?;
-    match new_api::mount(lowers, upper, work, target, Some(userns)) {
+    match new_api::mount(lowers, Some((upper, work)), target, Some(userns)) {
         Ok(()) => Ok(()),
         Err(new_api::Failure::Unsupported) => Err(Error::Unsupported(
             "idmapped overlay layers: this kernel cannot take overlayfs layers by file \
@@ -144,13 +173,21 @@ pub fn mount_overlay_idmapped(
     }
 }
 
-fn mount_legacy(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
-    let opts = overlay_options(lowers, upper, work, target)?;
+fn mount_legacy(
+    lowers: &[PathBuf],
+    upper_work: Option<(&Path, &Path)>,
+    target: &Path,
+) -> Result<()> {
+    let opts = options(lowers, upper_work, target)?;
     mount(
         Some("overlay"),
         target,
         Some("overlay"),
-        MsFlags::empty(),
+        if upper_work.is_some() {
+            MsFlags::empty()
+        } else {
+            MsFlags::MS_RDONLY
+        },
         Some(opts.as_str()),
     )
     .map_err(|e| Error::Sys {
@@ -291,8 +328,7 @@ mod new_api {
 
     pub fn mount(
         lowers: &[PathBuf],
-        upper: &Path,
-        work: &Path,
+        upper_work: Option<(&Path, &Path)>,
         target: &Path,
         idmap: Option<BorrowedFd<'_>>,
     ) -> std::result::Result<(), Failure> {
@@ -337,7 +373,10 @@ mod new_api {
                 Err(e) => return Err(failed(format!("lower {}", l.display()), e, &fs)),
             }
         }
-        for (key, p) in [("upperdir", upper), ("workdir", work)] {
+        let upper_work: Vec<(&str, &Path)> = upper_work
+            .map(|(u, w)| vec![("upperdir", u), ("workdir", w)])
+            .unwrap_or_default();
+        for (key, p) in upper_work {
             let set = match idmap {
                 None => fsconfig(&fs, key, p.as_os_str().as_bytes()),
                 // overlayfs refuses to mix layers given by fd with layers given by path.

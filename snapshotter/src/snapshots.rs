@@ -475,6 +475,18 @@ impl Snapshotter {
         )
     }
 
+    /// Mounts the layers up to `top` read-only at `target` (image volumes). The empty layer at
+    /// the bottom makes at least the two lowers overlayfs needs without an upper layer.
+    pub fn mount_readonly_view(&self, top: Option<&Digest>, target: &Path) -> Result<()> {
+        let mut lowers = self.chain_lowers(top)?;
+        // Without layers `chain_lowers` gives the empty layer alone, which stays one lower:
+        // such an image cannot be viewed (mount_readonly says so).
+        if top.is_some() {
+            lowers.push(self.empty.clone());
+        }
+        overlay::mount_readonly(&lowers, target)
+    }
+
     /// Removes an active snapshot (missing is fine). It must not be mounted.
     pub fn remove_active(&self, key: &str) -> Result<()> {
         validate_key(key)?;

@@ -4,14 +4,12 @@
 //! by host ids the pod's root cannot act as. Each bind source is replaced by an idmapped copy
 //! attached under `<bundle>/idmap/<n>`, which the runtime bind-mounts as usual, so on-disk uid 0
 //! reads as the pod's root. The copies are only needed while the runtime builds the container's
-//! mount namespace (which keeps its own): they are released right after creation, and again,
-//! idempotently, when the container is removed.
+//! mount namespace (which keeps its own), see `staged_mounts`.
 
 use crate::error::{Error, Result};
-use nix::mount::{umount2, MntFlags};
 use oci_spec::runtime::Spec;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const DIR: &str = "idmap";
 
@@ -72,39 +70,7 @@ pub fn stage(spec: &mut Spec, bundle: &Path, userns: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Unmounts and removes the staged copies. `false` if one is still mounted, in which case the
-/// bundle must not be removed recursively (that would descend into a host directory).
+/// Unmounts and removes the staged copies (see [`super::staged_mounts::release`]).
 pub fn release(bundle: &Path) -> bool {
-    let dir = bundle.join(DIR);
-    let entries: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-        Err(_) => return true,
-    };
-    let mut clean = true;
-    for p in entries {
-        loop {
-            match umount2(&p, MntFlags::MNT_DETACH) {
-                Ok(()) => continue,
-                Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => break,
-                Err(e) => {
-                    tracing::warn!(path = %p.display(), error = %e, "unmounting an idmapped copy");
-                    clean = false;
-                    break;
-                }
-            }
-        }
-        // Never recursive: an entry still mounted is a host directory.
-        let removed = if p.is_dir() {
-            std::fs::remove_dir(&p)
-        } else {
-            std::fs::remove_file(&p)
-        };
-        if let Err(e) = removed {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %p.display(), error = %e, "removing an idmapped copy");
-                clean = false;
-            }
-        }
-    }
-    clean && std::fs::remove_dir(&dir).is_ok()
+    super::staged_mounts::release(&bundle.join(DIR))
 }

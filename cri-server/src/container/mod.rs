@@ -3,10 +3,12 @@
 
 pub mod apparmor;
 pub mod idmapped_binds;
+pub mod image_volumes;
 pub mod record;
 pub mod seccomp;
 pub mod shim_client;
 pub mod spec;
+pub mod staged_mounts;
 pub mod user;
 
 pub use record::{ContainerRecord, ContainerState};

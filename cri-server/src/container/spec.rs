@@ -25,6 +25,8 @@ pub struct SpecInput<'a> {
     pub cgroups_path: String,
     /// pid mode TARGET: the target container's PID namespace.
     pub target_pidns: Option<PathBuf>,
+    /// Mount points of the container's image volumes, by container path.
+    pub image_volumes: &'a HashMap<String, PathBuf>,
 }
 
 /// Docker's default capability set, which containerd and CRI-O also grant.
@@ -196,7 +198,12 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
             .build()
             .map_err(spec_err)?,
     ));
-    spec.set_mounts(Some(mounts(c, input.pod, sc.readonly_rootfs)?));
+    spec.set_mounts(Some(mounts(
+        c,
+        input.pod,
+        sc.readonly_rootfs,
+        input.image_volumes,
+    )?));
 
     let mut namespaces = vec![ns(LinuxNamespaceType::Mount, None)?];
     if let Some(userns) = &input.pod.userns {
@@ -526,7 +533,12 @@ fn bind(source: &Path, destination: &str, options: &[&str]) -> Result<Mount> {
         .map_err(spec_err)
 }
 
-fn mounts(c: &ContainerConfig, pod: &SandboxRecord, readonly_rootfs: bool) -> Result<Vec<Mount>> {
+fn mounts(
+    c: &ContainerConfig,
+    pod: &SandboxRecord,
+    readonly_rootfs: bool,
+    image_volumes: &HashMap<String, PathBuf>,
+) -> Result<Vec<Mount>> {
     let mut out: Vec<Mount> = oci_spec::runtime::get_default_mounts();
     let requested: HashSet<&str> = c.mounts.iter().map(|m| m.container_path.as_str()).collect();
     let rw = if readonly_rootfs { "ro" } else { "rw" };
@@ -545,6 +557,21 @@ fn mounts(c: &ContainerConfig, pod: &SandboxRecord, readonly_rootfs: bool) -> Re
                 "mount destination {:?} must be absolute",
                 m.container_path
             )));
+        }
+        if super::image_volumes::image_of(m).is_some() {
+            let source = image_volumes.get(&m.container_path).ok_or_else(|| {
+                Error::Internal(format!(
+                    "image volume at {} was not mounted",
+                    m.container_path
+                ))
+            })?;
+            // Read-only by definition (KEP-4639); the overlay has no upper layer anyway.
+            out.push(bind(
+                source,
+                &m.container_path,
+                &["rbind", "rprivate", "ro"],
+            )?);
+            continue;
         }
         if !m.host_path.starts_with('/') {
             return Err(Error::InvalidArgument(format!(

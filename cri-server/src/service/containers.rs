@@ -1,9 +1,9 @@
 //! Container operations.
 
 use super::{now_ns, ContainerEntry, Runtime};
-use crate::container::idmapped_binds;
 use crate::container::shim_client::{Exit, Shim, TaskStdio};
 use crate::container::spec::{self, SpecInput};
+use crate::container::{idmapped_binds, image_volumes};
 use crate::container::{ContainerRecord, ContainerState};
 use crate::error::{Error, Result};
 use crate::ids;
@@ -168,6 +168,8 @@ impl Runtime {
                 _ => me.snapshotter.mount_active(&active, &rootfs),
             }
             .map_err(|e| Error::internal(format!("mounting the rootfs of {id}"), e))?;
+            let image_volumes =
+                image_volumes::stage(&config.mounts, &me.images, &me.snapshotter, &bundle)?;
             let mut spec = spec::build(&SpecInput {
                 config: &config,
                 pod: &pod2,
@@ -175,6 +177,7 @@ impl Runtime {
                 rootfs: &rootfs,
                 cgroups_path,
                 target_pidns,
+                image_volumes: &image_volumes,
             })?;
             if let Some(userns) = &pod2.userns {
                 idmapped_binds::stage(&mut spec, &bundle, userns)?;
@@ -217,13 +220,14 @@ impl Runtime {
             terminal: rec.config.tty,
         };
         let created = shim.create(&dir.bundle(), &stdio).await;
-        if pod.userns.is_some() {
-            // The container's mount namespace holds its own copies by now.
-            let bundle = dir.bundle();
-            tokio::task::spawn_blocking(move || idmapped_binds::release(&bundle))
-                .await
-                .map_err(|e| Error::internal("releasing idmapped mounts", e))?;
-        }
+        // The container's mount namespace holds its own references by now.
+        let bundle = dir.bundle();
+        tokio::task::spawn_blocking(move || {
+            idmapped_binds::release(&bundle);
+            image_volumes::release(&bundle);
+        })
+        .await
+        .map_err(|e| Error::internal("releasing staged mounts", e))?;
         Ok((shim, created?))
     }
 
@@ -544,8 +548,13 @@ impl Runtime {
                 tracing::warn!(container = %id, error = %e, "removing writable layer");
             }
             let _ = std::fs::remove_file(dir.socket());
-            if !idmapped_binds::release(&dir.bundle()) {
-                tracing::warn!(container = %id, "idmapped mounts still attached; container dir kept");
+            let bundle = dir.bundle();
+            let released = [
+                idmapped_binds::release(&bundle),
+                image_volumes::release(&bundle),
+            ];
+            if released.contains(&false) {
+                tracing::warn!(container = %id, "staged mounts still attached; container dir kept");
                 return;
             }
             if let Err(e) = std::fs::remove_dir_all(dir.path()) {

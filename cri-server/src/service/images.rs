@@ -91,7 +91,21 @@ impl Runtime {
             .containers
             .values()
             .filter(|c| c.rec.state != ContainerState::Exited || c.rec.image_id == img.id)
-            .filter_map(|c| self.images.get(&c.rec.image_id).ok())
+            .flat_map(|c| {
+                // Its image, and those of its image volumes (mounted from the layers).
+                let volumes = c
+                    .rec
+                    .config
+                    .mounts
+                    .iter()
+                    .filter_map(crate::container::image_volumes::image_of)
+                    .filter_map(|i| self.images.find(i));
+                self.images
+                    .get(&c.rec.image_id)
+                    .ok()
+                    .into_iter()
+                    .chain(volumes)
+            })
             .chain(self.images.list().into_iter().filter(|i| i.id != img.id))
             .flat_map(|i| i.chain_ids)
             .collect();

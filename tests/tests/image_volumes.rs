@@ -1,0 +1,132 @@
+//! Image volumes (CRI `Mount.image`, KEP-4639): an image's filesystem, whiteouts applied, mounted
+//! read-only into a container; the CRI's rules for the field; the image's layers outlive a
+//! RemoveImage while a container still has them mounted; nothing stays mounted on the host.
+
+use crisp_tests::cri::{ImageSpec, Mount, RemoveImageRequest};
+use crisp_tests::{bin_path, layered_image, require_root, sh, Crispd, Entry, TestPod, BUSYBOX};
+use std::process::Command;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_volumes() {
+    if !require_root() {
+        return;
+    }
+    let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(check(&crispd).await);
+}
+
+fn image_mount(at: &str, image: &str) -> Mount {
+    Mount {
+        container_path: at.into(),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn check(crispd: &Crispd) -> anyhow::Result<()> {
+    // A data image: a second layer deletes one file of the first and adds another.
+    let dir = tempfile::tempdir()?;
+    let layout = dir.path().join("voldata");
+    layered_image(
+        &layout,
+        "v1",
+        &[
+            vec![
+                Entry::File("data/kept", b"first\n"),
+                Entry::File("data/deleted", b"gone\n"),
+            ],
+            vec![
+                Entry::Whiteout("data/deleted"),
+                Entry::File("data/added", b"second\n"),
+            ],
+        ],
+    )?;
+    let out = Command::new(bin_path("crispd"))
+        .arg("--root")
+        .arg(crispd.root())
+        .arg("--state")
+        .arg(crispd.state())
+        .args(["images", "import"])
+        .arg(&layout)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "import: {out:?}");
+
+    let mut client = crispd.client().await?;
+    client.pull(BUSYBOX).await?;
+    let image_ref = client.pull("voldata:v1").await?;
+    let pod = TestPod::start(&mut client, crispd, "imagevol").await?;
+
+    let mut c = pod.container("reader", &["sleep", "3600"])?;
+    c.mounts.push(image_mount("/vol", &image_ref));
+    let reader = pod.create(&mut client, c).await?;
+    client.start_container(&reader).await?;
+    let (_, listing) = sh(
+        &mut client,
+        &reader,
+        "ls /vol/data; cat /vol/data/kept /vol/data/added",
+    )
+    .await?;
+    assert_eq!(
+        listing.split_whitespace().collect::<Vec<_>>(),
+        ["added", "kept", "first", "second"],
+        "the image volume's contents"
+    );
+    let (code, err) = sh(&mut client, &reader, "touch /vol/new 2>&1").await?;
+    assert!(
+        code != 0 && err.contains("Read-only"),
+        "an image volume must be read-only: {code} {err}"
+    );
+    // Mounted from the container's own namespace only: nothing staged stays on the host.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    assert!(
+        !mounts.contains("image-volumes"),
+        "staged image volume left mounted on the host:\n{mounts}"
+    );
+
+    // Removing the image keeps the layers the running container has mounted.
+    client
+        .image
+        .remove_image(RemoveImageRequest {
+            image: Some(ImageSpec {
+                image: image_ref.clone(),
+                ..Default::default()
+            }),
+        })
+        .await?;
+    let (_, again) = sh(&mut client, &reader, "cat /vol/data/kept").await?;
+    assert_eq!(again.trim(), "first");
+
+    // The CRI's rules.
+    let mut both = pod.container("both", &["true"])?;
+    let mut m = image_mount("/vol", BUSYBOX);
+    m.host_path = "/tmp".into();
+    both.mounts.push(m);
+    let e = pod
+        .create(&mut client, both)
+        .await
+        .expect_err("host_path with image must be refused");
+    assert!(
+        format!("{e:#}").contains("InvalidArgument") && format!("{e:#}").contains("exclusive"),
+        "{e:#}"
+    );
+    let mut missing = pod.container("missing", &["true"])?;
+    missing
+        .mounts
+        .push(image_mount("/vol", "registry.invalid/never/pulled:1"));
+    let e = pod
+        .create(&mut client, missing)
+        .await
+        .expect_err("an image that is not pulled must be refused");
+    assert!(format!("{e:#}").contains("NotFound"), "{e:#}");
+
+    client.stop_and_remove_pod(&pod.id).await?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    assert!(
+        !mounts.contains(&reader),
+        "mounts of {reader} left:\n{mounts}"
+    );
+    Ok(())
+}
