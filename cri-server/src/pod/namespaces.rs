@@ -77,19 +77,7 @@ fn create_on_this_thread(ns_dir: &Path, want: Wanted, hostname: &str) -> Result<
             .map_err(|e| Error::internal("pod network namespace", e))?;
     }
     let mut pinned = Pinned::default();
-    let result = (|| {
-        for (w, name, slot) in [
-            (want.net, "net", &mut pinned.net),
-            (want.ipc, "ipc", &mut pinned.ipc),
-            (want.uts, "uts", &mut pinned.uts),
-        ] {
-            if w {
-                *slot = Some(pin(ns_dir, name)?);
-            }
-        }
-        Ok(())
-    })();
-    match result {
+    match pin_wanted(ns_dir, &want, "thread-self", &mut pinned) {
         Ok(()) => Ok(pinned),
         Err(e) => {
             remove(&pinned);
@@ -98,8 +86,19 @@ fn create_on_this_thread(ns_dir: &Path, want: Wanted, hostname: &str) -> Result<
     }
 }
 
-fn pin(ns_dir: &Path, name: &str) -> Result<PathBuf> {
-    pin_from(ns_dir, name, &format!("/proc/thread-self/ns/{name}"))
+/// Pins the wanted network, IPC and UTS namespaces of `/proc/<task>` (`thread-self` or a pid)
+/// into `pinned`.
+pub fn pin_wanted(ns_dir: &Path, want: &Wanted, task: &str, pinned: &mut Pinned) -> Result<()> {
+    for (w, name, slot) in [
+        (want.net, "net", &mut pinned.net),
+        (want.ipc, "ipc", &mut pinned.ipc),
+        (want.uts, "uts", &mut pinned.uts),
+    ] {
+        if w {
+            *slot = Some(pin_from(ns_dir, name, &format!("/proc/{task}/ns/{name}"))?);
+        }
+    }
+    Ok(())
 }
 
 /// Pins namespace `name` of process `pid` (the pod's pause, for its PID namespace).

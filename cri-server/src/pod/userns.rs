@@ -194,16 +194,7 @@ pub fn create(
             .write_all(b"go\n")
             .map_err(|e| Error::internal("talking to the user namespace helper", e))?;
         expect("ready")?;
-        for (w, name, slot) in [
-            (want.net, "net", &mut pinned.net),
-            (want.ipc, "ipc", &mut pinned.ipc),
-            (want.uts, "uts", &mut pinned.uts),
-        ] {
-            if w {
-                *slot = Some(namespaces::pin_of_process(&ns_dir, name, pid)?);
-            }
-        }
-        Ok(())
+        namespaces::pin_wanted(&ns_dir, &want, &pid.to_string(), &mut pinned)
     })();
     // Closing stdin lets the helper exit; on failure it may be stuck before that.
     drop(child.stdin.take());
