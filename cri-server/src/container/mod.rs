@@ -2,6 +2,7 @@
 //! and the client side of the per-container shim.
 
 pub mod apparmor;
+pub mod devices;
 pub mod idmapped_binds;
 pub mod image_volumes;
 pub mod record;

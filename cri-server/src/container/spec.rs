@@ -251,7 +251,18 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     }
 
     let mut linux_resources = cgroup_resources(&resources)?;
-    linux_resources.set_devices(Some(device_rules(sc.privileged)?));
+    let requested = super::devices::requested(&c.devices)?;
+    let mut rules = device_rules(sc.privileged)?;
+    rules.extend(requested.rules);
+    linux_resources.set_devices(Some(rules));
+    let mut device_nodes = if sc.privileged {
+        super::devices::all_of_host()?
+    } else {
+        Vec::new()
+    };
+    // Asked-for devices win over the host's node at the same path.
+    device_nodes.retain(|n| !requested.nodes.iter().any(|r| r.path() == n.path()));
+    device_nodes.extend(requested.nodes);
 
     let sysctls = input
         .pod
@@ -269,6 +280,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         .namespaces(namespaces)
         .cgroups_path(PathBuf::from(&input.cgroups_path))
         .resources(linux_resources)
+        .devices(device_nodes)
         .sysctl(sysctls.into_iter().collect::<HashMap<_, _>>())
         .build()
         .map_err(spec_err)?;
@@ -403,7 +415,18 @@ fn capabilities(
     privileged: bool,
     req: Option<&k8s_cri::v1::Capability>,
 ) -> Result<HashSet<Capability>> {
-    let all = || -> HashSet<Capability> { ALL_CAPS.iter().filter_map(|n| parse_cap(n)).collect() };
+    // "All" is what crispd itself may grant, as containerd does for privileged containers: a
+    // capability outside our bounding set (CAP_SYS_RESOURCE on some hosts) cannot be given and
+    // would only make the container's capset fail.
+    let all = || -> HashSet<Capability> {
+        let bounding = own_bounding_set();
+        ALL_CAPS
+            .iter()
+            .enumerate()
+            .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
+            .filter_map(|(_, n)| parse_cap(n))
+            .collect()
+    };
     if privileged {
         return Ok(all());
     }
@@ -424,11 +447,33 @@ fn capabilities(
             if a.eq_ignore_ascii_case("ALL") {
                 caps = all();
             } else {
-                caps.insert(parse(a)?);
+                let cap = parse(a)?;
+                if !all().contains(&cap) {
+                    return Err(Error::InvalidArgument(format!(
+                        "capability {a} cannot be granted: crispd does not hold it (not in its \
+                         bounding set)"
+                    )));
+                }
+                caps.insert(cap);
             }
         }
     }
     Ok(caps)
+}
+
+/// crispd's capability bounding set (`CapBnd` in /proc/self/status), read once.
+fn own_bounding_set() -> u64 {
+    static SET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapBnd:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .unwrap_or(u64::MAX)
+    })
 }
 
 /// cgroup device rules: deny everything, then allow what every container needs (the devices
