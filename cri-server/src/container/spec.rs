@@ -297,6 +297,14 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
             Some(sc.readonly_paths.clone())
         });
     }
+    // As containerd: the root must propagate for a bidirectional or host-to-container volume
+    // to (the runtime's default root propagation is slave).
+    let propagations: Vec<i32> = c.mounts.iter().map(|m| m.propagation).collect();
+    if propagations.contains(&(MountPropagation::PropagationBidirectional as i32)) {
+        linux.set_rootfs_propagation(Some("shared".into()));
+    } else if propagations.contains(&(MountPropagation::PropagationHostToContainer as i32)) {
+        linux.set_rootfs_propagation(Some("slave".into()));
+    }
     linux.set_seccomp(super::seccomp::for_container(&sc)?);
     spec.set_linux(Some(linux));
     Ok(spec)

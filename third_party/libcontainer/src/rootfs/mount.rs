@@ -1,6 +1,6 @@
 use std::fs::{Permissions, canonicalize};
 use std::io::{BufRead, BufReader, ErrorKind};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -702,6 +702,7 @@ impl Mount {
                 None,
                 linux::MOVE_MOUNT_T_EMPTY_PATH | linux::MOVE_MOUNT_F_EMPTY_PATH,
             )?;
+            self.apply_propagation(m, mount_fd)?;
         } else {
             let mount_fn = || -> std::result::Result<(), SyscallError> {
                 // fsopen
@@ -791,6 +792,8 @@ impl Mount {
                     None,
                     linux::MOVE_MOUNT_T_EMPTY_PATH | linux::MOVE_MOUNT_F_EMPTY_PATH,
                 )?;
+                self.apply_propagation(m, mount_fd)
+                    .map_err(|_| SyscallError::Nix(Errno::EINVAL))?;
                 Ok(())
             };
 
@@ -809,6 +812,45 @@ impl Mount {
             }
         }
 
+        Ok(())
+    }
+
+    /// crisp patch (PATCHES.md): the mount's propagation option (`rprivate`, `rslave`,
+    /// `rshared`, ...), applied to the attached mount. 0.7.0's fd-based flow dropped it, so every
+    /// bind mount kept its source's propagation (a "private" volume received the host's mounts).
+    fn apply_propagation(&self, m: &SpecMount, mount_fd: BorrowedFd<'_>) -> Result<()> {
+        let Some((flag, recursive)) = m.options().iter().flatten().find_map(|o| {
+            Some(match o.as_str() {
+                "private" => (MsFlags::MS_PRIVATE, false),
+                "rprivate" => (MsFlags::MS_PRIVATE, true),
+                "slave" => (MsFlags::MS_SLAVE, false),
+                "rslave" => (MsFlags::MS_SLAVE, true),
+                "shared" => (MsFlags::MS_SHARED, false),
+                "rshared" => (MsFlags::MS_SHARED, true),
+                "unbindable" => (MsFlags::MS_UNBINDABLE, false),
+                "runbindable" => (MsFlags::MS_UNBINDABLE, true),
+                _ => return None,
+            })
+        }) else {
+            return Ok(());
+        };
+        let attr = linux::MountAttr {
+            attr_set: 0,
+            attr_clr: 0,
+            propagation: flag.bits() as u64,
+            userns_fd: 0,
+        };
+        let mut at = linux::AT_EMPTY_PATH;
+        if recursive {
+            at |= linux::AT_RECURSIVE;
+        }
+        self.syscall.mount_setattr(
+            mount_fd,
+            Path::new(""),
+            at,
+            &attr,
+            mem::size_of::<linux::MountAttr>(),
+        )?;
         Ok(())
     }
 
