@@ -5,6 +5,7 @@ pub mod convert;
 pub mod image_service;
 pub mod pod_metrics;
 pub mod runtime_service;
+pub mod verbose_info;
 
 use std::sync::Arc;
 

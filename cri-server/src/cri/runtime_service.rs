@@ -84,9 +84,15 @@ impl RuntimeService for Cri {
         &self,
         req: Request<cri::PodSandboxStatusRequest>,
     ) -> R<cri::PodSandboxStatusResponse> {
-        let id = req.into_inner().pod_sandbox_id;
+        let req = req.into_inner();
+        let id = req.pod_sandbox_id;
         let _span = tracing::debug_span!("PodSandboxStatus", pod = %id).entered();
         let pod = self.runtime.pod(&id)?;
+        let info = if req.verbose {
+            super::verbose_info::pod(&pod)
+        } else {
+            Default::default()
+        };
         let containers = self
             .runtime
             .list_containers(Some(&cri::ContainerFilter {
@@ -98,7 +104,7 @@ impl RuntimeService for Cri {
             .collect();
         Ok(Response::new(cri::PodSandboxStatusResponse {
             status: Some(convert::pod_status(&pod)),
-            info: Default::default(),
+            info,
             containers_statuses: containers,
             timestamp: crate::service::now_ns(),
         }))
@@ -188,12 +194,18 @@ impl RuntimeService for Cri {
         &self,
         req: Request<cri::ContainerStatusRequest>,
     ) -> R<cri::ContainerStatusResponse> {
-        let id = req.into_inner().container_id;
+        let req = req.into_inner();
+        let id = req.container_id;
         let _span = tracing::debug_span!("ContainerStatus", container = %id).entered();
         let c = self.runtime.container(&id)?;
+        let info = if req.verbose {
+            super::verbose_info::container(&c, self.runtime.container_spec(&c.id))
+        } else {
+            Default::default()
+        };
         Ok(Response::new(cri::ContainerStatusResponse {
             status: Some(convert::container_status(&c)),
-            info: Default::default(),
+            info,
         }))
     }
 

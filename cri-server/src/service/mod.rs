@@ -199,6 +199,13 @@ impl Runtime {
         self.cfg.state.join("pods").join(id)
     }
 
+    /// The OCI config a container was created with (its bundle's config.json), for verbose
+    /// status; `None` once the bundle is gone.
+    pub fn container_spec(&self, id: &str) -> Option<serde_json::Value> {
+        let path = self.shim_dir(id).bundle().join("config.json");
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    }
+
     fn shim_dir(&self, id: &str) -> crisp_api::ShimDir {
         crisp_api::ShimDir::under_state(&self.cfg.state, id)
     }
