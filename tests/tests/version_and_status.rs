@@ -1,8 +1,11 @@
 //! The runtime identifies itself and reports ready, with the cgroupfs driver.
 
 use anyhow::Context;
-use crisp_tests::cri::{CgroupDriver, RuntimeConfigRequest, StatusRequest};
-use crisp_tests::{require_root, Crispd};
+use crisp_tests::cri::{
+    CgroupDriver, NetworkConfig, RuntimeConfig, RuntimeConfigRequest, StatusRequest,
+    UpdateRuntimeConfigRequest,
+};
+use crisp_tests::{expect_code, require_root, Crispd};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_and_status() {
@@ -40,5 +43,29 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         .into_inner();
     let linux = config.linux.context("RuntimeConfig without linux")?;
     assert_eq!(linux.cgroup_driver(), CgroupDriver::Cgroupfs);
+
+    // kubelet's pod CIDR: kept for the embedded network (this crispd has a conflist of its
+    // own, which wins); a malformed one is refused.
+    let update = |cidr: &str| UpdateRuntimeConfigRequest {
+        runtime_config: Some(RuntimeConfig {
+            network_config: Some(NetworkConfig {
+                pod_cidr: cidr.into(),
+            }),
+        }),
+    };
+    client
+        .runtime
+        .update_runtime_config(update("10.201.7.0/24,fd00:7::/64"))
+        .await?;
+    let kept = std::fs::read_to_string(crispd.root().join("cni/pod-cidr"))?;
+    assert_eq!(kept.trim(), "10.201.7.0/24");
+    expect_code(
+        client
+            .runtime
+            .update_runtime_config(update("10.201.7.0/33"))
+            .await,
+        tonic::Code::InvalidArgument,
+        "a malformed pod CIDR",
+    )?;
     Ok(())
 }

@@ -136,6 +136,23 @@ impl ConfList {
     pub fn default_list() -> ConfList {
         ConfList::parse(DEFAULT_CONFLIST.as_bytes(), None, false).expect("embedded conflist")
     }
+
+    /// The embedded network on `subnet` (the node's pod CIDR from kubelet) instead of
+    /// 10.88.0.0/16, with the gateway on its first address.
+    pub fn default_list_on(subnet: crate::ipam::Ipv4Net) -> Result<ConfList, String> {
+        if subnet.prefix > 30 {
+            return Err(format!(
+                "pod CIDR {subnet} is too small for a bridge network"
+            ));
+        }
+        let gateway = std::net::Ipv4Addr::from(u32::from(subnet.network()) + 1);
+        let mut raw: Value = serde_json::from_str(DEFAULT_CONFLIST).map_err(|e| e.to_string())?;
+        if let Some(plugin) = raw["plugins"].get_mut(0) {
+            plugin["subnet"] = Value::from(subnet.to_string());
+            plugin["gateway"] = Value::from(gateway.to_string());
+        }
+        ConfList::parse(raw.to_string().as_bytes(), None, false).map_err(|e| e.to_string())
+    }
 }
 
 /// The first configuration in lexical order in `dir` (`*.conflist`, `*.conf`, `*.json`), or

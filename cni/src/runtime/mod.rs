@@ -144,9 +144,14 @@ impl CniRuntime {
     /// none, uses the embedded [`DEFAULT_CONFLIST`] and [`is_default`](Self::is_default) says
     /// so. A config that does not parse is an error naming the file.
     pub fn load(cfg: CniConfig) -> Result<CniRuntime, CniError> {
+        Self::load_or(cfg, ConfList::default_list())
+    }
+
+    /// As [`load`](Self::load), with `default` as the network when `conf_dir` has none.
+    pub fn load_or(cfg: CniConfig, default: ConfList) -> Result<CniRuntime, CniError> {
         let (list, default) = match conf::load_dir(&cfg.conf_dir)? {
             Some(l) => (l, false),
-            None => (ConfList::default_list(), true),
+            None => (default, true),
         };
         Ok(CniRuntime {
             cfg,

@@ -361,9 +361,16 @@ impl RuntimeService for Cri {
 
     async fn update_runtime_config(
         &self,
-        _req: Request<cri::UpdateRuntimeConfigRequest>,
+        req: Request<cri::UpdateRuntimeConfigRequest>,
     ) -> R<cri::UpdateRuntimeConfigResponse> {
-        // kubelet sends the pod CIDR here; crisp's network config does not take it from kubelet.
+        let cidr = req
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        let _span = tracing::info_span!("UpdateRuntimeConfig", pod_cidr = %cidr).entered();
+        self.runtime.set_pod_cidr(&cidr)?;
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 

@@ -3,7 +3,8 @@
 //! the readiness crispd reports in `Status`.
 
 use crate::error::{Error, Result};
-use crisp_cni::runtime::{CniConfig, CniRuntime, PodNetwork, PortMapping};
+use crisp_cni::ipam::Ipv4Net;
+use crisp_cni::runtime::{CniConfig, CniRuntime, ConfList, PodNetwork, PortMapping};
 use k8s_cri::v1::{PodSandboxConfig, Protocol};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,12 @@ use std::time::SystemTime;
 pub struct Network {
     cfg: CniConfig,
     loaded: Mutex<Loaded>,
+    /// The node's pod CIDR from kubelet (UpdateRuntimeConfig), for the embedded network.
+    pod_cidr: Mutex<Option<Ipv4Net>>,
 }
+
+/// Where the pod CIDR is kept across restarts (kubelet sends it once it knows it).
+const POD_CIDR_FILE: &str = "pod-cidr";
 
 struct Loaded {
     stamp: Option<DirStamp>,
@@ -43,12 +49,16 @@ fn dir_stamp(dir: &Path) -> Option<DirStamp> {
 
 impl Network {
     pub fn new(cfg: CniConfig) -> Network {
+        let pod_cidr = std::fs::read_to_string(cfg.cache_dir.join(POD_CIDR_FILE))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
         let net = Network {
             cfg,
             loaded: Mutex::new(Loaded {
                 stamp: None,
                 runtime: Err("not loaded yet".into()),
             }),
+            pod_cidr: Mutex::new(pod_cidr),
         };
         net.reload();
         net
@@ -56,13 +66,24 @@ impl Network {
 
     fn reload(&self) {
         let stamp = dir_stamp(&self.cfg.conf_dir);
-        let runtime = CniRuntime::load(self.cfg.clone())
+        let cidr = *self.pod_cidr.lock().unwrap_or_else(|e| e.into_inner());
+        let default = match cidr.map(ConfList::default_list_on) {
+            Some(Ok(list)) => list,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "pod CIDR unusable; the embedded network keeps 10.88.0.0/16");
+                ConfList::default_list()
+            }
+            None => ConfList::default_list(),
+        };
+        let runtime = CniRuntime::load_or(self.cfg.clone(), default)
             .map(Arc::new)
             .map_err(|e| e.to_string());
+        let subnet = cidr.map_or_else(|| "10.88.0.0/16".to_string(), |c| c.to_string());
         match &runtime {
             Ok(r) if r.is_default() => tracing::info!(
                 conf_dir = %self.cfg.conf_dir.display(),
-                "no CNI config found: using the embedded default network (crisp-bridge, crisp0, 10.88.0.0/16)"
+                %subnet,
+                "no CNI config found: using the embedded default network (crisp-bridge, crisp0)"
             ),
             Ok(r) => tracing::info!(network = r.network_name(), "loaded CNI config"),
             Err(e) => tracing::warn!(error = %e, "CNI config unusable"),
@@ -84,6 +105,39 @@ impl Network {
             .unwrap_or_else(|e| e.into_inner())
             .runtime
             .clone()
+    }
+
+    /// kubelet's pod CIDR (`UpdateRuntimeConfig`; dual-stack lists are comma-separated): the
+    /// embedded network takes its IPv4 range, so each node hands out its own addresses. A CNI
+    /// config in the conf dir is used as it is, as containerd does without a template.
+    pub fn set_pod_cidr(&self, cidrs: &str) -> Result<()> {
+        let mut v4 = None;
+        for c in cidrs.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+            if c.contains(':') {
+                continue; // IPv6: the embedded network is IPv4-only.
+            }
+            let net: Ipv4Net = c
+                .parse()
+                .map_err(|e| Error::InvalidArgument(format!("pod CIDR: {e}")))?;
+            ConfList::default_list_on(net)
+                .map_err(|e| Error::InvalidArgument(format!("pod CIDR: {e}")))?;
+            v4.get_or_insert(net);
+        }
+        let Some(net) = v4 else { return Ok(()) };
+        {
+            let mut cur = self.pod_cidr.lock().unwrap_or_else(|e| e.into_inner());
+            if *cur == Some(net) {
+                return Ok(());
+            }
+            *cur = Some(net);
+        }
+        let file = self.cfg.cache_dir.join(POD_CIDR_FILE);
+        std::fs::create_dir_all(&self.cfg.cache_dir)
+            .and_then(|_| crisp_api::atomic_file::write_atomic(&file, net.to_string().as_bytes()))
+            .map_err(|e| Error::internal(format!("writing {}", file.display()), e))?;
+        tracing::info!(pod_cidr = %net, "pod CIDR from kubelet");
+        self.reload();
+        Ok(())
     }
 
     /// `Ok` when pods can get a network; the reason otherwise (NetworkReady=false).
@@ -156,5 +210,60 @@ pub fn pod_network(id: &str, netns: &Path, config: &PodSandboxConfig) -> PodNetw
             .collect(),
         dns: None,
         bandwidth: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subnet_of(net: &Network) -> Option<String> {
+        let rt = net.current().ok()?;
+        rt.conf_list().plugins[0]["subnet"]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    #[test]
+    fn pod_cidr_from_kubelet_moves_the_embedded_network_and_persists() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = CniConfig {
+            conf_dir: dir.path().join("net.d"),
+            bin_dirs: vec![],
+            cache_dir: dir.path().join("cni"),
+        };
+        let net = Network::new(cfg.clone());
+        assert_eq!(subnet_of(&net).as_deref(), Some("10.88.0.0/16"));
+
+        // Dual-stack: the IPv4 range is taken, host bits cleared.
+        net.set_pod_cidr("fd00:1::/64, 10.244.3.7/24").unwrap();
+        assert_eq!(subnet_of(&net).as_deref(), Some("10.244.3.0/24"));
+        let rt = net.current().unwrap();
+        assert_eq!(rt.conf_list().plugins[0]["gateway"], "10.244.3.1");
+
+        // Kept across a restart.
+        assert_eq!(
+            subnet_of(&Network::new(cfg.clone())).as_deref(),
+            Some("10.244.3.0/24")
+        );
+        // Bad input is refused and changes nothing; IPv6 alone or empty leaves it.
+        for bad in ["10.244.3.0", "300.1.1.0/24", "10.1.1.0/31", "x/y"] {
+            assert!(
+                matches!(net.set_pod_cidr(bad), Err(Error::InvalidArgument(_))),
+                "{bad}"
+            );
+        }
+        net.set_pod_cidr("fd00:2::/64").unwrap();
+        net.set_pod_cidr("").unwrap();
+        assert_eq!(subnet_of(&net).as_deref(), Some("10.244.3.0/24"));
+
+        // A config in the conf dir wins, as it would without a pod CIDR.
+        std::fs::create_dir_all(&cfg.conf_dir).unwrap();
+        std::fs::write(
+            cfg.conf_dir.join("10-mine.conflist"),
+            r#"{"cniVersion":"1.0.0","name":"mine","plugins":[{"type":"bridge","subnet":"192.168.5.0/24"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(subnet_of(&net).as_deref(), Some("192.168.5.0/24"));
     }
 }

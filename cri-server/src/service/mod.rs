@@ -154,6 +154,11 @@ impl Runtime {
         })
     }
 
+    /// kubelet's pod CIDR for the embedded network (see `Network::set_pod_cidr`).
+    pub fn set_pod_cidr(&self, cidrs: &str) -> Result<()> {
+        self.network.set_pod_cidr(cidrs)
+    }
+
     /// `Ok` when pods can get a network; the reason otherwise.
     pub fn network_ready(&self) -> std::result::Result<(), String> {
         self.network.ready()
