@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::token_server::{TokenServer, TOKEN_ISSUER, TOKEN_SERVICE};
+
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct TestRegistry {
@@ -17,25 +19,63 @@ pub struct TestRegistry {
     config: PathBuf,
     dir: PathBuf,
     port: u16,
-    /// `user:password` when started with htpasswd auth.
+    /// `user:password` when started with htpasswd or token auth (for pushes).
     creds: Option<String>,
+    token: Option<TokenServer>,
 }
+
+/// How a [`TestRegistry`] authenticates.
+enum Auth<'a> {
+    None,
+    Htpasswd(&'a str, &'a str),
+    /// Docker token auth through a [`TokenServer`].
+    Token {
+        refresh_token: &'a str,
+        refuse_post: bool,
+    },
+}
+
+/// The user the harness pushes as to a token-auth registry.
+const TOKEN_PUSH_CREDS: &str = "pusher:push-secret";
 
 impl TestRegistry {
     /// An open registry.
     pub fn start() -> anyhow::Result<TestRegistry> {
-        Self::launch(None, false)
+        Self::launch(Auth::None, false)
     }
 
     /// A registry that wants HTTP basic auth (htpasswd, bcrypt) as `user`/`password`.
     pub fn start_with_auth(user: &str, password: &str) -> anyhow::Result<TestRegistry> {
-        Self::launch(Some((user, password)), false)
+        Self::launch(Auth::Htpasswd(user, password), false)
+    }
+
+    /// A registry with Docker token auth: pulls need a bearer token from a [`TokenServer`] on
+    /// 127.0.0.1 ([`token_server`](Self::token_server)), which grants one for an OAuth2
+    /// refresh-token grant with `refresh_token` (or, when `refuse_post`, only for a token GET
+    /// with it as the basic-auth password).
+    pub fn start_with_token_auth(
+        refresh_token: &str,
+        refuse_post: bool,
+    ) -> anyhow::Result<TestRegistry> {
+        Self::launch(
+            Auth::Token {
+                refresh_token,
+                refuse_post,
+            },
+            false,
+        )
     }
 
     /// An open registry serving HTTPS with a certificate for 127.0.0.1 from a private CA
     /// ([`ca_path`](Self::ca_path)).
     pub fn start_tls() -> anyhow::Result<TestRegistry> {
-        Self::launch(None, true)
+        Self::launch(Auth::None, true)
+    }
+
+    /// The token server of a registry started with
+    /// [`start_with_token_auth`](Self::start_with_token_auth).
+    pub fn token_server(&self) -> Option<&TokenServer> {
+        self.token.as_ref()
     }
 
     /// The PEM CA that signed a TLS registry's certificate.
@@ -43,7 +83,7 @@ impl TestRegistry {
         self.dir.join("ca.pem")
     }
 
-    fn launch(auth: Option<(&str, &str)>, tls: bool) -> anyhow::Result<TestRegistry> {
+    fn launch(auth: Auth, tls: bool) -> anyhow::Result<TestRegistry> {
         let dir = tempfile::Builder::new()
             .prefix("crisp-registry-")
             .tempdir()
@@ -55,10 +95,28 @@ impl TestRegistry {
             config: dir.join("config.yml"),
             dir,
             port: 0,
-            creds: auth.map(|(u, p)| format!("{u}:{p}")),
+            creds: None,
+            token: None,
         };
         let mut auth_yaml = String::new();
-        if let Some((user, password)) = auth {
+        if let Auth::Token {
+            refresh_token,
+            refuse_post,
+        } = auth
+        {
+            let server =
+                TokenServer::start(&reg.dir, refresh_token, TOKEN_PUSH_CREDS, refuse_post)?;
+            auth_yaml = format!(
+                "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n    \
+                 issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                server.realm(),
+                reg.dir.join("token.pem").display()
+            );
+            reg.token = Some(server);
+            reg.creds = Some(TOKEN_PUSH_CREDS.to_string());
+        }
+        if let Auth::Htpasswd(user, password) = auth {
+            reg.creds = Some(format!("{user}:{password}"));
             let htpasswd = reg.dir.join("htpasswd");
             let out = Command::new("htpasswd")
                 .args(["-Bbn", user, password])

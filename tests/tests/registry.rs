@@ -325,6 +325,106 @@ async fn configured(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<
     Ok(())
 }
 
+fn identity_request(image: &str, token: &str) -> PullImageRequest {
+    PullImageRequest {
+        image: spec(image),
+        auth: Some(AuthConfig {
+            identity_token: token.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// An identity token (OAuth2 refresh token) is exchanged at the registry's token server with a
+/// refresh-token grant POST, as containerd does; the access token it gets pulls the image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_token_auth() {
+    if !require_root() {
+        return;
+    }
+    let registry =
+        TestRegistry::start_with_token_auth("refresh-123", false).expect("starting the registry");
+    let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(identity(&crispd, &registry, false).await);
+}
+
+/// A token server that takes no POST (as GCR once did) is asked with a GET carrying the
+/// identity token as the basic-auth password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_token_auth_get_fallback() {
+    if !require_root() {
+        return;
+    }
+    let registry =
+        TestRegistry::start_with_token_auth("refresh-123", true).expect("starting the registry");
+    let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(identity(&crispd, &registry, true).await);
+}
+
+async fn identity(
+    crispd: &Crispd,
+    registry: &TestRegistry,
+    refuse_post: bool,
+) -> anyhow::Result<()> {
+    let layout = busybox_layout();
+    registry.push(
+        &format!("oci:{}:latest", layout.display()),
+        "team/bb:v1",
+        &[],
+    )?;
+    let server = registry.token_server().context("no token server")?;
+    let image = format!("{}/team/bb:v1", registry.host());
+    let mut client = crispd.client().await?;
+
+    let anonymous = client.image.pull_image(pull_request(&image, None)).await;
+    expect_code(anonymous, Code::Unauthenticated, "anonymous pull")?;
+    let wrong = client
+        .image
+        .pull_image(identity_request(&image, "not-the-token"))
+        .await;
+    let s = expect_code(
+        wrong,
+        Code::Unauthenticated,
+        "pull with a wrong identity token",
+    )?;
+    assert!(s.message().contains("identity token"), "{s}");
+    assert!(s.message().contains(&registry.host()), "{s}");
+    assert!(image_status(&mut client, &image).await?.is_none());
+
+    let before = server.requests().len();
+    let ok = client
+        .image
+        .pull_image(identity_request(&image, "refresh-123"))
+        .await?
+        .into_inner();
+    assert!(ok.image_ref.starts_with("sha256:"), "{ok:?}");
+    assert!(image_status(&mut client, &image).await?.is_some());
+
+    let seen = &server.requests()[before..];
+    let post = seen
+        .iter()
+        .find(|r| r.method == "POST")
+        .context("no POST to the token server")?;
+    let p = |k: &str| post.params.get(k).map(String::as_str);
+    assert_eq!(p("grant_type"), Some("refresh_token"), "{post:?}");
+    assert_eq!(p("refresh_token"), Some("refresh-123"), "{post:?}");
+    assert_eq!(p("service"), Some("crisp-test-registry"), "{post:?}");
+    assert_eq!(p("scope"), Some("repository:team/bb:pull"), "{post:?}");
+    assert!(p("client_id").is_some_and(|c| !c.is_empty()), "{post:?}");
+    if refuse_post {
+        assert_eq!(post.status, 404);
+        let get = seen
+            .iter()
+            .find(|r| r.method == "GET" && r.status == 200)
+            .context("no GET fallback after the refused POST")?;
+        assert_eq!(get.basic.as_deref(), Some(":refresh-123"), "{get:?}");
+    } else {
+        assert_eq!(post.status, 200, "{post:?}");
+    }
+    Ok(())
+}
+
 root_test!(corrupt_blob_fails_cleanly_and_retry_works, corrupt_blob);
 
 async fn corrupt_blob(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
