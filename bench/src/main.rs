@@ -462,9 +462,11 @@ fn write_report(opts: &Opts, results: &Results) -> anyhow::Result<()> {
 
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
+    // No pod phases ran with --pull-only: no pod count to report.
+    let pods = (!opts.pull_only).then_some(opts.pods);
     let doc = json!({
         "machine": results.machine,
-        "pods": opts.pods,
+        "pods": pods,
         "concurrency": drive::CONCURRENCY,
         "rows": rows,
         "crisp": results.crisp,
@@ -474,9 +476,12 @@ fn write_report(opts: &Opts, results: &Results) -> anyhow::Result<()> {
     });
     let json_path = opts.out.join("bench.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&doc)? + "\n")?;
+    let what = match pods {
+        Some(n) => format!("{n} pods"),
+        None => format!("{} pulls", opts.pulls),
+    };
     let title = format!(
-        "crisp vs containerd: {} pods, kernel {}, {} CPUs",
-        opts.pods,
+        "crisp vs containerd: {what}, kernel {}, {} CPUs",
         m["kernel"].as_str().unwrap_or("?"),
         m["nproc"]
     );
