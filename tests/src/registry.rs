@@ -22,6 +22,10 @@ pub struct TestRegistry {
     /// `user:password` when started with htpasswd or token auth (for pushes).
     creds: Option<String>,
     token: Option<TokenServer>,
+    /// Clients need a certificate; pushes use `skopeo-certs/` (`client.cert`, `client.key`).
+    mtls: bool,
+    /// Serves another registry's storage (not ours to remove) under this URL path prefix.
+    view_of: Option<(PathBuf, String)>,
 }
 
 /// How a [`TestRegistry`] authenticates.
@@ -33,6 +37,8 @@ enum Auth<'a> {
         refresh_token: &'a str,
         refuse_post: bool,
     },
+    /// TLS client certificates from the registry's CA (mutual TLS).
+    ClientCert,
 }
 
 /// The user the harness pushes as to a token-auth registry.
@@ -72,6 +78,22 @@ impl TestRegistry {
         Self::launch(Auth::None, true)
     }
 
+    /// Like [`start_tls`](Self::start_tls), and clients must present a certificate from the
+    /// same CA (mutual TLS): [`client_cert_path`](Self::client_cert_path) and its key.
+    pub fn start_mtls() -> anyhow::Result<TestRegistry> {
+        Self::launch(Auth::ClientCert, true)
+    }
+
+    /// The client certificate (PEM) of a registry started with [`start_mtls`](Self::start_mtls);
+    /// its key is [`client_key_path`](Self::client_key_path).
+    pub fn client_cert_path(&self) -> PathBuf {
+        self.dir.join("client.pem")
+    }
+
+    pub fn client_key_path(&self) -> PathBuf {
+        self.dir.join("client.key")
+    }
+
     /// The token server of a registry started with
     /// [`start_with_token_auth`](Self::start_with_token_auth).
     pub fn token_server(&self) -> Option<&TokenServer> {
@@ -83,7 +105,26 @@ impl TestRegistry {
         self.dir.join("ca.pem")
     }
 
+    /// A second registry process serving this registry's storage under the URL path prefix
+    /// `prefix` (distribution's `http.prefix`: the API is at `<prefix>/v2/`), for endpoints
+    /// whose API does not live at `/v2`. Push to `self`, pull from the view.
+    pub fn prefixed_view(&self, prefix: &str) -> anyhow::Result<TestRegistry> {
+        Self::launch_view(
+            Auth::None,
+            false,
+            Some((self.storage(), prefix.to_string())),
+        )
+    }
+
     fn launch(auth: Auth, tls: bool) -> anyhow::Result<TestRegistry> {
+        Self::launch_view(auth, tls, None)
+    }
+
+    fn launch_view(
+        auth: Auth,
+        tls: bool,
+        view_of: Option<(PathBuf, String)>,
+    ) -> anyhow::Result<TestRegistry> {
         let dir = tempfile::Builder::new()
             .prefix("crisp-registry-")
             .tempdir()
@@ -97,6 +138,8 @@ impl TestRegistry {
             port: 0,
             creds: None,
             token: None,
+            mtls: false,
+            view_of: view_of.clone(),
         };
         let mut auth_yaml = String::new();
         if let Auth::Token {
@@ -139,6 +182,17 @@ impl TestRegistry {
                 reg.dir.join("server.pem").display(),
                 reg.dir.join("server.key").display()
             );
+        }
+        if let Auth::ClientCert = auth {
+            reg.make_client_cert()?;
+            tls_yaml.push_str(&format!(
+                "    clientcas:\n      - {}\n",
+                reg.ca_path().display()
+            ));
+            reg.mtls = true;
+        }
+        if let Some((_, prefix)) = &reg.view_of {
+            tls_yaml.push_str(&format!("  prefix: {prefix}\n"));
         }
         // A port that was free a moment ago; a lost race shows as the registry exiting, and
         // we try another.
@@ -232,6 +286,65 @@ impl TestRegistry {
         Ok(())
     }
 
+    /// A client certificate signed by the CA of [`make_certs`](Self::make_certs), plus the same
+    /// pair in skopeo's cert-dir layout for pushes.
+    fn make_client_cert(&self) -> anyhow::Result<()> {
+        let d = &self.dir;
+        let steps: [&[&str]; 2] = [
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "client.key",
+                "-out",
+                "client.csr",
+                "-subj",
+                "/CN=crisp-test-client",
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "client.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "client.pem",
+                "-days",
+                "1",
+                "-extfile",
+                "client.ext",
+            ],
+        ];
+        // Extensions make it an X.509 v3 certificate; rustls refuses v1 ones.
+        fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
+        for args in steps {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .context("running openssl")?;
+            if !out.status.success() {
+                bail!(
+                    "openssl {args:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        let skopeo = d.join("skopeo-certs");
+        fs::create_dir_all(&skopeo)?;
+        fs::copy(d.join("client.pem"), skopeo.join("client.cert"))?;
+        fs::copy(d.join("client.key"), skopeo.join("client.key"))?;
+        Ok(())
+    }
+
     fn spawn(&mut self) -> anyhow::Result<()> {
         let log = fs::OpenOptions::new()
             .create(true)
@@ -288,7 +401,10 @@ impl TestRegistry {
     }
 
     pub fn storage(&self) -> PathBuf {
-        self.dir.join("storage")
+        match &self.view_of {
+            Some((storage, _)) => storage.clone(),
+            None => self.dir.join("storage"),
+        }
     }
 
     fn log_path(&self) -> PathBuf {
@@ -316,6 +432,10 @@ impl TestRegistry {
         cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
         if let Some(c) = &self.creds {
             cmd.arg("--dest-creds").arg(c);
+        }
+        if self.mtls {
+            cmd.arg("--dest-cert-dir")
+                .arg(self.dir.join("skopeo-certs"));
         }
         cmd.args(extra)
             .arg(src)

@@ -584,6 +584,107 @@ async fn tls(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// hosts.toml `client`: a registry that wants a client certificate (docker-registry with
+/// `http.tls.clientcas`) refuses a pull without one and serves it with the configured pair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_toml_client_certificate() {
+    if !require_root() {
+        return;
+    }
+    let registry = TestRegistry::start_mtls().expect("starting the registry");
+    let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(mtls(&crispd, &registry).await);
+}
+
+async fn mtls(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
+    let layout = busybox_layout();
+    registry.push(&format!("oci:{}:latest", layout.display()), "mtls:v1", &[])?;
+    let host = registry.host();
+    let image = format!("{host}/mtls:v1");
+    let host_dir = crispd.registry_hosts_dir().join(&host);
+    std::fs::create_dir_all(&host_dir)?;
+    std::fs::copy(registry.ca_path(), host_dir.join("ca.pem"))?;
+    std::fs::copy(registry.client_cert_path(), host_dir.join("client.pem"))?;
+    std::fs::copy(registry.client_key_path(), host_dir.join("client.key"))?;
+    let hosts_toml = host_dir.join("hosts.toml");
+    let base = format!("server = \"https://{host}\"\nca = \"ca.pem\"\n");
+    let mut client = crispd.client().await?;
+
+    std::fs::write(&hosts_toml, &base)?;
+    let r = client.image.pull_image(pull_request(&image, None)).await;
+    let s = expect_code(r, Code::Unavailable, "pull without a client certificate")?;
+    assert!(s.message().contains(&host), "{s}");
+    assert!(image_status(&mut client, &image).await?.is_none());
+
+    std::fs::write(
+        &hosts_toml,
+        format!("{base}client = [[\"client.pem\", \"client.key\"]]\n"),
+    )?;
+    client.pull(&image).await?;
+    assert!(image_status(&mut client, &image).await?.is_some());
+    Ok(())
+}
+
+/// A mirror whose API lives under a path prefix (docker-registry with `http.prefix`): reached
+/// through a host URL with the prefix (`/v2` appended, as containerd does) and through
+/// `override_path = true` with the full API path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_toml_mirror_under_a_path_prefix() {
+    if !require_root() {
+        return;
+    }
+    let registry = TestRegistry::start().expect("starting the registry");
+    let view = registry
+        .prefixed_view("/cache/")
+        .expect("starting the prefixed registry");
+    let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(prefixed(&crispd, &registry, &view).await);
+}
+
+async fn prefixed(
+    crispd: &Crispd,
+    registry: &TestRegistry,
+    view: &TestRegistry,
+) -> anyhow::Result<()> {
+    let layout = busybox_layout();
+    registry.push(
+        &format!("oci:{}:latest", layout.display()),
+        "library/pfx:v1",
+        &[],
+    )?;
+    let image = "docker.io/library/pfx:v1";
+    let mut client = crispd.client().await?;
+    let blackhole = format!("server = \"{BLACKHOLE_REGISTRY}\"\n");
+    for mirror in [
+        format!("[host.\"http://{}/cache\"]\n", view.host()),
+        format!(
+            "[host.\"http://{}/cache/v2\"]\n  override_path = true\n",
+            view.host()
+        ),
+    ] {
+        crispd.write_registry_hosts("docker.io", &format!("{blackhole}{mirror}"))?;
+        client.pull(image).await.with_context(|| mirror.clone())?;
+        assert!(image_status(&mut client, image).await?.is_some());
+        client
+            .image
+            .remove_image(crisp_tests::cri::RemoveImageRequest { image: spec(image) })
+            .await?;
+    }
+    // Without the prefix the mirror has no API: the pull fails over to the (blackholed) server.
+    crispd.write_registry_hosts(
+        "docker.io",
+        &format!("{blackhole}[host.\"http://{}\"]\n", view.host()),
+    )?;
+    let r = client.image.pull_image(pull_request(image, None)).await;
+    let s = expect_code(
+        r,
+        Code::Unavailable,
+        "pull from the mirror without its prefix",
+    )?;
+    assert!(s.message().contains(&view.host()), "{s}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_toml_mirror_serves_docker_hub_names() {
     if !require_root() {

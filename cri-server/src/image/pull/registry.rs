@@ -357,7 +357,7 @@ async fn identity_auth(
     refresh: &str,
 ) -> Result<RegistryAuth, Kind> {
     let http = http_for(ep).map_err(Kind::Other)?;
-    token::exchange(&http, &ep.url(), repository, refresh)
+    token::exchange(&http, &ep.api_url(), repository, refresh)
         .await
         .map_err(|e| match e {
             token::TokenError::Refused { .. } => Kind::Unauthenticated(e.to_string()),
@@ -376,14 +376,61 @@ fn http_for(ep: &Endpoint) -> Result<reqwest::Client, String> {
                 .map_err(|e| format!("CA {}: {e}", p.display()))?,
         );
     }
-    reqwest::Client::builder()
+    let mut b = reqwest::Client::builder()
         .danger_accept_invalid_certs(ep.skip_verify)
         .tls_certs_merge(certs)
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
         .user_agent(USER_AGENT)
-        .build()
+        .default_headers(header_map(ep)?);
+    if let Some(pem) = client_identity(ep)? {
+        b = b.identity(
+            reqwest::Identity::from_pem(&pem)
+                .map_err(|e| format!("client certificate: {}", chain_msg(&e)))?,
+        );
+    }
+    b.build()
         .map_err(|e| format!("setting up the token client: {e}"))
+}
+
+/// hosts.toml `[header]` as a header map; a name or value HTTP does not allow is an error.
+fn header_map(ep: &Endpoint) -> Result<reqwest::header::HeaderMap, String> {
+    use reqwest::header::{HeaderName, HeaderValue};
+    let mut map = reqwest::header::HeaderMap::new();
+    for (k, v) in &ep.headers {
+        let name =
+            HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("header name {k:?}: {e}"))?;
+        let value = HeaderValue::from_str(v).map_err(|e| format!("header {k:?} value: {e}"))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// The client certificate and key as one PEM (what reqwest takes), if configured.
+fn client_identity(ep: &Endpoint) -> Result<Option<Vec<u8>>, String> {
+    let Some((cert, key)) = &ep.client else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("reading client certificate {}: {e}", p.display()))
+    };
+    let mut pem = read(cert)?;
+    if let Some(k) = key {
+        pem.push(b'\n');
+        pem.extend(read(k)?);
+    }
+    Ok(Some(pem))
+}
+
+fn chain_msg(e: &dyn std::error::Error) -> String {
+    let mut m = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        m.push_str(": ");
+        m.push_str(&s.to_string());
+        src = s.source();
+    }
+    m
 }
 
 fn client_for(ep: &Endpoint) -> Result<oci_client::Client, String> {
@@ -407,7 +454,48 @@ fn client_for(ep: &Endpoint) -> Result<oci_client::Client, String> {
         connect_timeout: Some(CONNECT_TIMEOUT),
         read_timeout: Some(READ_TIMEOUT),
         user_agent: USER_AGENT,
+        client_identity_pem: client_identity(ep)?,
+        default_headers: header_map(ep)?,
+        api_path: ep.api_path.clone(),
         ..Default::default()
     };
-    oci_client::Client::try_from(cfg).map_err(|e| format!("setting up the registry client: {e}"))
+    oci_client::Client::try_from(cfg)
+        .map_err(|e| format!("setting up the registry client: {}", chain_msg(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(headers: &[(&str, &str)]) -> Endpoint {
+        let mut ep = super::super::hosts::Hosts::new(None)
+            .endpoints("registry.example")
+            .unwrap()
+            .remove(0);
+        ep.headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ep
+    }
+
+    /// hosts.toml `[header]` reaches the registry client (and the token client) as default
+    /// headers, repeated names kept; names or values HTTP does not allow fail the endpoint.
+    #[test]
+    fn headers_from_hosts_toml() {
+        // As `Puller::new` does in crispd.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ep = endpoint(&[("X-Team", "crisp"), ("x-many", "a"), ("x-many", "b")]);
+        let map = header_map(&ep).unwrap();
+        assert_eq!(map.get("x-team").unwrap(), "crisp");
+        let many: Vec<_> = map.get_all("x-many").iter().collect();
+        assert_eq!(many, ["a", "b"]);
+        assert!(client_for(&ep).is_ok());
+        assert!(http_for(&ep).is_ok());
+        let bad = endpoint(&[("bad header", "x")]);
+        assert!(header_map(&bad).unwrap_err().contains("bad header"));
+        assert!(client_for(&bad).is_err());
+        let bad = endpoint(&[("x-ok", "line\nbreak")]);
+        assert!(header_map(&bad).is_err());
+    }
 }

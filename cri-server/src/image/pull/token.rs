@@ -107,15 +107,15 @@ impl TokenResponse {
     }
 }
 
-/// What to present to the endpoint at `base` (`scheme://host`) for pulls of `repository`, given
-/// identity token `refresh`.
+/// What to present to the endpoint whose API root is `api` (`scheme://host/v2`) for pulls of
+/// `repository`, given identity token `refresh`.
 pub async fn exchange(
     http: &reqwest::Client,
-    base: &str,
+    api: &str,
     repository: &str,
     refresh: &str,
 ) -> Result<RegistryAuth, TokenError> {
-    let probe = format!("{base}/v2/");
+    let probe = format!("{api}/");
     let resp = http
         .get(&probe)
         .timeout(TIMEOUT)
