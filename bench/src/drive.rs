@@ -27,8 +27,18 @@ pub struct Target<'a> {
     pub shim_marker: &'a str,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// What one runtime measured: the pod phases and the pull phase, each unless skipped.
+/// Flattened, so bench.json keeps one flat object per runtime.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Metrics {
+    #[serde(flatten)]
+    pub pods: Option<PodMetrics>,
+    #[serde(flatten)]
+    pub pull: Option<crate::pull::PullMetrics>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PodMetrics {
     pub start_p50_ms: f64,
     pub start_p99_ms: f64,
     pub pods_per_s: f64,
@@ -110,7 +120,7 @@ pub async fn ensure_image(target: &Target<'_>, pull: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-pub async fn run(target: &Target<'_>, pods: usize) -> anyhow::Result<Metrics> {
+pub async fn run(target: &Target<'_>, pods: usize) -> anyhow::Result<PodMetrics> {
     let mut client = connect(&target.socket).await?;
     let tag = &target.name[..1];
 
@@ -222,7 +232,7 @@ pub async fn run(target: &Target<'_>, pods: usize) -> anyhow::Result<Metrics> {
         return Err(e);
     }
 
-    Ok(Metrics {
+    Ok(PodMetrics {
         start_p50_ms: percentile(&start_ms, 50.0),
         start_p99_ms: percentile(&start_ms, 99.0),
         pods_per_s: pods as f64 / elapsed.as_secs_f64(),

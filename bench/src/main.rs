@@ -14,6 +14,7 @@
 mod cni;
 mod drive;
 mod procs;
+mod pull;
 mod report;
 mod run;
 
@@ -52,6 +53,13 @@ struct Opts {
     /// Instead: CNI ADD+DEL per pod, crisp-bridge vs Debian's reference plugins.
     #[arg(long)]
     cni: bool,
+    /// Timed PullImage calls per runtime of a ~100 MiB 7-layer image from a local
+    /// docker-registry (0: no pull phase).
+    #[arg(long, default_value_t = 5)]
+    pulls: usize,
+    /// Only the pull phase (no pods).
+    #[arg(long)]
+    pull_only: bool,
 }
 
 #[derive(Default)]
@@ -59,6 +67,8 @@ struct Results {
     machine: serde_json::Value,
     crisp: Option<Metrics>,
     containerd: Option<Metrics>,
+    /// What the pull phase pulled.
+    pull_image: Option<serde_json::Value>,
     notes: Vec<String>,
 }
 
@@ -78,8 +88,11 @@ fn main_inner(opts: &Opts) -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("must run as root (it starts container runtimes)");
     }
-    if opts.pods == 0 {
+    if opts.pods == 0 && !opts.pull_only {
         bail!("--pods must be at least 1");
+    }
+    if opts.pull_only && opts.pulls == 0 {
+        bail!("--pull-only needs --pulls of at least 1");
     }
     let exe = std::env::current_exe().context("locating this binary")?;
     let bin_dir = exe
@@ -213,9 +226,33 @@ async fn bench(
     eprintln!("machine: {}", results.machine);
     let (busybox, pause) = run.build_images().context("building the images")?;
     let log_dir = run.dir.join("pods");
+    let pull_setup = if opts.pulls > 0 {
+        let dir = run.dir.clone();
+        let setup = tokio::task::spawn_blocking(move || pull::PullSetup::start(&dir))
+            .await
+            .context("pull setup task")?
+            .context("setting up the pull phase")?;
+        eprintln!(
+            "pull image {}: {} layers on busybox, {:.1} MiB compressed, {:.1} MiB unpacked",
+            setup.image,
+            setup.blobs().len() - 2,
+            setup.compressed_bytes as f64 / 1048576.0,
+            setup.uncompressed_bytes as f64 / 1048576.0
+        );
+        results.pull_image = Some(serde_json::json!({
+            "layers_added": setup.blobs().len() - 2,
+            "compressed_mib": setup.compressed_bytes as f64 / 1048576.0,
+            "unpacked_mib": setup.uncompressed_bytes as f64 / 1048576.0,
+            "pulls": opts.pulls,
+        }));
+        Some(setup)
+    } else {
+        None
+    };
+    let pull_setup = pull_setup.as_ref();
 
     if opts.only != Some(Only::Containerd) {
-        match bench_crisp(run, opts, bin_dir, &busybox, &log_dir).await {
+        match bench_crisp(run, opts, bin_dir, &busybox, &log_dir, pull_setup).await {
             Ok(m) => results.crisp = Some(m),
             Err(e) => {
                 eprintln!(
@@ -240,7 +277,7 @@ async fn bench(
             Some(version) => {
                 eprintln!("{version}");
                 results.machine["containerd"] = json!(version);
-                match bench_containerd(run, opts, &busybox, &pause, &log_dir).await {
+                match bench_containerd(run, opts, &busybox, &pause, &log_dir, pull_setup).await {
                     Ok(m) => results.containerd = Some(m),
                     Err(e) => {
                         eprintln!(
@@ -289,8 +326,9 @@ async fn bench_crisp(
     bin_dir: &Path,
     busybox: &Path,
     log_dir: &Path,
+    pull_setup: Option<&pull::PullSetup>,
 ) -> anyhow::Result<Metrics> {
-    run.start_crispd(bin_dir, busybox)?;
+    run.start_crispd(bin_dir, busybox, pull_setup.map(|p| p.hosts_dir.as_path()))?;
     let socket = run.crisp_socket();
     wait_ready(run, true, &socket).await?;
     let marker = run.marker();
@@ -304,7 +342,31 @@ async fn bench_crisp(
         shim_marker: &marker,
     };
     drive::ensure_image(&target, true).await?;
-    drive::run(&target, opts.pods).await
+    let mut m = Metrics::default();
+    if !opts.pull_only {
+        m.pods = Some(drive::run(&target, opts.pods).await?);
+    }
+    if let Some(setup) = pull_setup {
+        // crispd keeps blobs after RemoveImage (it removes the unpacked layers only), while
+        // containerd's garbage collector removes both: drop the image's blobs from crispd's
+        // content store (idle between pulls) so that every pull downloads everything.
+        let blobs = run.dir.join("crisp/root/content/blobs/sha256");
+        let digests = setup.blobs();
+        let forget = || {
+            for d in &digests {
+                let path = blobs.join(d.trim_start_matches("sha256:"));
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e).with_context(|| format!("removing {}", path.display()))
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        };
+        m.pull = Some(pull::run(&target, setup, opts.pulls, forget).await?);
+    }
+    Ok(m)
 }
 
 async fn bench_containerd(
@@ -313,8 +375,9 @@ async fn bench_containerd(
     busybox: &Path,
     pause: &Path,
     log_dir: &Path,
+    pull_setup: Option<&pull::PullSetup>,
 ) -> anyhow::Result<Metrics> {
-    run.start_containerd()?;
+    run.start_containerd(pull_setup.map(|p| p.hosts_dir.as_path()))?;
     let socket = run.containerd_socket();
     wait_ready(run, false, &socket).await?;
     run.containerd_import(busybox)?;
@@ -346,7 +409,29 @@ async fn bench_containerd(
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
-    drive::run(&target, opts.pods).await
+    let mut m = Metrics::default();
+    if !opts.pull_only {
+        m.pods = Some(drive::run(&target, opts.pods).await?);
+    }
+    if let Some(setup) = pull_setup {
+        // CRI RemoveImage deletes the image synchronously, and containerd's garbage collector
+        // then drops its content and snapshots. Check that, so no pull finds blobs left over.
+        let digests = setup.blobs();
+        let forget = || {
+            let listing = run.ctr().args(["content", "ls", "-q"]).output()?;
+            let listing = String::from_utf8_lossy(&listing.stdout);
+            let left: Vec<&String> = digests
+                .iter()
+                .filter(|d| listing.lines().any(|l| l.trim() == d.as_str()))
+                .collect();
+            if !left.is_empty() {
+                bail!("containerd kept blobs after RemoveImage: {left:?}");
+            }
+            Ok(())
+        };
+        m.pull = Some(pull::run(&target, setup, opts.pulls, forget).await?);
+    }
+    Ok(m)
 }
 
 fn write_report(opts: &Opts, results: &Results) -> anyhow::Result<()> {
@@ -377,20 +462,26 @@ fn write_report(opts: &Opts, results: &Results) -> anyhow::Result<()> {
 
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
+    // No pod phases ran with --pull-only: no pod count to report.
+    let pods = (!opts.pull_only).then_some(opts.pods);
     let doc = json!({
         "machine": results.machine,
-        "pods": opts.pods,
+        "pods": pods,
         "concurrency": drive::CONCURRENCY,
         "rows": rows,
         "crisp": results.crisp,
         "containerd": results.containerd,
+        "pull_image": results.pull_image,
         "notes": results.notes,
     });
     let json_path = opts.out.join("bench.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&doc)? + "\n")?;
+    let what = match pods {
+        Some(n) => format!("{n} pods"),
+        None => format!("{} pulls", opts.pulls),
+    };
     let title = format!(
-        "crisp vs containerd: {} pods, kernel {}, {} CPUs",
-        opts.pods,
+        "crisp vs containerd: {what}, kernel {}, {} CPUs",
         m["kernel"].as_str().unwrap_or("?"),
         m["nproc"]
     );

@@ -19,25 +19,52 @@ pub struct Row {
 }
 
 pub fn rows(crisp: Option<&Metrics>, containerd: Option<&Metrics>) -> Vec<Row> {
-    type Get = fn(&Metrics) -> f64;
-    let defs: [(&str, &str, bool, Get); 10] = [
-        ("pod+container start p50", "ms", true, |m| m.start_p50_ms),
-        ("pod+container start p99", "ms", true, |m| m.start_p99_ms),
-        ("start throughput (10 clients)", "pods/s", false, |m| {
-            m.pods_per_s
+    type Get = fn(&Metrics) -> Option<f64>;
+    let defs: [(&str, &str, bool, Get); 13] = [
+        ("pod+container start p50", "ms", true, |m| {
+            Some(m.pods.as_ref()?.start_p50_ms)
         }),
-        ("ExecSync true p50", "ms", true, |m| m.exec_p50_ms),
-        ("ExecSync true p99", "ms", true, |m| m.exec_p99_ms),
-        ("stop+remove pod p50", "ms", true, |m| m.stop_remove_p50_ms),
-        ("daemon RSS (N pods up)", "MiB", true, |m| m.daemon_rss_mib),
-        ("shim processes", "count", true, |m| m.shim_count as f64),
-        ("shim RSS total", "MiB", true, |m| m.shim_rss_mib),
-        ("shim RSS per pod", "MiB", true, |m| m.shim_rss_per_pod_mib),
+        ("pod+container start p99", "ms", true, |m| {
+            Some(m.pods.as_ref()?.start_p99_ms)
+        }),
+        ("start throughput (10 clients)", "pods/s", false, |m| {
+            Some(m.pods.as_ref()?.pods_per_s)
+        }),
+        ("ExecSync true p50", "ms", true, |m| {
+            Some(m.pods.as_ref()?.exec_p50_ms)
+        }),
+        ("ExecSync true p99", "ms", true, |m| {
+            Some(m.pods.as_ref()?.exec_p99_ms)
+        }),
+        ("stop+remove pod p50", "ms", true, |m| {
+            Some(m.pods.as_ref()?.stop_remove_p50_ms)
+        }),
+        ("daemon RSS (N pods up)", "MiB", true, |m| {
+            Some(m.pods.as_ref()?.daemon_rss_mib)
+        }),
+        ("shim processes", "count", true, |m| {
+            Some(m.pods.as_ref()?.shim_count as f64)
+        }),
+        ("shim RSS total", "MiB", true, |m| {
+            Some(m.pods.as_ref()?.shim_rss_mib)
+        }),
+        ("shim RSS per pod", "MiB", true, |m| {
+            Some(m.pods.as_ref()?.shim_rss_per_pod_mib)
+        }),
+        ("image pull+unpack p50", "ms", true, |m| {
+            Some(m.pull.as_ref()?.pull_p50_ms)
+        }),
+        ("image pull+unpack max", "ms", true, |m| {
+            Some(m.pull.as_ref()?.pull_max_ms)
+        }),
+        ("pull throughput at p50", "MiB/s", false, |m| {
+            Some(m.pull.as_ref()?.pull_mib_per_s)
+        }),
     ];
     defs.iter()
         .map(|(metric, unit, lower, get)| {
-            let a = crisp.map(get);
-            let b = containerd.map(get);
+            let a = crisp.and_then(get);
+            let b = containerd.and_then(get);
             Row {
                 metric: metric.to_string(),
                 unit: unit.to_string(),
@@ -50,6 +77,8 @@ pub fn rows(crisp: Option<&Metrics>, containerd: Option<&Metrics>) -> Vec<Row> {
                 },
             }
         })
+        // A phase that did not run (or a runtime that failed it) has no row.
+        .filter(|r| r.crisp.is_some() || r.containerd.is_some())
         .collect()
 }
 

@@ -98,7 +98,13 @@ impl Run {
         self.containerd.as_ref().map(|c| c.id() as i32)
     }
 
-    pub fn start_crispd(&mut self, bin_dir: &Path, busybox: &Path) -> anyhow::Result<()> {
+    /// `hosts_dir`: a registry hosts dir (containerd's `certs.d` layout) for the pull phase.
+    pub fn start_crispd(
+        &mut self,
+        bin_dir: &Path,
+        busybox: &Path,
+        hosts_dir: Option<&Path>,
+    ) -> anyhow::Result<()> {
         let base = self.dir.join("crisp");
         let (root, state, net) = (base.join("root"), base.join("state"), base.join("net.d"));
         for d in [&root, &state, &net] {
@@ -127,10 +133,13 @@ impl Run {
         });
         fs::write(net.join("10-crisp-bench.conflist"), conflist.to_string())?;
         let config = base.join("config.toml");
+        let registry = hosts_dir
+            .map(|d| format!("[registry]\nconfig_path = \"{}\"\n", d.display()))
+            .unwrap_or_default();
         fs::write(
             &config,
             format!(
-                "cgroup_parent = \"/{CGROUP_PARENT}\"\n[cni]\nconf_dir = \"{}\"\nbin_dirs = []\n",
+                "cgroup_parent = \"/{CGROUP_PARENT}\"\n[cni]\nconf_dir = \"{}\"\nbin_dirs = []\n{registry}",
                 net.display()
             ),
         )?;
@@ -175,7 +184,9 @@ impl Run {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
-    pub fn start_containerd(&mut self) -> anyhow::Result<()> {
+    /// `hosts_dir`: as for [`start_crispd`](Self::start_crispd); containerd 1.6 reads the same
+    /// layout through its CRI `registry.config_path`.
+    pub fn start_containerd(&mut self, hosts_dir: Option<&Path>) -> anyhow::Result<()> {
         let base = self.dir.join("containerd");
         let net = self.dir.join("containerd-net.d");
         fs::create_dir_all(&base)?;
@@ -254,7 +265,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   bin_dir = "/usr/lib/cni"
   conf_dir = "{net}"
   max_conf_num = 1
+
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = "{hosts}"
 "#,
+            hosts = hosts_dir
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
             sock = self.containerd_socket().display(),
             // Debugging knob: CRISP_BENCH_RUNC=/path/to/runc-wrapper.
             binary_name = std::env::var("CRISP_BENCH_RUNC")

@@ -104,6 +104,9 @@ pub struct RegistryAuthConfig {
     pub auth: String,
     /// A bearer token used as is.
     pub registry_token: String,
+    /// An OAuth2 refresh token, exchanged at the registry's token server for each pull
+    /// (containerd's `identitytoken`).
+    pub identity_token: String,
 }
 
 /// Secrets stay out of logs and `{:?}` dumps of the config.

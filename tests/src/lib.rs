@@ -46,6 +46,7 @@ mod privileges;
 mod procs;
 mod registry;
 mod stream_client;
+mod token_server;
 mod wait;
 
 pub use bins::{bin_path, repo_root, target_dir};
@@ -58,6 +59,7 @@ pub use pod::{expect_code, sh, with_sc, TestPod, BUSYBOX};
 pub use privileges::require_root;
 pub use procs::process_alive;
 pub use registry::{corrupt, restore, TestRegistry};
+pub use token_server::{TokenRequest, TokenServer};
 pub use wait::{wait_for_file, wait_until};
 
 pub use crisp_client::{container_config, cri, pod_config, CriClient};

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::token_server::{TokenServer, TOKEN_ISSUER, TOKEN_SERVICE};
+
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct TestRegistry {
@@ -17,25 +19,85 @@ pub struct TestRegistry {
     config: PathBuf,
     dir: PathBuf,
     port: u16,
-    /// `user:password` when started with htpasswd auth.
+    /// `user:password` when started with htpasswd or token auth (for pushes).
     creds: Option<String>,
+    token: Option<TokenServer>,
+    /// Clients need a certificate; pushes use `skopeo-certs/` (`client.cert`, `client.key`).
+    mtls: bool,
+    /// Serves another registry's storage (not ours to remove) under this URL path prefix.
+    view_of: Option<(PathBuf, String)>,
 }
+
+/// How a [`TestRegistry`] authenticates.
+enum Auth<'a> {
+    None,
+    Htpasswd(&'a str, &'a str),
+    /// Docker token auth through a [`TokenServer`].
+    Token {
+        refresh_token: &'a str,
+        refuse_post: bool,
+    },
+    /// TLS client certificates from the registry's CA (mutual TLS).
+    ClientCert,
+}
+
+/// The user the harness pushes as to a token-auth registry.
+const TOKEN_PUSH_CREDS: &str = "pusher:push-secret";
 
 impl TestRegistry {
     /// An open registry.
     pub fn start() -> anyhow::Result<TestRegistry> {
-        Self::launch(None, false)
+        Self::launch(Auth::None, false)
     }
 
     /// A registry that wants HTTP basic auth (htpasswd, bcrypt) as `user`/`password`.
     pub fn start_with_auth(user: &str, password: &str) -> anyhow::Result<TestRegistry> {
-        Self::launch(Some((user, password)), false)
+        Self::launch(Auth::Htpasswd(user, password), false)
+    }
+
+    /// A registry with Docker token auth: pulls need a bearer token from a [`TokenServer`] on
+    /// 127.0.0.1 ([`token_server`](Self::token_server)), which grants one for an OAuth2
+    /// refresh-token grant with `refresh_token` (or, when `refuse_post`, only for a token GET
+    /// with it as the basic-auth password).
+    pub fn start_with_token_auth(
+        refresh_token: &str,
+        refuse_post: bool,
+    ) -> anyhow::Result<TestRegistry> {
+        Self::launch(
+            Auth::Token {
+                refresh_token,
+                refuse_post,
+            },
+            false,
+        )
     }
 
     /// An open registry serving HTTPS with a certificate for 127.0.0.1 from a private CA
     /// ([`ca_path`](Self::ca_path)).
     pub fn start_tls() -> anyhow::Result<TestRegistry> {
-        Self::launch(None, true)
+        Self::launch(Auth::None, true)
+    }
+
+    /// Like [`start_tls`](Self::start_tls), and clients must present a certificate from the
+    /// same CA (mutual TLS): [`client_cert_path`](Self::client_cert_path) and its key.
+    pub fn start_mtls() -> anyhow::Result<TestRegistry> {
+        Self::launch(Auth::ClientCert, true)
+    }
+
+    /// The client certificate (PEM) of a registry started with [`start_mtls`](Self::start_mtls);
+    /// its key is [`client_key_path`](Self::client_key_path).
+    pub fn client_cert_path(&self) -> PathBuf {
+        self.dir.join("client.pem")
+    }
+
+    pub fn client_key_path(&self) -> PathBuf {
+        self.dir.join("client.key")
+    }
+
+    /// The token server of a registry started with
+    /// [`start_with_token_auth`](Self::start_with_token_auth).
+    pub fn token_server(&self) -> Option<&TokenServer> {
+        self.token.as_ref()
     }
 
     /// The PEM CA that signed a TLS registry's certificate.
@@ -43,7 +105,26 @@ impl TestRegistry {
         self.dir.join("ca.pem")
     }
 
-    fn launch(auth: Option<(&str, &str)>, tls: bool) -> anyhow::Result<TestRegistry> {
+    /// A second registry process serving this registry's storage under the URL path prefix
+    /// `prefix` (distribution's `http.prefix`: the API is at `<prefix>/v2/`), for endpoints
+    /// whose API does not live at `/v2`. Push to `self`, pull from the view.
+    pub fn prefixed_view(&self, prefix: &str) -> anyhow::Result<TestRegistry> {
+        Self::launch_view(
+            Auth::None,
+            false,
+            Some((self.storage(), prefix.to_string())),
+        )
+    }
+
+    fn launch(auth: Auth, tls: bool) -> anyhow::Result<TestRegistry> {
+        Self::launch_view(auth, tls, None)
+    }
+
+    fn launch_view(
+        auth: Auth,
+        tls: bool,
+        view_of: Option<(PathBuf, String)>,
+    ) -> anyhow::Result<TestRegistry> {
         let dir = tempfile::Builder::new()
             .prefix("crisp-registry-")
             .tempdir()
@@ -55,10 +136,30 @@ impl TestRegistry {
             config: dir.join("config.yml"),
             dir,
             port: 0,
-            creds: auth.map(|(u, p)| format!("{u}:{p}")),
+            creds: None,
+            token: None,
+            mtls: false,
+            view_of: view_of.clone(),
         };
         let mut auth_yaml = String::new();
-        if let Some((user, password)) = auth {
+        if let Auth::Token {
+            refresh_token,
+            refuse_post,
+        } = auth
+        {
+            let server =
+                TokenServer::start(&reg.dir, refresh_token, TOKEN_PUSH_CREDS, refuse_post)?;
+            auth_yaml = format!(
+                "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n    \
+                 issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                server.realm(),
+                reg.dir.join("token.pem").display()
+            );
+            reg.token = Some(server);
+            reg.creds = Some(TOKEN_PUSH_CREDS.to_string());
+        }
+        if let Auth::Htpasswd(user, password) = auth {
+            reg.creds = Some(format!("{user}:{password}"));
             let htpasswd = reg.dir.join("htpasswd");
             let out = Command::new("htpasswd")
                 .args(["-Bbn", user, password])
@@ -81,6 +182,17 @@ impl TestRegistry {
                 reg.dir.join("server.pem").display(),
                 reg.dir.join("server.key").display()
             );
+        }
+        if let Auth::ClientCert = auth {
+            reg.make_client_cert()?;
+            tls_yaml.push_str(&format!(
+                "    clientcas:\n      - {}\n",
+                reg.ca_path().display()
+            ));
+            reg.mtls = true;
+        }
+        if let Some((_, prefix)) = &reg.view_of {
+            tls_yaml.push_str(&format!("  prefix: {prefix}\n"));
         }
         // A port that was free a moment ago; a lost race shows as the registry exiting, and
         // we try another.
@@ -174,6 +286,65 @@ impl TestRegistry {
         Ok(())
     }
 
+    /// A client certificate signed by the CA of [`make_certs`](Self::make_certs), plus the same
+    /// pair in skopeo's cert-dir layout for pushes.
+    fn make_client_cert(&self) -> anyhow::Result<()> {
+        let d = &self.dir;
+        let steps: [&[&str]; 2] = [
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "client.key",
+                "-out",
+                "client.csr",
+                "-subj",
+                "/CN=crisp-test-client",
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "client.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "client.pem",
+                "-days",
+                "1",
+                "-extfile",
+                "client.ext",
+            ],
+        ];
+        // Extensions make it an X.509 v3 certificate; rustls refuses v1 ones.
+        fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
+        for args in steps {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .context("running openssl")?;
+            if !out.status.success() {
+                bail!(
+                    "openssl {args:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        let skopeo = d.join("skopeo-certs");
+        fs::create_dir_all(&skopeo)?;
+        fs::copy(d.join("client.pem"), skopeo.join("client.cert"))?;
+        fs::copy(d.join("client.key"), skopeo.join("client.key"))?;
+        Ok(())
+    }
+
     fn spawn(&mut self) -> anyhow::Result<()> {
         let log = fs::OpenOptions::new()
             .create(true)
@@ -230,7 +401,10 @@ impl TestRegistry {
     }
 
     pub fn storage(&self) -> PathBuf {
-        self.dir.join("storage")
+        match &self.view_of {
+            Some((storage, _)) => storage.clone(),
+            None => self.dir.join("storage"),
+        }
     }
 
     fn log_path(&self) -> PathBuf {
@@ -258,6 +432,10 @@ impl TestRegistry {
         cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
         if let Some(c) = &self.creds {
             cmd.arg("--dest-creds").arg(c);
+        }
+        if self.mtls {
+            cmd.arg("--dest-cert-dir")
+                .arg(self.dir.join("skopeo-certs"));
         }
         cmd.args(extra)
             .arg(src)

@@ -325,6 +325,106 @@ async fn configured(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<
     Ok(())
 }
 
+fn identity_request(image: &str, token: &str) -> PullImageRequest {
+    PullImageRequest {
+        image: spec(image),
+        auth: Some(AuthConfig {
+            identity_token: token.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// An identity token (OAuth2 refresh token) is exchanged at the registry's token server with a
+/// refresh-token grant POST, as containerd does; the access token it gets pulls the image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_token_auth() {
+    if !require_root() {
+        return;
+    }
+    let registry =
+        TestRegistry::start_with_token_auth("refresh-123", false).expect("starting the registry");
+    let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(identity(&crispd, &registry, false).await);
+}
+
+/// A token server that takes no POST (as GCR once did) is asked with a GET carrying the
+/// identity token as the basic-auth password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_token_auth_get_fallback() {
+    if !require_root() {
+        return;
+    }
+    let registry =
+        TestRegistry::start_with_token_auth("refresh-123", true).expect("starting the registry");
+    let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(identity(&crispd, &registry, true).await);
+}
+
+async fn identity(
+    crispd: &Crispd,
+    registry: &TestRegistry,
+    refuse_post: bool,
+) -> anyhow::Result<()> {
+    let layout = busybox_layout();
+    registry.push(
+        &format!("oci:{}:latest", layout.display()),
+        "team/bb:v1",
+        &[],
+    )?;
+    let server = registry.token_server().context("no token server")?;
+    let image = format!("{}/team/bb:v1", registry.host());
+    let mut client = crispd.client().await?;
+
+    let anonymous = client.image.pull_image(pull_request(&image, None)).await;
+    expect_code(anonymous, Code::Unauthenticated, "anonymous pull")?;
+    let wrong = client
+        .image
+        .pull_image(identity_request(&image, "not-the-token"))
+        .await;
+    let s = expect_code(
+        wrong,
+        Code::Unauthenticated,
+        "pull with a wrong identity token",
+    )?;
+    assert!(s.message().contains("identity token"), "{s}");
+    assert!(s.message().contains(&registry.host()), "{s}");
+    assert!(image_status(&mut client, &image).await?.is_none());
+
+    let before = server.requests().len();
+    let ok = client
+        .image
+        .pull_image(identity_request(&image, "refresh-123"))
+        .await?
+        .into_inner();
+    assert!(ok.image_ref.starts_with("sha256:"), "{ok:?}");
+    assert!(image_status(&mut client, &image).await?.is_some());
+
+    let seen = &server.requests()[before..];
+    let post = seen
+        .iter()
+        .find(|r| r.method == "POST")
+        .context("no POST to the token server")?;
+    let p = |k: &str| post.params.get(k).map(String::as_str);
+    assert_eq!(p("grant_type"), Some("refresh_token"), "{post:?}");
+    assert_eq!(p("refresh_token"), Some("refresh-123"), "{post:?}");
+    assert_eq!(p("service"), Some("crisp-test-registry"), "{post:?}");
+    assert_eq!(p("scope"), Some("repository:team/bb:pull"), "{post:?}");
+    assert!(p("client_id").is_some_and(|c| !c.is_empty()), "{post:?}");
+    if refuse_post {
+        assert_eq!(post.status, 404);
+        let get = seen
+            .iter()
+            .find(|r| r.method == "GET" && r.status == 200)
+            .context("no GET fallback after the refused POST")?;
+        assert_eq!(get.basic.as_deref(), Some(":refresh-123"), "{get:?}");
+    } else {
+        assert_eq!(post.status, 200, "{post:?}");
+    }
+    Ok(())
+}
+
 root_test!(corrupt_blob_fails_cleanly_and_retry_works, corrupt_blob);
 
 async fn corrupt_blob(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
@@ -481,6 +581,107 @@ async fn tls(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
     std::fs::write(&hosts_toml, format!("{server}ca = \"ca.pem\"\n"))?;
     client.pull(&image).await?;
     assert!(image_status(&mut client, &image).await?.is_some());
+    Ok(())
+}
+
+/// hosts.toml `client`: a registry that wants a client certificate (docker-registry with
+/// `http.tls.clientcas`) refuses a pull without one and serves it with the configured pair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_toml_client_certificate() {
+    if !require_root() {
+        return;
+    }
+    let registry = TestRegistry::start_mtls().expect("starting the registry");
+    let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(mtls(&crispd, &registry).await);
+}
+
+async fn mtls(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
+    let layout = busybox_layout();
+    registry.push(&format!("oci:{}:latest", layout.display()), "mtls:v1", &[])?;
+    let host = registry.host();
+    let image = format!("{host}/mtls:v1");
+    let host_dir = crispd.registry_hosts_dir().join(&host);
+    std::fs::create_dir_all(&host_dir)?;
+    std::fs::copy(registry.ca_path(), host_dir.join("ca.pem"))?;
+    std::fs::copy(registry.client_cert_path(), host_dir.join("client.pem"))?;
+    std::fs::copy(registry.client_key_path(), host_dir.join("client.key"))?;
+    let hosts_toml = host_dir.join("hosts.toml");
+    let base = format!("server = \"https://{host}\"\nca = \"ca.pem\"\n");
+    let mut client = crispd.client().await?;
+
+    std::fs::write(&hosts_toml, &base)?;
+    let r = client.image.pull_image(pull_request(&image, None)).await;
+    let s = expect_code(r, Code::Unavailable, "pull without a client certificate")?;
+    assert!(s.message().contains(&host), "{s}");
+    assert!(image_status(&mut client, &image).await?.is_none());
+
+    std::fs::write(
+        &hosts_toml,
+        format!("{base}client = [[\"client.pem\", \"client.key\"]]\n"),
+    )?;
+    client.pull(&image).await?;
+    assert!(image_status(&mut client, &image).await?.is_some());
+    Ok(())
+}
+
+/// A mirror whose API lives under a path prefix (docker-registry with `http.prefix`): reached
+/// through a host URL with the prefix (`/v2` appended, as containerd does) and through
+/// `override_path = true` with the full API path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_toml_mirror_under_a_path_prefix() {
+    if !require_root() {
+        return;
+    }
+    let registry = TestRegistry::start().expect("starting the registry");
+    let view = registry
+        .prefixed_view("/cache/")
+        .expect("starting the prefixed registry");
+    let crispd = Crispd::start().await.expect("starting crispd");
+    crispd.expect_ok(prefixed(&crispd, &registry, &view).await);
+}
+
+async fn prefixed(
+    crispd: &Crispd,
+    registry: &TestRegistry,
+    view: &TestRegistry,
+) -> anyhow::Result<()> {
+    let layout = busybox_layout();
+    registry.push(
+        &format!("oci:{}:latest", layout.display()),
+        "library/pfx:v1",
+        &[],
+    )?;
+    let image = "docker.io/library/pfx:v1";
+    let mut client = crispd.client().await?;
+    let blackhole = format!("server = \"{BLACKHOLE_REGISTRY}\"\n");
+    for mirror in [
+        format!("[host.\"http://{}/cache\"]\n", view.host()),
+        format!(
+            "[host.\"http://{}/cache/v2\"]\n  override_path = true\n",
+            view.host()
+        ),
+    ] {
+        crispd.write_registry_hosts("docker.io", &format!("{blackhole}{mirror}"))?;
+        client.pull(image).await.with_context(|| mirror.clone())?;
+        assert!(image_status(&mut client, image).await?.is_some());
+        client
+            .image
+            .remove_image(crisp_tests::cri::RemoveImageRequest { image: spec(image) })
+            .await?;
+    }
+    // Without the prefix the mirror has no API: the pull fails over to the (blackholed) server.
+    crispd.write_registry_hosts(
+        "docker.io",
+        &format!("{blackhole}[host.\"http://{}\"]\n", view.host()),
+    )?;
+    let r = client.image.pull_image(pull_request(image, None)).await;
+    let s = expect_code(
+        r,
+        Code::Unavailable,
+        "pull from the mirror without its prefix",
+    )?;
+    assert!(s.message().contains(&view.host()), "{s}");
     Ok(())
 }
 

@@ -17,6 +17,8 @@ pub struct Credentials {
     pub password: String,
     /// `auth` (base64 `user:password`) is folded into username/password by [`from_cri`].
     pub registry_token: String,
+    /// An OAuth2 refresh token, exchanged at the registry's token server (see `token.rs`).
+    pub identity_token: String,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -26,14 +28,13 @@ impl std::fmt::Debug for Credentials {
             .field("username", &self.username)
             .field("password", &"<redacted>")
             .field("registry_token", &"<redacted>")
+            .field("identity_token", &"<redacted>")
             .finish()
     }
 }
 
 impl Credentials {
-    /// Converts CRI's `AuthConfig`. The identity token (an OAuth2 refresh token) needs a token
-    /// exchange our registry client cannot do; refuse it rather than pull anonymously and fail
-    /// with a confusing "unauthorized".
+    /// Converts CRI's `AuthConfig`.
     pub fn from_cri(auth: Option<k8s_cri::v1::AuthConfig>) -> Result<Credentials> {
         let Some(a) = auth else {
             return Ok(Credentials::default());
@@ -58,23 +59,17 @@ impl Credentials {
             username = u.to_string();
             password = p.to_string();
         }
-        if !a.identity_token.is_empty() && username.is_empty() && a.registry_token.is_empty() {
-            return Err(Error::InvalidArgument(
-                "PullImage: identity tokens (OAuth2 refresh tokens) are not supported; pass a \
-                 username/password or a registry token"
-                    .into(),
-            ));
-        }
         Ok(Credentials {
             server_address: a.server_address,
             username,
             password,
             registry_token: a.registry_token,
+            identity_token: a.identity_token,
         })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.username.is_empty() && self.registry_token.is_empty()
+        self.username.is_empty() && self.registry_token.is_empty() && self.identity_token.is_empty()
     }
 
     /// The configured credentials (`[registry.auths]`) for `registry`, if any.
@@ -91,35 +86,51 @@ impl Credentials {
             password: a.password.clone(),
             auth: a.auth.clone(),
             registry_token: a.registry_token.clone(),
+            identity_token: a.identity_token.clone(),
             server_address: host.clone(),
-            ..Default::default()
         };
         Credentials::from_cri(Some(cri)).map(Some).map_err(|e| {
             Error::FailedPrecondition(format!("config [registry.auths.{host:?}]: {e}"))
         })
     }
 
-    /// The credentials to present to `endpoint_host` while pulling from `registry`.
-    pub fn for_endpoint(&self, registry: &str, endpoint_host: &str) -> RegistryAuth {
-        if !self.server_address.is_empty() {
-            let want = normalize_server(&self.server_address);
-            if want != normalize_server(endpoint_host) && want != normalize_server(registry) {
-                return RegistryAuth::Anonymous;
-            }
-            // Credentials for the upstream registry stay with it, not with its mirrors.
-            if want == normalize_server(registry)
-                && normalize_server(endpoint_host) != normalize_server(registry)
-            {
-                return RegistryAuth::Anonymous;
-            }
+    /// Whether these credentials go to `endpoint_host` while pulling from `registry`.
+    fn applies_to(&self, registry: &str, endpoint_host: &str) -> bool {
+        if self.server_address.is_empty() {
+            return true;
         }
-        if !self.registry_token.is_empty() {
+        let want = normalize_server(&self.server_address);
+        let (endpoint, registry) = (normalize_server(endpoint_host), normalize_server(registry));
+        if want == registry {
+            // Credentials for the upstream registry stay with it, not with its mirrors.
+            endpoint == registry
+        } else {
+            want == endpoint
+        }
+    }
+
+    /// The credentials to present to `endpoint_host` while pulling from `registry`. An identity
+    /// token is not among them: see [`identity_token_for`](Self::identity_token_for).
+    pub fn for_endpoint(&self, registry: &str, endpoint_host: &str) -> RegistryAuth {
+        if !self.applies_to(registry, endpoint_host) {
+            RegistryAuth::Anonymous
+        } else if !self.registry_token.is_empty() {
             RegistryAuth::Bearer(self.registry_token.clone())
         } else if !self.username.is_empty() {
             RegistryAuth::Basic(self.username.clone(), self.password.clone())
         } else {
             RegistryAuth::Anonymous
         }
+    }
+
+    /// The identity token to exchange for `endpoint_host`'s access token, when the request's
+    /// credentials are only that (a user name or registry token wins, as in containerd).
+    pub fn identity_token_for(&self, registry: &str, endpoint_host: &str) -> Option<&str> {
+        (!self.identity_token.is_empty()
+            && self.username.is_empty()
+            && self.registry_token.is_empty()
+            && self.applies_to(registry, endpoint_host))
+        .then_some(self.identity_token.as_str())
     }
 }
 
@@ -187,8 +198,16 @@ mod tests {
         assert_eq!((c.username.as_str(), c.password.as_str()), ("u", "p:w"));
         let a = k8s_cri::v1::AuthConfig {
             identity_token: "t".into(),
+            server_address: "r.io".into(),
             ..Default::default()
         };
-        assert!(Credentials::from_cri(Some(a)).is_err());
+        let c = Credentials::from_cri(Some(a)).unwrap();
+        assert!(!c.is_empty());
+        assert_eq!(c.identity_token_for("r.io", "r.io"), Some("t"));
+        assert_eq!(c.identity_token_for("r.io", "mirror:5000"), None);
+        assert!(matches!(
+            c.for_endpoint("r.io", "r.io"),
+            RegistryAuth::Anonymous
+        ));
     }
 }

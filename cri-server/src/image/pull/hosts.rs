@@ -8,10 +8,15 @@
 //!   capabilities = ["pull", "resolve"]
 //!   skip_verify = false
 //!   ca = "/etc/crisp/certs.d/docker.io/ca.crt"  # or a list; relative to the hosts.toml dir
+//!   client = [["client.crt", "client.key"]]     # mTLS; or "both.pem" (cert and key in one)
+//!   [host."http://10.0.0.5:5000".header]
+//!     x-custom = "value"                          # or a list of values
+//! [host."https://cache.local/v2/dockerhub"]
+//!   override_path = true                          # the API lives at this path, not at /v2
 //! ```
 //!
-//! Not supported (logged and skipped): client certificates, extra headers, and endpoints with
-//! a path other than `/v2` or `override_path` (the registry client always talks to `/v2/`).
+//! As in containerd, an endpoint path without `override_path` gets `/v2` appended unless it
+//! ends with it; only the first client certificate pair is used (the TLS stack takes one).
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +45,12 @@ pub struct Endpoint {
     pub ca: Vec<PathBuf>,
     /// A mirror serves another registry's repositories (requests carry `?ns=<registry>`).
     pub mirror: bool,
+    /// The API root when not `/v2` (a path prefix, or `override_path`).
+    pub api_path: Option<String>,
+    /// Client certificate and key (`None`: the key is in the certificate's file).
+    pub client: Option<(PathBuf, Option<PathBuf>)>,
+    /// Extra request headers (`[header]`), in file order per name.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Endpoint {
@@ -49,6 +60,15 @@ impl Endpoint {
             Scheme::Https => "https",
         };
         format!("{scheme}://{}", self.host)
+    }
+
+    /// The API root URL, e.g. `https://host/v2`.
+    pub fn api_url(&self) -> String {
+        format!(
+            "{}{}",
+            self.url(),
+            self.api_path.as_deref().unwrap_or("/v2")
+        )
     }
 }
 
@@ -67,6 +87,7 @@ struct HostsFile {
     ca: Option<OneOrMany>,
     client: Option<toml::Value>,
     header: Option<toml::Value>,
+    override_path: Option<bool>,
     /// `[host."…"]` tables in file order (toml's map keeps insertion order only with a feature
     /// we do not enable, so the order is recovered from the text; see [`host_order`]).
     host: std::collections::BTreeMap<String, HostEntry>,
@@ -164,6 +185,9 @@ fn server_endpoints(host: String) -> Vec<Endpoint> {
         skip_verify: false,
         ca: Vec::new(),
         mirror: false,
+        api_path: None,
+        client: None,
+        headers: Vec::new(),
     };
     // Like containerd: a registry on this machine is usually a test or cache registry without
     // TLS; try HTTPS first, then plain HTTP (nothing leaves the host either way).
@@ -182,8 +206,14 @@ fn default_endpoints(registry: &str) -> Vec<Endpoint> {
     server_endpoints(default_server(registry))
 }
 
-/// Splits `scheme://host[:port][/v2]`; a bare host means HTTPS, as in containerd.
-fn parse_url(url: &str, file: &Path) -> Result<(Scheme, String)> {
+/// Splits `scheme://host[:port][/path]` into scheme, host and API path (`None` for `/v2`); a
+/// bare host means HTTPS, as in containerd. With `override_path` the path is the API root;
+/// otherwise `/v2` is appended unless the path ends with it.
+fn parse_url(
+    url: &str,
+    override_path: bool,
+    file: &Path,
+) -> Result<(Scheme, String, Option<String>)> {
     let bad = |why: &str| {
         Error::FailedPrecondition(format!(
             "registry host config {}: endpoint {url:?}: {why}",
@@ -203,10 +233,86 @@ fn parse_url(url: &str, file: &Path) -> Result<(Scheme, String)> {
     if host.is_empty() {
         return Err(bad("no host"));
     }
-    if !matches!(path.trim_end_matches('/'), "" | "/v2") {
-        return Err(bad("a path other than /v2 is not supported"));
+    if path.contains(['?', '#']) || path.split('/').any(|seg| seg == "..") {
+        return Err(bad(
+            "a path with a query, fragment or `..` is not supported",
+        ));
     }
-    Ok((scheme, host.to_string()))
+    let path = path.trim_end_matches('/');
+    let api = if override_path || path.ends_with("/v2") {
+        path.to_string()
+    } else {
+        format!("{path}/v2")
+    };
+    Ok((scheme, host.to_string(), (api != "/v2").then_some(api)))
+}
+
+fn client_pair(
+    file: &Path,
+    base: &Path,
+    v: &Option<toml::Value>,
+) -> Result<Option<(PathBuf, Option<PathBuf>)>> {
+    let bad = || {
+        Error::FailedPrecondition(format!(
+            "registry host config {}: `client` must be a path, or a list of paths or of \
+             [cert, key] pairs",
+            file.display()
+        ))
+    };
+    let one = |v: &toml::Value| -> Result<(PathBuf, Option<PathBuf>)> {
+        match v {
+            toml::Value::String(c) => Ok((base.join(c), None)),
+            toml::Value::Array(p) => match &p[..] {
+                [toml::Value::String(c)] => Ok((base.join(c), None)),
+                [toml::Value::String(c), toml::Value::String(k)] => {
+                    Ok((base.join(c), Some(base.join(k))))
+                }
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    };
+    let pairs = match v {
+        None => return Ok(None),
+        // As in containerd, `["a", "b"]` is two certificates, each with its key inside.
+        Some(toml::Value::Array(list)) => list.iter().map(one).collect::<Result<Vec<_>>>()?,
+        Some(other) => vec![one(other)?],
+    };
+    if pairs.len() > 1 {
+        tracing::warn!(file = %file.display(), "several client certificates in hosts.toml; using the first");
+    }
+    Ok(pairs.into_iter().next())
+}
+
+fn headers(file: &Path, v: &Option<toml::Value>) -> Result<Vec<(String, String)>> {
+    let bad = |k: &str| {
+        Error::FailedPrecondition(format!(
+            "registry host config {}: header {k:?} must be a string or a list of strings",
+            file.display()
+        ))
+    };
+    let Some(v) = v else {
+        return Ok(Vec::new());
+    };
+    let Some(table) = v.as_table() else {
+        return Err(Error::FailedPrecondition(format!(
+            "registry host config {}: `header` must be a table",
+            file.display()
+        )));
+    };
+    let mut out = Vec::new();
+    for (k, v) in table {
+        match v {
+            toml::Value::String(s) => out.push((k.clone(), s.clone())),
+            toml::Value::Array(list) => {
+                for x in list {
+                    out.push((k.clone(), x.as_str().ok_or_else(|| bad(k))?.to_string()));
+                }
+            }
+            _ => return Err(bad(k)),
+        }
+    }
+    Ok(out)
 }
 
 fn caps(list: &Option<Vec<String>>) -> (bool, bool) {
@@ -216,20 +322,6 @@ fn caps(list: &Option<Vec<String>>) -> (bool, bool) {
             l.iter().any(|c| c == "resolve"),
             l.iter().any(|c| c == "pull"),
         ),
-    }
-}
-
-fn warn_unsupported(
-    file: &Path,
-    what: &str,
-    client: &Option<toml::Value>,
-    header: &Option<toml::Value>,
-) {
-    if client.is_some() {
-        tracing::warn!(file = %file.display(), endpoint = what, "client certificates in hosts.toml are not supported; ignored");
-    }
-    if header.is_some() {
-        tracing::warn!(file = %file.display(), endpoint = what, "extra headers in hosts.toml are not supported; ignored");
     }
 }
 
@@ -262,12 +354,14 @@ fn parse(registry: &str, text: &str, file: &Path) -> Result<Vec<Endpoint>> {
         let Some(h) = cfg.host.get(&key) else {
             continue;
         };
-        warn_unsupported(file, &key, &h.client, &h.header);
-        if h.override_path == Some(true) {
-            tracing::warn!(file = %file.display(), endpoint = %key, "override_path is not supported; endpoint skipped");
-            continue;
-        }
-        let (scheme, host) = match parse_url(&key, file) {
+        let parsed = parse_url(&key, h.override_path == Some(true), file).and_then(|u| {
+            Ok((
+                u,
+                client_pair(file, base, &h.client)?,
+                headers(file, &h.header)?,
+            ))
+        });
+        let ((scheme, host, api_path), client, headers) = match parsed {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "registry endpoint skipped");
@@ -283,13 +377,15 @@ fn parse(registry: &str, text: &str, file: &Path) -> Result<Vec<Endpoint>> {
             pull,
             skip_verify: h.skip_verify.unwrap_or(false),
             ca: h.ca.as_ref().map(|c| c.paths(base)).unwrap_or_default(),
+            api_path,
+            client,
+            headers,
         });
     }
-    warn_unsupported(file, "server", &cfg.client, &cfg.header);
     let (resolve, pull) = caps(&cfg.capabilities);
     let mut servers = match &cfg.server {
         Some(s) => {
-            let (scheme, host) = parse_url(s, file)?;
+            let (scheme, host, api_path) = parse_url(s, cfg.override_path == Some(true), file)?;
             // The server is the registry itself, wherever it lives: no `?ns=`.
             vec![Endpoint {
                 mirror: false,
@@ -299,15 +395,22 @@ fn parse(registry: &str, text: &str, file: &Path) -> Result<Vec<Endpoint>> {
                 pull: true,
                 skip_verify: false,
                 ca: Vec::new(),
+                api_path,
+                client: None,
+                headers: Vec::new(),
             }]
         }
         None => default_endpoints(registry),
     };
+    let client = client_pair(file, base, &cfg.client)?;
+    let hdrs = headers(file, &cfg.header)?;
     for s in &mut servers {
         s.resolve = resolve;
         s.pull = pull;
         s.skip_verify = cfg.skip_verify.unwrap_or(false);
         s.ca = cfg.ca.as_ref().map(|c| c.paths(base)).unwrap_or_default();
+        s.client = client.clone();
+        s.headers = hdrs.clone();
     }
     out.extend(servers);
     Ok(out)
@@ -368,8 +471,55 @@ server = "https://registry-1.docker.io"
     #[test]
     fn bad_server_is_an_error_and_bad_mirror_is_skipped() {
         assert!(parse("x.io", "server = \"ftp://x\"", Path::new("/h")).is_err());
-        let e = parse_str("x.io", "[host.\"https://m.io/some/prefix\"]\n");
+        let e = parse_str("x.io", "[host.\"https://m.io/a/../b\"]\n");
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].url(), "https://x.io");
+        let e = parse_str("x.io", "[host.\"https://m.io\"]\nclient = 5\n");
+        assert_eq!(e.len(), 1, "a bad client setting skips the mirror");
+    }
+
+    #[test]
+    fn paths_clients_and_headers() {
+        let e = parse_str(
+            "docker.io",
+            r#"
+[host."https://cache.local/v2/dockerhub"]
+  override_path = true
+  client = [["c.pem", "c.key"]]
+  [host."https://cache.local/v2/dockerhub".header]
+    x-one = "1"
+    x-many = ["a", "b"]
+
+[host."https://pfx.local/some/prefix/"]
+  client = "both.pem"
+
+[host."https://plain.local/v2"]
+"#,
+        );
+        assert_eq!(e[0].api_url(), "https://cache.local/v2/dockerhub");
+        assert_eq!(
+            e[0].client,
+            Some((
+                PathBuf::from("/etc/crisp/certs.d/x/c.pem"),
+                Some(PathBuf::from("/etc/crisp/certs.d/x/c.key"))
+            ))
+        );
+        let mut h = e[0].headers.clone();
+        h.sort();
+        assert_eq!(
+            h,
+            [
+                ("x-many".to_string(), "a".to_string()),
+                ("x-many".to_string(), "b".to_string()),
+                ("x-one".to_string(), "1".to_string())
+            ]
+        );
+        assert_eq!(e[1].api_url(), "https://pfx.local/some/prefix/v2");
+        assert_eq!(
+            e[1].client,
+            Some((PathBuf::from("/etc/crisp/certs.d/x/both.pem"), None))
+        );
+        assert_eq!(e[2].api_path, None);
+        assert_eq!(e[2].api_url(), "https://plain.local/v2");
     }
 }

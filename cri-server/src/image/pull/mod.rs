@@ -18,6 +18,7 @@ pub mod hosts;
 mod inflight;
 mod ingest;
 mod registry;
+mod token;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -104,7 +105,7 @@ impl Puller {
             None
         };
         let creds = configured.as_ref().unwrap_or(creds);
-        let session = Arc::new(Session::new(registry, repository, endpoints, creds));
+        let session = Arc::new(Session::new(registry, repository, endpoints, creds).await);
         let digest = r
             .digest
             .as_deref()

@@ -19,6 +19,7 @@ use oci_client::secrets::RegistryAuth;
 use super::auth::Credentials;
 use super::hosts::{Endpoint, Scheme};
 use super::ingest::{ingest_stream, IngestError};
+use super::token;
 use crate::error::Error;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -38,9 +39,9 @@ pub struct Session {
     /// The repository path within it, e.g. `library/busybox`.
     repository: String,
     remotes: Vec<Remote>,
-    /// Endpoints that could not even be set up (e.g. an unreadable CA file), reported if
-    /// nothing else works.
-    setup_errors: Vec<String>,
+    /// Endpoints that could not even be set up (e.g. an unreadable CA file, a refused identity
+    /// token), reported if nothing else works.
+    setup_errors: Vec<(String, Kind)>,
 }
 
 /// What an endpoint answered for a tag or digest.
@@ -51,7 +52,10 @@ pub struct Resolved {
 }
 
 impl Session {
-    pub fn new(
+    /// Sets up a client per endpoint. An identity token is exchanged for an access token here,
+    /// once per endpoint it goes to; an endpoint whose exchange fails is left out (the failure
+    /// is reported if no other endpoint serves the pull).
+    pub async fn new(
         registry: &str,
         repository: &str,
         endpoints: Vec<Endpoint>,
@@ -60,14 +64,29 @@ impl Session {
         let mut remotes = Vec::new();
         let mut setup_errors = Vec::new();
         for ep in endpoints {
-            match client_for(&ep) {
-                Ok(client) => remotes.push(Remote {
-                    auth: creds.for_endpoint(registry, &ep.host),
-                    endpoint: ep,
-                    client,
-                }),
-                Err(e) => setup_errors.push(format!("{ep}: {e}")),
-            }
+            let client = match client_for(&ep) {
+                Ok(c) => c,
+                Err(e) => {
+                    setup_errors.push((ep.url(), Kind::Other(e)));
+                    continue;
+                }
+            };
+            let auth = match creds.identity_token_for(registry, &ep.host) {
+                None => creds.for_endpoint(registry, &ep.host),
+                Some(refresh) => match identity_auth(&ep, repository, refresh).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(endpoint = %ep, error = e.message(), "identity token exchange failed");
+                        setup_errors.push((ep.url(), e));
+                        continue;
+                    }
+                },
+            };
+            remotes.push(Remote {
+                auth,
+                endpoint: ep,
+                client,
+            });
         }
         Session {
             registry: registry.to_string(),
@@ -208,17 +227,18 @@ impl Session {
     /// Every endpoint failed: the last one's kind of failure decides the gRPC code (it is the
     /// server, the authority, when mirrors are configured), and the message lists them all.
     fn give_up(&self, what: &str, failures: Vec<(String, Kind)>) -> Error {
-        let mut parts: Vec<String> = failures
+        let parts: Vec<String> = failures
             .iter()
+            .chain(&self.setup_errors)
             .map(|(ep, k)| format!("{ep}: {}", k.message()))
             .collect();
-        parts.extend(self.setup_errors.iter().cloned());
         let msg = if parts.is_empty() {
             format!("pulling {what}: no registry endpoint may serve it (check capabilities in hosts.toml)")
         } else {
             format!("pulling {what}: {}", parts.join("; "))
         };
-        match failures.last().map(|(_, k)| k) {
+        // Endpoints that were set up answer for the code; else why setting up failed.
+        match failures.last().or(self.setup_errors.last()).map(|(_, k)| k) {
             Some(Kind::NotFound(_)) => Error::NotFound(msg),
             Some(Kind::Unauthenticated(_)) => Error::Unauthenticated(msg),
             Some(Kind::Denied(_)) => Error::PermissionDenied(msg),
@@ -331,6 +351,88 @@ fn classify(e: OciDistributionError) -> Kind {
     }
 }
 
+async fn identity_auth(
+    ep: &Endpoint,
+    repository: &str,
+    refresh: &str,
+) -> Result<RegistryAuth, Kind> {
+    let http = http_for(ep).map_err(Kind::Other)?;
+    token::exchange(&http, &ep.api_url(), repository, refresh)
+        .await
+        .map_err(|e| match e {
+            token::TokenError::Refused { .. } => Kind::Unauthenticated(e.to_string()),
+            token::TokenError::Unavailable(_) => Kind::Unavailable(e.to_string()),
+        })
+}
+
+/// A plain HTTP client with the endpoint's TLS settings, for the token exchange (the token
+/// server is trusted as the registry is, as in containerd).
+fn http_for(ep: &Endpoint) -> Result<reqwest::Client, String> {
+    let mut certs = Vec::new();
+    for p in &ep.ca {
+        let data = std::fs::read(p).map_err(|e| format!("reading CA {}: {e}", p.display()))?;
+        certs.extend(
+            reqwest::Certificate::from_pem_bundle(&data)
+                .map_err(|e| format!("CA {}: {e}", p.display()))?,
+        );
+    }
+    let mut b = reqwest::Client::builder()
+        .danger_accept_invalid_certs(ep.skip_verify)
+        .tls_certs_merge(certs)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
+        .user_agent(USER_AGENT)
+        .default_headers(header_map(ep)?);
+    if let Some(pem) = client_identity(ep)? {
+        b = b.identity(
+            reqwest::Identity::from_pem(&pem)
+                .map_err(|e| format!("client certificate: {}", chain_msg(&e)))?,
+        );
+    }
+    b.build()
+        .map_err(|e| format!("setting up the token client: {e}"))
+}
+
+/// hosts.toml `[header]` as a header map; a name or value HTTP does not allow is an error.
+fn header_map(ep: &Endpoint) -> Result<reqwest::header::HeaderMap, String> {
+    use reqwest::header::{HeaderName, HeaderValue};
+    let mut map = reqwest::header::HeaderMap::new();
+    for (k, v) in &ep.headers {
+        let name =
+            HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("header name {k:?}: {e}"))?;
+        let value = HeaderValue::from_str(v).map_err(|e| format!("header {k:?} value: {e}"))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// The client certificate and key as one PEM (what reqwest takes), if configured.
+fn client_identity(ep: &Endpoint) -> Result<Option<Vec<u8>>, String> {
+    let Some((cert, key)) = &ep.client else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("reading client certificate {}: {e}", p.display()))
+    };
+    let mut pem = read(cert)?;
+    if let Some(k) = key {
+        pem.push(b'\n');
+        pem.extend(read(k)?);
+    }
+    Ok(Some(pem))
+}
+
+fn chain_msg(e: &dyn std::error::Error) -> String {
+    let mut m = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        m.push_str(": ");
+        m.push_str(&s.to_string());
+        src = s.source();
+    }
+    m
+}
+
 fn client_for(ep: &Endpoint) -> Result<oci_client::Client, String> {
     let mut extra = Vec::new();
     for p in &ep.ca {
@@ -352,7 +454,48 @@ fn client_for(ep: &Endpoint) -> Result<oci_client::Client, String> {
         connect_timeout: Some(CONNECT_TIMEOUT),
         read_timeout: Some(READ_TIMEOUT),
         user_agent: USER_AGENT,
+        client_identity_pem: client_identity(ep)?,
+        default_headers: header_map(ep)?,
+        api_path: ep.api_path.clone(),
         ..Default::default()
     };
-    oci_client::Client::try_from(cfg).map_err(|e| format!("setting up the registry client: {e}"))
+    oci_client::Client::try_from(cfg)
+        .map_err(|e| format!("setting up the registry client: {}", chain_msg(&e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(headers: &[(&str, &str)]) -> Endpoint {
+        let mut ep = super::super::hosts::Hosts::new(None)
+            .endpoints("registry.example")
+            .unwrap()
+            .remove(0);
+        ep.headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ep
+    }
+
+    /// hosts.toml `[header]` reaches the registry client (and the token client) as default
+    /// headers, repeated names kept; names or values HTTP does not allow fail the endpoint.
+    #[test]
+    fn headers_from_hosts_toml() {
+        // As `Puller::new` does in crispd.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let ep = endpoint(&[("X-Team", "crisp"), ("x-many", "a"), ("x-many", "b")]);
+        let map = header_map(&ep).unwrap();
+        assert_eq!(map.get("x-team").unwrap(), "crisp");
+        let many: Vec<_> = map.get_all("x-many").iter().collect();
+        assert_eq!(many, ["a", "b"]);
+        assert!(client_for(&ep).is_ok());
+        assert!(http_for(&ep).is_ok());
+        let bad = endpoint(&[("bad header", "x")]);
+        assert!(header_map(&bad).unwrap_err().contains("bad header"));
+        assert!(client_for(&bad).is_err());
+        let bad = endpoint(&[("x-ok", "line\nbreak")]);
+        assert!(header_map(&bad).is_err());
+    }
 }
