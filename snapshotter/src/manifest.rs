@@ -184,6 +184,8 @@ pub fn commit_layers(
         let chain = snap.commit_layer(chain_ids.last(), &l.digest, &l.media_type, diff_id)?;
         chain_ids.push(chain);
     }
+    // Imports are not on a pod's start path: make the layers durable before returning.
+    snap.sync_pending()?;
     Ok(chain_ids)
 }
 

@@ -13,7 +13,6 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use flate2::read::GzDecoder;
 use serde::{Deserialize, Serialize};
@@ -36,11 +35,10 @@ pub struct Snapshotter {
     active: PathBuf,
     tmp: PathBuf,
     empty: PathBuf,
-    /// Layers staged so far (each `StagedLayer` keeps its number), and how many of them a
-    /// finished `syncfs` covers: a publish syncs only if its layer is not covered yet, so the
-    /// layers of a pull staged in parallel share one `syncfs` instead of one each.
-    staged_seq: AtomicU64,
-    synced_seq: AtomicU64,
+    /// This boot's id: layers published but not yet synced carry it (see `sync_pending`).
+    boot_id: String,
+    /// One `sync_pending` at a time (they rewrite the same meta files).
+    sync_lock: std::sync::Mutex<()>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +57,11 @@ pub struct CommittedMeta {
     pub diff_id: Digest,
     /// Bytes of regular file content in the unpacked layer.
     pub size: u64,
+    /// Set while the layer's files may not be on disk yet: the boot it was published in.
+    /// Cleared by [`Snapshotter::sync_pending`]; a layer still carrying an earlier boot's id
+    /// after a reboot may have lost data and is dropped at open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsynced_boot: Option<String>,
 }
 
 /// A layer unpacked into a staging dir, not yet committed (see
@@ -69,8 +72,6 @@ pub struct StagedLayer {
     blob: Digest,
     diff_id: Digest,
     size: u64,
-    /// Its number in the snapshotter's `staged_seq`.
-    seq: u64,
 }
 
 impl Drop for StagedLayer {
@@ -138,8 +139,10 @@ impl Snapshotter {
             active: snaps.join("active"),
             tmp: snaps.join("tmp"),
             empty: snaps.join("empty"),
-            staged_seq: AtomicU64::new(0),
-            synced_seq: AtomicU64::new(0),
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map(|b| b.trim().to_string())
+                .unwrap_or_default(),
+            sync_lock: std::sync::Mutex::new(()),
         };
         for d in [&s.committed, &s.active, &s.tmp, &s.empty] {
             fs::create_dir_all(d).map_err(io_ctx(|| format!("creating {}", d.display())))?;
@@ -153,7 +156,93 @@ impl Snapshotter {
                 tracing::warn!(path = %p.display(), error = %err, "cannot remove stale staging dir");
             }
         }
+        s.recover_unsynced()?;
         Ok(s)
+    }
+
+    /// Layers published without a sync: from this boot (crispd restarted, the page cache
+    /// still holds them) they are synced now; from an earlier boot they may have lost data in
+    /// the crash, so they go, with every layer built on them. Returns the dropped chains (their
+    /// images must be pulled again).
+    fn recover_unsynced(&self) -> Result<Vec<Digest>> {
+        let mut dropped = Vec::new();
+        for chain in self.list_committed()? {
+            let Ok(meta) = self.committed_meta(&chain) else {
+                continue;
+            };
+            match meta.unsynced_boot {
+                Some(b) if b != self.boot_id || self.boot_id.is_empty() => {
+                    tracing::warn!(layer = %chain, "layer not synced before a reboot: dropped");
+                    self.remove_committed(&chain)?;
+                    dropped.push(chain);
+                }
+                _ => {}
+            }
+        }
+        // Layers whose parent went are no chain any more.
+        loop {
+            let mut orphans = Vec::new();
+            for chain in self.list_committed()? {
+                if let Ok(CommittedMeta {
+                    parent: Some(p), ..
+                }) = self.committed_meta(&chain)
+                {
+                    if !self.is_committed(&p) {
+                        orphans.push(chain);
+                    }
+                }
+            }
+            if orphans.is_empty() {
+                break;
+            }
+            for o in orphans {
+                self.remove_committed(&o)?;
+                dropped.push(o);
+            }
+        }
+        self.sync_pending()?;
+        Ok(dropped)
+    }
+
+    /// Makes every layer published without a sync durable: one `syncfs` for all of them, then
+    /// their markers go. Pulls call it after returning, so the write-back of a freshly unpacked
+    /// image is not on the pull's path (containerd does not sync unpacked layers at all).
+    /// Returns how many layers it covered.
+    pub fn sync_pending(&self) -> Result<usize> {
+        let _one = self.sync_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let pending: Vec<(Digest, CommittedMeta)> = self
+            .list_committed()?
+            .into_iter()
+            .filter_map(|c| self.committed_meta(&c).ok().map(|m| (c, m)))
+            .filter(|(_, m)| m.unsynced_boot.is_some())
+            .collect();
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        syncfs(&self.committed)?;
+        for (chain, mut meta) in pending.iter().cloned() {
+            meta.unsynced_boot = None;
+            self.write_meta(&self.committed_dir(&chain), &meta)?;
+        }
+        Ok(pending.len())
+    }
+
+    /// Writes `dir/meta.json` atomically and durably.
+    fn write_meta(&self, dir: &Path, meta: &CommittedMeta) -> Result<()> {
+        let json = serde_json::to_vec(meta).map_err(|e| Error::Json {
+            what: format!("meta in {}", dir.display()),
+            source: e,
+        })?;
+        let tmp = dir.join(".meta.json.tmp");
+        File::create(&tmp)
+            .and_then(|mut f| {
+                io::Write::write_all(&mut f, &json)?;
+                f.sync_all()
+            })
+            .and_then(|_| fs::rename(&tmp, dir.join("meta.json")))
+            .map_err(io_ctx(|| format!("writing {}/meta.json", dir.display())))?;
+        sync_dir(dir);
+        Ok(())
     }
 
     pub fn content(&self) -> &ContentStore {
@@ -235,10 +324,8 @@ impl Snapshotter {
             blob: blob.clone(),
             diff_id: diff_id.clone(),
             size: 0,
-            seq: 0,
         };
         staged.size = self.unpack_into(&fs_dir, blob, media_type, diff_id)?;
-        staged.seq = self.staged_seq.fetch_add(1, Ordering::AcqRel) + 1;
         Ok(staged)
     }
 
@@ -265,26 +352,16 @@ impl Snapshotter {
             });
         };
         let blob = staged.blob.clone();
+        // Published before its files are on disk, marked with this boot: `sync_pending`
+        // (after the pull) makes it durable, and a crash before that drops it at the next
+        // start (see `recover_unsynced`), so no torn layer is ever used.
         let meta = CommittedMeta {
             parent: parent.cloned(),
             diff_id: staged.diff_id.clone(),
             size: staged.size,
+            unsynced_boot: Some(self.boot_id.clone()),
         };
-        let meta_path = staging.join("meta.json");
-        let json = serde_json::to_vec(&meta).map_err(|e| Error::Json {
-            what: format!("meta for layer {blob}"),
-            source: e,
-        })?;
-        // Everything must be on disk before a rename publishes it.
-        self.sync_staged(&staged)?;
-        // The meta file and the rename are what remain to make durable.
-        let written = File::create(&meta_path)
-            .and_then(|mut f| {
-                io::Write::write_all(&mut f, &json)?;
-                f.sync_all()
-            })
-            .map_err(io_ctx(|| format!("writing {}", meta_path.display())));
-        written?;
+        self.write_meta(&staging, &meta)?;
         let dest = self.committed_dir(&chain);
         match fs::rename(&staging, &dest) {
             Ok(()) => {
@@ -373,21 +450,6 @@ impl Snapshotter {
             });
         }
         Ok(stats.bytes)
-    }
-
-    /// Makes `staged`'s files durable unless a `syncfs` that started after it was staged has
-    /// finished already. Each `syncfs` writes back the whole filesystem; one per layer cost a
-    /// 6-layer pull about a second on a busy disk, and layers staged in parallel are covered
-    /// by the first sync that follows them.
-    fn sync_staged(&self, staged: &StagedLayer) -> Result<()> {
-        if self.synced_seq.load(Ordering::Acquire) >= staged.seq {
-            return Ok(());
-        }
-        // Every layer staged by now is covered by this sync.
-        let upto = self.staged_seq.load(Ordering::Acquire);
-        syncfs(&self.tmp)?;
-        self.synced_seq.fetch_max(upto, Ordering::AcqRel);
-        Ok(())
     }
 
     /// Lower dirs (top first) of the chain whose top layer is `top`.

@@ -49,6 +49,14 @@ impl Runtime {
             Ok(pulled) => {
                 self.metrics.observe_pull(pulled.size, started.elapsed());
                 let rec = self.images.add(&pulled, std::slice::from_ref(&reference))?;
+                // The layers' write-back happens after the pull returns (see
+                // `Snapshotter::sync_pending`); a crash before it drops them at the next start.
+                let snap = self.snapshotter.clone();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = snap.sync_pending() {
+                        tracing::warn!(error = %e, "syncing pulled layers");
+                    }
+                });
                 tracing::info!(
                     image = %rec.id,
                     repo_digest = %pulled.repo_digest,

@@ -76,6 +76,17 @@ impl Runtime {
                 .map_err(|e| crate::error::Error::internal("opening the snapshotter", e))?,
         );
         let images = Arc::new(ImageStore::open(cfg.root.join("images"))?);
+        // Layers a crash took (see `Snapshotter::open`) take their images with them: kubelet
+        // pulls them again.
+        for img in images.list() {
+            let missing = img.chain_ids.iter().find(|c| {
+                crisp_snapshotter::Digest::parse(c).map_or(true, |d| !snapshotter.is_committed(&d))
+            });
+            if let Some(layer) = missing {
+                tracing::warn!(image = %img.id, %layer, "image lost a layer in a crash: removed");
+                images.remove(&img.id)?;
+            }
+        }
         let import_dir = Arc::new(ImportDir::new(cfg.import_dir()));
         let puller = Arc::new(crate::image::pull::Puller::new(
             snapshotter.clone(),
