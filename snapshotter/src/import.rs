@@ -43,6 +43,8 @@ pub struct ImportedImage {
     pub diff_ids: Vec<Digest>,
     /// Bottom → top, all committed.
     pub chain_ids: Vec<Digest>,
+    /// The compressed layer blobs in the content store, bottom → top.
+    pub layer_blobs: Vec<Digest>,
     /// Compressed layer sizes plus config size.
     pub size: u64,
 }
@@ -494,6 +496,7 @@ impl Importer<'_> {
             config,
             diff_ids,
             chain_ids,
+            layer_blobs: parts.layers.iter().map(|l| l.digest.clone()).collect(),
         })
     }
 
@@ -590,6 +593,7 @@ impl Importer<'_> {
                 config,
                 diff_ids,
                 chain_ids,
+                layer_blobs: layers.iter().map(|l| l.digest.clone()).collect(),
                 size,
             });
         }

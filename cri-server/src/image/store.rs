@@ -20,6 +20,10 @@ pub struct ImageRecord {
     /// Committed snapshot chain ids, bottom → top.
     pub chain_ids: Vec<String>,
     pub size: u64,
+    /// Content-store blobs the image holds (index, manifest, config, layers): what RemoveImage
+    /// may delete once no other image holds them. Empty in records of crisp before 0.2.
+    #[serde(default)]
+    pub blobs: Vec<String>,
 }
 
 impl ImageRecord {
@@ -93,7 +97,21 @@ impl ImageStore {
             config: imported.config.clone(),
             chain_ids: imported.chain_ids.iter().map(|d| d.to_string()).collect(),
             size: imported.size,
+            blobs: Vec::new(),
         });
+        for b in [
+            &imported.repo_digest,
+            &imported.manifest_digest,
+            &imported.config_digest,
+        ]
+        .into_iter()
+        .chain(&imported.layer_blobs)
+        {
+            let b = b.to_string();
+            if !rec.blobs.contains(&b) {
+                rec.blobs.push(b);
+            }
+        }
         for n in names {
             if let Some(t) = n.tagged() {
                 for other in images.values_mut().filter(|o| o.id != id) {

@@ -35,6 +35,8 @@ impl Runtime {
         if let (Some(img), Some(_)) = (&present, &reference.digest) {
             return Ok(img.clone());
         }
+        // Layers and blobs this pull finds present stay so until it has recorded its image.
+        let _pulling = self.image_gc.read().await;
         if present.is_none() {
             let me = self.clone();
             tokio::task::spawn_blocking(move || me.import_dir.scan(&me.snapshotter, &me.images))
@@ -83,6 +85,9 @@ impl Runtime {
     /// Removes an image (or only one of its tags, when it has several); its layers go when no
     /// other image and no container still uses them.
     pub async fn remove_image(self: &Arc<Self>, spec: &str) -> Result<()> {
+        // No pull may be between finding a layer or blob present and recording its image while
+        // this decides what is unused and deletes it.
+        let _gc = self.image_gc.write().await;
         let Some(img) = self.images.find(spec) else {
             return Ok(());
         };
@@ -123,12 +128,32 @@ impl Runtime {
             .into_iter()
             .filter(|c| !in_use.contains(c))
             .collect();
+        // Blobs go when no image left holds them (a container runs from the layers, not
+        // the blobs).
+        let held: HashSet<String> = self
+            .images
+            .list()
+            .into_iter()
+            .flat_map(|i| i.blobs)
+            .collect();
+        let unheld: Vec<String> = img
+            .blobs
+            .into_iter()
+            .filter(|b| !held.contains(b))
+            .collect();
         let snapshotter = self.snapshotter.clone();
         tokio::task::spawn_blocking(move || {
             for c in unused {
                 if let Ok(d) = crisp_snapshotter::digest::Digest::parse(&c) {
                     if let Err(e) = snapshotter.remove_committed(&d) {
                         tracing::warn!(layer = %c, error = %e, "removing layer");
+                    }
+                }
+            }
+            for b in unheld {
+                if let Ok(d) = crisp_snapshotter::digest::Digest::parse(&b) {
+                    if let Err(e) = snapshotter.content().remove(&d) {
+                        tracing::warn!(blob = %b, error = %e, "removing blob");
                     }
                 }
             }

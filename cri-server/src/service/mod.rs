@@ -62,6 +62,8 @@ pub struct Runtime {
     objects: Mutex<Objects>,
     /// Whether pods may have user namespaces (probed once, see `pod::userns::probe`).
     userns_supported: std::sync::OnceLock<bool>,
+    /// Pulls hold it shared, RemoveImage's deletion of layers and blobs exclusively.
+    image_gc: tokio::sync::RwLock<()>,
 }
 
 pub fn now_ns() -> i64 {
@@ -118,6 +120,7 @@ impl Runtime {
             puller,
             objects: Mutex::new(Objects::default()),
             userns_supported: std::sync::OnceLock::new(),
+            image_gc: tokio::sync::RwLock::new(()),
         });
         rt.recover().await?;
         let r = rt.clone();

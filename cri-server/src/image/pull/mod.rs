@@ -149,6 +149,7 @@ impl Puller {
             config,
             diff_ids,
             chain_ids,
+            layer_blobs: parts.layers.iter().map(|l| l.digest.clone()).collect(),
         })
     }
 
