@@ -49,6 +49,8 @@ pub struct PodMetrics {
     pub shim_count: usize,
     pub shim_rss_mib: f64,
     pub shim_rss_per_pod_mib: f64,
+    /// Proportional set size of the shims, per pod (shared binary pages counted once).
+    pub shim_pss_per_pod_mib: f64,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -140,6 +142,7 @@ pub async fn run(target: &Target<'_>, pods: usize) -> anyhow::Result<PodMetrics>
     let daemon_rss = procs::rss_kib(target.daemon_pid).unwrap_or(0);
     let shims = procs::find(target.shim_name, target.shim_marker);
     let shim_rss: u64 = shims.iter().filter_map(|&p| procs::rss_kib(p)).sum();
+    let shim_pss: u64 = shims.iter().filter_map(|&p| procs::pss_kib(p)).sum();
     eprintln!(
         "[{}] daemon RSS {} KiB, {} shims with {} KiB in total",
         target.name,
@@ -243,6 +246,7 @@ pub async fn run(target: &Target<'_>, pods: usize) -> anyhow::Result<PodMetrics>
         shim_count: shims.len(),
         shim_rss_mib: shim_rss as f64 / 1024.0,
         shim_rss_per_pod_mib: shim_rss as f64 / 1024.0 / pods.max(1) as f64,
+        shim_pss_per_pod_mib: shim_pss as f64 / 1024.0 / pods.max(1) as f64,
     })
 }
 

@@ -14,6 +14,18 @@ pub fn rss_kib(pid: i32) -> Option<u64> {
         .and_then(|kib| kib.parse().ok())
 }
 
+/// Pss of `pid` in KiB (`/proc/<pid>/smaps_rollup`): resident pages, each shared one divided
+/// by the number of processes mapping it. The shims of one runtime share their binary's pages,
+/// which RSS counts again for every shim; PSS adds up to what they take together.
+pub fn pss_kib(pid: i32) -> Option<u64> {
+    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    rollup
+        .lines()
+        .find_map(|line| line.strip_prefix("Pss:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+}
+
 fn cmdline(pid: i32) -> Option<Vec<String>> {
     let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     Some(

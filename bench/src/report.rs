@@ -20,7 +20,7 @@ pub struct Row {
 
 pub fn rows(crisp: Option<&Metrics>, containerd: Option<&Metrics>) -> Vec<Row> {
     type Get = fn(&Metrics) -> Option<f64>;
-    let defs: [(&str, &str, bool, Get); 13] = [
+    let defs: [(&str, &str, bool, Get); 14] = [
         ("pod+container start p50", "ms", true, |m| {
             Some(m.pods.as_ref()?.start_p50_ms)
         }),
@@ -50,6 +50,9 @@ pub fn rows(crisp: Option<&Metrics>, containerd: Option<&Metrics>) -> Vec<Row> {
         }),
         ("shim RSS per pod", "MiB", true, |m| {
             Some(m.pods.as_ref()?.shim_rss_per_pod_mib)
+        }),
+        ("shim PSS per pod", "MiB", true, |m| {
+            Some(m.pods.as_ref()?.shim_pss_per_pod_mib)
         }),
         ("image pull+unpack p50", "ms", true, |m| {
             Some(m.pull.as_ref()?.pull_p50_ms)
