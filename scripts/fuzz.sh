@@ -22,13 +22,20 @@ command -v cargo-fuzz >/dev/null || {
   echo "fuzz: cargo-fuzz missing (scripts/install-deps.sh installs it)" >&2
   exit 1
 }
-# --dev: fuzz/Cargo.toml's dev profile (crisp's code at opt-level 1, dependencies at 0, debug
-# assertions and overflow checks on). cargo fuzz's default, release with one codegen unit, took
-# twice as long to build here, and the build is most of this script's time in CI.
+# --dev: fuzz/Cargo.toml's dev profile (crisp's code and a few hot dependencies at opt-level 1,
+# the rest at 0; debug assertions and overflow checks on). cargo fuzz's default, release with one
+# codegen unit, took twice as long to build here, and the build is most of this script's time.
 flags=(-s none --dev --fuzz-dir fuzz)
-cargo fuzz build "${flags[@]}"
-
+# A workspace of its own, so test.sh's `cargo fmt --all` does not see it.
+cargo fmt --check --manifest-path fuzz/Cargo.toml
 scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+echo "fuzz: building the targets"
+if ! cargo fuzz build "${flags[@]}" >"$scratch/build.log" 2>&1; then
+  cat "$scratch/build.log" >&2
+  exit 1
+fi
+
 # The unpack targets create and remove a directory tree per input: tmpfs is much faster.
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then
   sandboxes=$(mktemp -d -p /dev/shm crisp-fuzz.XXXXXX)
