@@ -30,3 +30,7 @@ command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; 
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
+# scripts/fuzz.sh: cargo-fuzz runs the libFuzzer targets in fuzz/ (on stable Rust, -s none).
+if ! cargo fuzz --version 2>/dev/null | grep -qx 'cargo-fuzz 0.13.2'; then
+  cargo install --locked cargo-fuzz --version 0.13.2
+fi

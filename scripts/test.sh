@@ -9,4 +9,6 @@ scripts/validate-manifests.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --quiet
+# Bounded fuzzing of the reference parser, the layer unpacker and the spec builder (FUZZ_SECONDS).
+scripts/fuzz.sh
 cargo nextest run --workspace --no-fail-fast "$@"

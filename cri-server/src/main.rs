@@ -2,22 +2,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use crisp_cri_server::{config, daemon, image, logging};
 use std::path::PathBuf;
-
-mod cgroups;
-mod config;
-mod container;
-mod cri;
-mod daemon;
-mod error;
-mod ids;
-mod image;
-mod lock;
-mod logging;
-mod metrics;
-mod pod;
-mod service;
-mod store;
 
 #[derive(Parser)]
 #[command(

@@ -390,6 +390,12 @@ fn environment(c: &ContainerConfig, image: &ImageConfig) -> Result<Vec<String>> 
     }
     for e in &image.env {
         let (k, _) = e.split_once('=').unwrap_or((e, ""));
+        // The container's init sets each variable with std's set_var, which panics on these.
+        if k.is_empty() || e.contains('\0') {
+            return Err(Error::InvalidArgument(format!(
+                "the image has an invalid environment variable {e:?}"
+            )));
+        }
         put(&mut env, k, e.clone());
     }
     for kv in &c.envs {
@@ -774,6 +780,32 @@ mod tests {
             value: "x".into(),
         }];
         assert!(environment(&c, &image()).is_err());
+    }
+
+    #[test]
+    fn image_env_that_init_cannot_set_is_refused() {
+        // Found by fuzz/ (target spec): these reached the spec and panicked the container's init.
+        for bad in ["", "=x", "A\0=1", "A=\0"] {
+            let img = ImageConfig {
+                env: vec![bad.into()],
+                ..image()
+            };
+            assert!(
+                environment(&ContainerConfig::default(), &img).is_err(),
+                "{bad:?}"
+            );
+        }
+        let img = ImageConfig {
+            env: vec!["BARE".into()],
+            ..image()
+        };
+        assert_eq!(
+            environment(&ContainerConfig::default(), &img).unwrap(),
+            [
+                "BARE",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+            ]
+        );
     }
 
     #[test]
