@@ -16,6 +16,7 @@
 
 use arbitrary::Arbitrary;
 use crisp_cri_server::container::spec::{self, SpecInput};
+use crisp_cri_server::pod::userns::{IdMap, IdRange};
 use crisp_cri_server::pod::{SandboxRecord, SandboxState};
 use crisp_snapshotter::ImageConfig;
 use k8s_cri::v1 as cri;
@@ -37,6 +38,8 @@ struct Input {
     image: ImageIn,
     pod_sysctls: Vec<(String, String)>,
     pod_pidns: bool,
+    /// A pod with its own user namespace: (host base, length) of its one mapping.
+    pod_userns: Option<(u32, u32)>,
     pod_netns: bool,
     pod_ipcns: bool,
     pod_utsns: bool,
@@ -401,6 +404,18 @@ fn pod(f: &Fixture, i: &Input) -> SandboxRecord {
         utsns: ns(i.pod_utsns, "uts"),
         pidns: ns(i.pod_pidns, "pid"),
         pause_pid: 0,
+        userns: i.pod_userns.and_then(|_| ns(true, "user")),
+        idmap: i.pod_userns.map(|(host, len)| {
+            let r = vec![IdRange {
+                container: 0,
+                host,
+                len: len.max(1),
+            }];
+            IdMap {
+                uids: r.clone(),
+                gids: r,
+            }
+        }),
         cgroup_parent: "/crisp-fuzz".into(),
         owns_cgroup: false,
         ips: Vec::new(),
@@ -503,6 +518,7 @@ fuzz_target!(|input: Input| {
         rootfs: &f.rootfs,
         cgroups_path: input.cgroups_path.clone(),
         target_pidns: input.target_pidns.then_some(target),
+        image_volumes: &HashMap::new(),
     });
     if let Ok(s) = &built {
         check(&config, s);

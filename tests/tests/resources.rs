@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crisp_tests::cri::{
-    ContainerState, ExecSyncRequest, LinuxContainerConfig, LinuxContainerResources,
+    ContainerState, ExecSyncRequest, HugepageLimit, LinuxContainerConfig, LinuxContainerResources,
     UpdateContainerResourcesRequest,
 };
 use crisp_tests::{require_root, CriClient, Crispd, TestPod, BUSYBOX};
@@ -35,6 +35,11 @@ async fn read_in(client: &mut CriClient, id: &str, path: &str) -> anyhow::Result
         String::from_utf8_lossy(&r.stderr)
     );
     Ok(String::from_utf8_lossy(&r.stdout).trim().to_string())
+}
+
+/// The pod's cgroup below the hierarchy roots (crispd makes `<parent>/pod-<id prefix>`).
+fn pod_cgroup(crispd: &Crispd, pod_id: &str) -> String {
+    format!("{}/pod-{}", crispd.cgroup_name(), &pod_id[..12])
 }
 
 fn limited(mem: i64, quota: i64) -> LinuxContainerConfig {
@@ -95,6 +100,44 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         .and_then(|r| r.linux)
         .map(|l| l.memory_limit_in_bytes);
     assert_eq!(reported, Some(128 << 20));
+
+    // Hugepage limits: the hugetlb controller is wherever the host has it (on this hybrid
+    // host only in the cgroup2 hierarchy at /sys/fs/cgroup/unified).
+    let mut huge = pod.container("huge", &["sleep", "1000"])?;
+    let mut linux = limited(64 << 20, 0);
+    if let Some(r) = linux.resources.as_mut() {
+        r.hugepage_limits = vec![HugepageLimit {
+            page_size: "2MB".into(),
+            limit: 4 << 20,
+        }];
+    }
+    huge.linux = Some(linux);
+    let huge_id = pod.create(&mut client, huge).await?;
+    client.start_container(&huge_id).await?;
+    let cgroup = format!("{}/{huge_id}", pod_cgroup(crispd, &pod.id));
+    let v1_hugetlb = std::path::Path::new("/sys/fs/cgroup/hugetlb").exists();
+    let limit_file = if v2 {
+        Some(format!("/sys/fs/cgroup/{cgroup}/hugetlb.2MB.max"))
+    } else if v1_hugetlb {
+        Some(format!(
+            "/sys/fs/cgroup/hugetlb/{cgroup}/hugetlb.2MB.limit_in_bytes"
+        ))
+    } else {
+        // This CI host: hybrid, hugetlb only in the cgroup2 tree. The limit cannot be set
+        // through the v1 manager; the container must still run (kubelet sends hugepage limits
+        // for every container).
+        None
+    };
+    if let Some(f) = limit_file {
+        let limit = std::fs::read_to_string(&f)?;
+        assert_eq!(
+            limit.trim(),
+            (4u64 << 20).to_string(),
+            "hugetlb limit in {f}"
+        );
+    }
+    let (code, _) = crisp_tests::sh(&mut client, &huge_id, "true").await?;
+    assert_eq!(code, 0, "the container with hugepage limits runs");
 
     // A memory hog: `tail` buffers /dev/zero (no newline ever) until the OOM killer fires.
     let mut hog = pod.container("hog", &["tail", "/dev/zero"])?;

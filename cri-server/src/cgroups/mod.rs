@@ -28,6 +28,38 @@ pub fn hierarchies() -> Vec<PathBuf> {
         .collect()
 }
 
+/// Whether libcgroups can set hugepage limits here: always on a cgroup v2 host; on cgroup v1
+/// only if a v1 hierarchy has the hugetlb controller (a hybrid host may have it in its cgroup2
+/// tree alone, where the v1 manager cannot use it and refuses the limits).
+pub fn hugetlb_controllable() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return true;
+        };
+        let mut v1 = false;
+        let mut v1_hugetlb = false;
+        for l in mounts.lines() {
+            let Some((pre, post)) = l.split_once(" - ") else {
+                continue;
+            };
+            let mut fields = post.split(' ');
+            match fields.next() {
+                Some("cgroup") => {
+                    v1 = true;
+                    let superopts = fields.nth(1).unwrap_or("");
+                    v1_hugetlb |= superopts.split(',').any(|o| o == "hugetlb");
+                }
+                Some("cgroup2") if pre.split(' ').nth(4) == Some("/sys/fs/cgroup") => {
+                    return true;
+                }
+                _ => {}
+            }
+        }
+        !v1 || v1_hugetlb
+    })
+}
+
 /// `cgroup_path` joined onto `mount`, refusing anything that would climb out of it.
 fn under(mount: &Path, cgroup_path: &str) -> Option<PathBuf> {
     let rel = cgroup_path.trim_start_matches('/');

@@ -114,8 +114,21 @@ fn localhost(path: &str) -> Result<LinuxSeccomp> {
             "seccomp profile path {path:?} must be absolute"
         )));
     }
-    let text = std::fs::read(path)
-        .map_err(|e| Error::InvalidArgument(format!("reading seccomp profile {path}: {e}")))?;
+    // A regular file of bounded size: a FIFO or a device named here must not hang or fill
+    // crispd (Docker's default profile is about 20 KiB).
+    const MAX_PROFILE: u64 = 4 << 20;
+    let bad = |why: String| Error::InvalidArgument(format!("seccomp profile {path}: {why}"));
+    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    if meta.len() > MAX_PROFILE {
+        return Err(bad(format!("larger than {MAX_PROFILE} bytes")));
+    }
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_PROFILE), &mut text)
+        .map_err(|e| bad(e.to_string()))?;
     serde_json::from_slice(&text)
         .map_err(|e| Error::InvalidArgument(format!("invalid seccomp profile {path}: {e}")))
 }
@@ -153,5 +166,8 @@ mod tests {
         std::fs::write(f.path(), r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"}]}"#).unwrap();
         let l = for_container(&sc(ProfileType::Localhost, f.path().to_str().unwrap())).unwrap();
         assert!(l.is_some());
+        // Not a regular file: refused without reading (a FIFO would block, /dev/zero never ends).
+        let e = for_container(&sc(ProfileType::Localhost, "/dev/zero")).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
     }
 }

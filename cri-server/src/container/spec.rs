@@ -349,7 +349,17 @@ pub fn cgroup_resources(r: &LinuxContainerResources) -> Result<LinuxResources> {
         .cpu(cpu.build().map_err(spec_err)?)
         .memory(memory.build().map_err(spec_err)?);
     if !hugepages.is_empty() {
-        b = b.hugepage_limits(hugepages);
+        if crate::cgroups::hugetlb_controllable() {
+            b = b.hugepage_limits(hugepages);
+        } else if r.hugepage_limits.iter().any(|h| h.limit > 0) {
+            // kubelet sends a limit (0 when not requested) for every page size the node has;
+            // refusing them would fail every pod on such a host, as runc's v1 manager
+            // does not fail either.
+            tracing::warn!(
+                "hugepage limits not enforced: no cgroup v1 hierarchy has the hugetlb controller \
+                 on this host (hybrid layout with hugetlb only in the cgroup2 tree)"
+            );
+        }
     }
     if !r.unified.is_empty() {
         b = b.unified(r.unified.clone());
