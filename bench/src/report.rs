@@ -20,7 +20,7 @@ pub struct Row {
 
 pub fn rows(crisp: Option<&Metrics>, containerd: Option<&Metrics>) -> Vec<Row> {
     type Get = fn(&Metrics) -> Option<f64>;
-    let defs: [(&str, &str, bool, Get); 14] = [
+    let defs: [(&str, &str, bool, Get); 15] = [
         ("pod+container start p50", "ms", true, |m| {
             Some(m.pods.as_ref()?.start_p50_ms)
         }),
@@ -59,6 +59,9 @@ pub fn rows(crisp: Option<&Metrics>, containerd: Option<&Metrics>) -> Vec<Row> {
         }),
         ("image pull+unpack max", "ms", true, |m| {
             Some(m.pull.as_ref()?.pull_max_ms)
+        }),
+        ("2nd image, shared base, pull p50", "ms", true, |m| {
+            Some(m.pull.as_ref()?.shared_base_pull_p50_ms)
         }),
         ("pull throughput at p50", "MiB/s", false, |m| {
             Some(m.pull.as_ref()?.pull_mib_per_s)

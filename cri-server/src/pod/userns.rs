@@ -98,11 +98,13 @@ impl IdMap {
     }
 }
 
+/// `None` for an id outside the ranges, or one whose host id would overflow (`from_cri` refuses
+/// such ranges; a record edited on disk could still hold one).
 fn to_host(ranges: &[IdRange], id: u32) -> Option<u32> {
     ranges
         .iter()
         .find(|r| id >= r.container && id - r.container < r.len)
-        .map(|r| r.host + (id - r.container))
+        .and_then(|r| r.host.checked_add(id - r.container))
 }
 
 fn ranges(kind: &str, cri: &[IdMapping]) -> Result<Vec<IdRange>> {
@@ -289,6 +291,21 @@ mod tests {
         assert_eq!(map.root(), Some((65536, 65536)));
         assert!(map.maps_uid(65535));
         assert!(!map.maps_uid(65536));
+    }
+
+    #[test]
+    fn overflowing_ranges_map_nothing() {
+        let r = vec![IdRange {
+            container: 0,
+            host: u32::MAX,
+            len: 10,
+        }];
+        let map = IdMap {
+            uids: r.clone(),
+            gids: r,
+        };
+        assert!(map.maps_uid(0));
+        assert!(!map.maps_uid(5));
     }
 
     #[test]
