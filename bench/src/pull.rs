@@ -129,7 +129,7 @@ impl Rng {
 const MIB: usize = 1024 * 1024;
 
 /// The files of each added layer: a mix of a few large incompressible files, large text files
-/// and many small files (unpack cost per file), about 210 MiB unpacked in 6 layers (the issue
+/// and many small files (unpack cost per file), about 200 MiB (210 MB) unpacked in 6 layers (the issue
 /// asks for an image of at least 200 MB in at least 5 layers).
 fn layer_files(rng: &mut Rng) -> Vec<Vec<(String, Vec<u8>)>> {
     let mut layers = Vec::new();
@@ -168,7 +168,7 @@ fn layer_files(rng: &mut Rng) -> Vec<Vec<(String, Vec<u8>)>> {
     // 4: more binaries.
     layers.push(vec![(
         "opt/app/lib/libml.so".to_string(),
-        rng.bytes(40 * MIB),
+        rng.bytes(56 * MIB),
     )]);
     // 5: data files, compressible.
     layers.push(
