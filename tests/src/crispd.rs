@@ -241,6 +241,28 @@ impl Crispd {
         Ok(connect(&self.socket()).await?)
     }
 
+    /// `crispd images import FILE` on this instance's root and state (through its import dir
+    /// while it runs); fails with the command's stderr.
+    pub fn images_import(&self, file: &Path) -> anyhow::Result<()> {
+        let out = Command::new(crate::bin_path("crispd"))
+            .arg("--root")
+            .arg(self.root())
+            .arg("--state")
+            .arg(self.state())
+            .args(["images", "import"])
+            .arg(file)
+            .output()
+            .context("running crispd images import")?;
+        if !out.status.success() {
+            bail!(
+                "crispd images import {} failed: {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
     /// A crispd command line for this instance's config, root and state but
     /// the given socket, for tests that start extra instances themselves.
     pub fn command(&self, socket: &Path) -> Command {

@@ -3,8 +3,7 @@
 //! written is ever used, and kubelet pulls the image again.
 
 use crisp_tests::cri::{ImageSpec, ImageStatusRequest};
-use crisp_tests::{bin_path, layered_image, require_root, wait_until, Crispd, Entry};
-use std::process::Command;
+use crisp_tests::{layered_image, require_root, wait_until, Crispd, Entry};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,15 +29,7 @@ async fn check(crispd: &mut Crispd) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let layout = dir.path().join("durable");
     layered_image(&layout, "v1", &[vec![Entry::File("etc/durable", b"x\n")]])?;
-    let out = Command::new(bin_path("crispd"))
-        .arg("--root")
-        .arg(crispd.root())
-        .arg("--state")
-        .arg(crispd.state())
-        .args(["images", "import"])
-        .arg(&layout)
-        .output()?;
-    anyhow::ensure!(out.status.success(), "import: {out:?}");
+    crispd.images_import(&layout)?;
     let mut client = crispd.client().await?;
     let id = client.pull("durable:v1").await?;
 

@@ -2,9 +2,8 @@
 //! layers) and unpacked layers go, except what another image still holds.
 
 use crisp_tests::cri::{ImageSpec, RemoveImageRequest};
-use crisp_tests::{bin_path, layered_image, require_root, Crispd, Entry, BUSYBOX};
+use crisp_tests::{layered_image, require_root, Crispd, Entry, BUSYBOX};
 use std::collections::HashSet;
-use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_removal() {
@@ -33,15 +32,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let layout = dir.path().join("removable");
     let built = layered_image(&layout, "v1", &[vec![Entry::File("etc/removable", b"x\n")]])?;
-    let out = Command::new(bin_path("crispd"))
-        .arg("--root")
-        .arg(crispd.root())
-        .arg("--state")
-        .arg(crispd.state())
-        .args(["images", "import"])
-        .arg(&layout)
-        .output()?;
-    anyhow::ensure!(out.status.success(), "import: {out:?}");
+    crispd.images_import(&layout)?;
     let id = client.pull("removable:v1").await?;
     let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
     let top_blob = hex(built.layers.last().map(String::as_str).unwrap_or_default());

@@ -3,8 +3,7 @@
 //! RemoveImage while a container still has them mounted; nothing stays mounted on the host.
 
 use crisp_tests::cri::{ImageSpec, Mount, RemoveImageRequest};
-use crisp_tests::{bin_path, layered_image, require_root, sh, Crispd, Entry, TestPod, BUSYBOX};
-use std::process::Command;
+use crisp_tests::{layered_image, require_root, sh, Crispd, Entry, TestPod, BUSYBOX};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_volumes() {
@@ -44,15 +43,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
             ],
         ],
     )?;
-    let out = Command::new(bin_path("crispd"))
-        .arg("--root")
-        .arg(crispd.root())
-        .arg("--state")
-        .arg(crispd.state())
-        .args(["images", "import"])
-        .arg(&layout)
-        .output()?;
-    anyhow::ensure!(out.status.success(), "import: {out:?}");
+    crispd.images_import(&layout)?;
 
     let mut client = crispd.client().await?;
     client.pull(BUSYBOX).await?;
