@@ -15,7 +15,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use crisp_cri_server::container::spec::{self, SpecInput};
+use crisp_cri_server::container::spec::{self, SpecInput, DEFAULT_CAPS};
 use crisp_cri_server::pod::userns::{IdMap, IdRange};
 use crisp_cri_server::pod::{SandboxRecord, SandboxState};
 use crisp_snapshotter::ImageConfig;
@@ -163,22 +163,6 @@ const CAPS: &[&str] = &[
     "CAP_",
     "SETUID",
     "AUDIT_READ",
-];
-const DEFAULT_CAPS: &[Capability] = &[
-    Capability::Chown,
-    Capability::DacOverride,
-    Capability::Fsetid,
-    Capability::Fowner,
-    Capability::Mknod,
-    Capability::NetRaw,
-    Capability::Setgid,
-    Capability::Setuid,
-    Capability::Setfcap,
-    Capability::Setpcap,
-    Capability::NetBindService,
-    Capability::SysChroot,
-    Capability::Kill,
-    Capability::AuditWrite,
 ];
 const LEGACY: &[&str] = &[
     "unconfined",

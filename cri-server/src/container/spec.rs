@@ -30,7 +30,7 @@ pub struct SpecInput<'a> {
 }
 
 /// Docker's default capability set, which containerd and CRI-O also grant.
-const DEFAULT_CAPS: &[Capability] = &[
+pub const DEFAULT_CAPS: &[Capability] = &[
     Capability::Chown,
     Capability::DacOverride,
     Capability::Fsetid,
