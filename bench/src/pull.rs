@@ -192,6 +192,14 @@ fn layer_files(rng: &mut Rng) -> Vec<Vec<(String, Vec<u8>)>> {
     layers
 }
 
+/// A layer's tar entries for its files.
+fn entries(files: &[(String, Vec<u8>)]) -> Vec<Entry<'_>> {
+    files
+        .iter()
+        .map(|(p, d)| Entry::File(p.as_str(), d.as_slice()))
+        .collect()
+}
+
 impl PullSetup {
     /// Builds the image under `dir`, starts the registry, pushes the image and writes the
     /// hosts dir.
@@ -200,34 +208,15 @@ impl PullSetup {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let files = layer_files(&mut rng);
         let uncompressed_bytes: u64 = files.iter().flatten().map(|(_, d)| d.len() as u64).sum();
-        let layers: Vec<Vec<Entry>> = files
-            .iter()
-            .map(|l| {
-                l.iter()
-                    .map(|(p, d)| Entry::File(p.as_str(), d.as_slice()))
-                    .collect()
-            })
-            .collect();
+        let layers: Vec<Vec<Entry>> = files.iter().map(|l| entries(l)).collect();
         let built = layered_image(&layout, "v1", &layers).context("building the pull image")?;
         // v2: an application update on top (deterministic tars: the shared layers' digests
         // are the same blobs as v1's).
         let update: Vec<(String, Vec<u8>)> = (0..50)
             .map(|i| (format!("app/static/v2/asset{i}"), rng.text(64 * 1024)))
             .collect();
-        let mut layers_v2: Vec<Vec<Entry>> = files
-            .iter()
-            .map(|l| {
-                l.iter()
-                    .map(|(p, d)| Entry::File(p.as_str(), d.as_slice()))
-                    .collect()
-            })
-            .collect();
-        layers_v2.push(
-            update
-                .iter()
-                .map(|(p, d)| Entry::File(p.as_str(), d.as_slice()))
-                .collect(),
-        );
+        let mut layers_v2: Vec<Vec<Entry>> = files.iter().map(|l| entries(l)).collect();
+        layers_v2.push(entries(&update));
         let layout_v2 = dir.join("images/big-v2");
         let built_v2 =
             layered_image(&layout_v2, "v2", &layers_v2).context("building the second image")?;

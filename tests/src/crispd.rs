@@ -242,25 +242,9 @@ impl Crispd {
     }
 
     /// `crispd images import FILE` on this instance's root and state (through its import dir
-    /// while it runs); fails with the command's stderr.
-    pub fn images_import(&self, file: &Path) -> anyhow::Result<()> {
-        let out = Command::new(crate::bin_path("crispd"))
-            .arg("--root")
-            .arg(self.root())
-            .arg("--state")
-            .arg(self.state())
-            .args(["images", "import"])
-            .arg(file)
-            .output()
-            .context("running crispd images import")?;
-        if !out.status.success() {
-            bail!(
-                "crispd images import {} failed: {}",
-                file.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
+    /// while it runs); its stdout.
+    pub fn images_import(&self, file: &Path) -> anyhow::Result<String> {
+        images_import(&self.root(), &self.state(), file)
     }
 
     /// A crispd command line for this instance's config, root and state but
@@ -508,4 +492,26 @@ fn random_id() -> anyhow::Result<String> {
     let mut bytes = [0u8; 4];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("getrandom: {e}"))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `crispd --root ROOT --state STATE images import FILE`; its stdout, or an error with its
+/// stderr.
+pub fn images_import(root: &Path, state: &Path, file: &Path) -> anyhow::Result<String> {
+    let out = Command::new(crate::bin_path("crispd"))
+        .arg("--root")
+        .arg(root)
+        .arg("--state")
+        .arg(state)
+        .args(["images", "import"])
+        .arg(file)
+        .output()
+        .context("running crispd images import")?;
+    if !out.status.success() {
+        bail!(
+            "crispd images import {} failed: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -52,7 +52,7 @@ mod wait;
 pub use bins::{bin_path, repo_root, target_dir};
 pub use cleanup::teardown_dir;
 pub use cri_log::{parse_cri_log, parse_cri_log_line, validate_cri_log_line, CriLogLine};
-pub use crispd::{Crispd, BLACKHOLE_REGISTRY};
+pub use crispd::{images_import, Crispd, BLACKHOLE_REGISTRY};
 pub use image::busybox_layout;
 pub use layout::{layered_image, multi_arch_index, BuiltImage, Entry};
 pub use pod::{expect_code, sh, with_sc, TestPod, BUSYBOX};

@@ -220,14 +220,22 @@ impl Runtime {
             terminal: rec.config.tty,
         };
         let created = shim.create(&dir.bundle(), &stdio).await;
-        // The container's mount namespace holds its own references by now.
-        let bundle = dir.bundle();
-        tokio::task::spawn_blocking(move || {
-            idmapped_binds::release(&bundle);
-            image_volumes::release(&bundle);
-        })
-        .await
-        .map_err(|e| Error::internal("releasing staged mounts", e))?;
+        let staged = pod.userns.is_some()
+            || rec
+                .config
+                .mounts
+                .iter()
+                .any(|m| image_volumes::image_of(m).is_some());
+        if staged {
+            // The container's mount namespace holds its own references by now.
+            let bundle = dir.bundle();
+            tokio::task::spawn_blocking(move || {
+                idmapped_binds::release(&bundle);
+                image_volumes::release(&bundle);
+            })
+            .await
+            .map_err(|e| Error::internal("releasing staged mounts", e))?;
+        }
         Ok((shim, created?))
     }
 

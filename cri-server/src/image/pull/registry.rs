@@ -422,7 +422,9 @@ fn client_identity(ep: &Endpoint) -> Result<Option<Vec<u8>>, String> {
     Ok(Some(pem))
 }
 
-fn chain_msg(e: &dyn std::error::Error) -> String {
+/// An error with its causes: reqwest's and rustls' Display hides them (connection refused,
+/// the TLS reason).
+pub(super) fn chain_msg(e: &dyn std::error::Error) -> String {
     let mut m = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {

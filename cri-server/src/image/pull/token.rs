@@ -6,6 +6,7 @@
 //! the basic-auth password instead. The access token then goes to the registry client as a
 //! bearer token, so the rest of the pull is unchanged.
 
+use super::registry::chain_msg;
 use std::time::Duration;
 
 use oci_client::secrets::RegistryAuth;
@@ -121,7 +122,7 @@ pub async fn exchange(
         .timeout(TIMEOUT)
         .send()
         .await
-        .map_err(|e| TokenError::Unavailable(format!("GET {probe}: {}", chain(&e))))?;
+        .map_err(|e| TokenError::Unavailable(format!("GET {probe}: {}", chain_msg(&e))))?;
     if resp.status().is_success() {
         // An open registry: nothing to exchange.
         return Ok(RegistryAuth::Anonymous);
@@ -165,7 +166,7 @@ pub async fn exchange(
         .form(&form)
         .send()
         .await
-        .map_err(|e| TokenError::Unavailable(format!("POST {realm}: {}", chain(&e))))?;
+        .map_err(|e| TokenError::Unavailable(format!("POST {realm}: {}", chain_msg(&e))))?;
     let status = resp.status().as_u16();
     let resp = if matches!(status, 400 | 401 | 404 | 405) {
         // Token servers without OAuth2 POST support (GCR answered 404, Artifactory 401, ACR
@@ -185,7 +186,7 @@ pub async fn exchange(
             .basic_auth("", Some(refresh))
             .send()
             .await
-            .map_err(|e| TokenError::Unavailable(format!("GET {realm}: {}", chain(&e))))?
+            .map_err(|e| TokenError::Unavailable(format!("GET {realm}: {}", chain_msg(&e))))?
     } else {
         resp
     };
@@ -206,24 +207,15 @@ pub async fn exchange(
         });
     }
     let parsed: TokenResponse = resp.json().await.map_err(|e| {
-        TokenError::Unavailable(format!("token server {realm}: bad answer: {}", chain(&e)))
+        TokenError::Unavailable(format!(
+            "token server {realm}: bad answer: {}",
+            chain_msg(&e)
+        ))
     })?;
     let token = parsed.into_token().ok_or_else(|| {
         TokenError::Unavailable(format!("token server {realm}: answer has no token"))
     })?;
     Ok(RegistryAuth::Bearer(token))
-}
-
-/// reqwest's Display hides the cause chain (connection refused, TLS); show it.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut m = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        m.push_str(": ");
-        m.push_str(&s.to_string());
-        src = s.source();
-    }
-    m
 }
 
 #[cfg(test)]
