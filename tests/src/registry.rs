@@ -270,19 +270,7 @@ impl TestRegistry {
                 "san.ext",
             ],
         ];
-        for args in steps {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(d)
-                .output()
-                .context("running openssl")?;
-            if !out.status.success() {
-                bail!(
-                    "openssl {args:?} failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
+        openssl(d, &steps)?;
         Ok(())
     }
 
@@ -325,19 +313,7 @@ impl TestRegistry {
         ];
         // Extensions make it an X.509 v3 certificate; rustls refuses v1 ones.
         fs::write(d.join("client.ext"), "extendedKeyUsage=clientAuth\n")?;
-        for args in steps {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(d)
-                .output()
-                .context("running openssl")?;
-            if !out.status.success() {
-                bail!(
-                    "openssl {args:?} failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
+        openssl(d, &steps)?;
         let skopeo = d.join("skopeo-certs");
         fs::create_dir_all(&skopeo)?;
         fs::copy(d.join("client.pem"), skopeo.join("client.cert"))?;
@@ -514,4 +490,22 @@ pub fn corrupt(path: &Path) -> anyhow::Result<()> {
 pub fn restore(path: &Path) -> anyhow::Result<()> {
     fs::rename(path.with_extension("orig"), path)
         .with_context(|| format!("restoring {}", path.display()))
+}
+
+/// Runs `openssl` once per argument list in `dir`; fails with its stderr.
+pub(crate) fn openssl(dir: &Path, steps: &[&[&str]]) -> anyhow::Result<()> {
+    for args in steps {
+        let out = Command::new("openssl")
+            .args(*args)
+            .current_dir(dir)
+            .output()
+            .context("running openssl")?;
+        if !out.status.success() {
+            bail!(
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    Ok(())
 }

@@ -62,8 +62,9 @@ impl TokenServer {
         push_basic: &str,
         refuse_post: bool,
     ) -> anyhow::Result<TokenServer> {
-        let out = Command::new("openssl")
-            .args([
+        crate::registry::openssl(
+            dir,
+            &[&[
                 "req",
                 "-x509",
                 "-newkey",
@@ -77,16 +78,8 @@ impl TokenServer {
                 "1",
                 "-subj",
                 "/CN=crisp-test-token",
-            ])
-            .current_dir(dir)
-            .output()
-            .context("running openssl")?;
-        if !out.status.success() {
-            bail!(
-                "openssl req failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+            ]],
+        )?;
         // x5c is the certificate's DER in standard base64: the PEM body.
         let pem = std::fs::read_to_string(dir.join("token.pem"))?;
         let x5c: String = pem
