@@ -1,13 +1,28 @@
-//! Crash-safe file replacement: state that must survive a SIGKILL at any instant is written to a
-//! temporary sibling, fsynced, and renamed over the target, so a reader sees the old or the new
-//! content, never a torn one.
+//! Crash-safe file replacement: a reader sees the old or the new content, never a torn one.
+//!
+//! Two strengths. [`replace`] survives the death of any process at any instant (the page
+//! cache outlives it) and is what state that only has to outlive crispd, the shim or a plugin
+//! needs. [`write_atomic`] also survives a machine crash, at the price of two fsyncs, each of
+//! which can cost milliseconds: it is for state that still means something after a reboot and
+//! is written rarely.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
 
-/// Writes `bytes` to `path` atomically (same-directory temp file + fsync + rename + dir fsync).
+/// Writes `bytes` to `path` atomically and durably (same-directory temp file + fsync + rename +
+/// directory fsync).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_via_temp(path, bytes, true)
+}
+
+/// Writes `bytes` to `path` atomically (same-directory temp file + rename), not durably: after
+/// a machine crash the file may hold its old content.
+pub fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_via_temp(path, bytes, false)
+}
+
+fn write_via_temp(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
@@ -21,10 +36,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let result = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        // The rename is only durable once the directory entry is.
-        File::open(dir)?.sync_all()
+        if durable {
+            // The rename is only durable once the directory entry is.
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -44,6 +64,8 @@ mod tests {
         write_atomic(&p, b"one").unwrap();
         write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
+        replace(&p, b"three").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"three");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
         fs::remove_dir_all(&dir).unwrap();
     }

@@ -29,7 +29,8 @@ impl ExitRecord {
     pub fn store(&self, path: &Path) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(self)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        crate::atomic_file::write_atomic(path, &bytes)
+        // In the state dir: it has to outlive the shim and crispd, not the machine.
+        crate::atomic_file::replace(path, &bytes)
     }
 }
 

@@ -12,6 +12,8 @@ use crate::procs;
 
 /// How many clients the throughput phase runs at once.
 pub const CONCURRENCY: usize = 10;
+/// The pause before each timed ExecSync (see phase 3 of [`run`]).
+const PROBE_GAP: Duration = Duration::from_millis(200);
 
 /// One runtime under test.
 pub struct Target<'a> {
@@ -151,11 +153,15 @@ pub async fn run(target: &Target<'_>, pods: usize) -> anyhow::Result<PodMetrics>
         shim_rss
     );
 
-    // 3. ExecSync latency, round-robin over the running containers.
+    // 3. ExecSync latency, round-robin over the running containers, spaced like probes
+    // (kubelet's come every few seconds, never back to back). Back-to-back calls would hide
+    // costs that a real probe pays: the kernel keeps cgroup migration cheap for a grace
+    // period after the last one, so only the first of a burst pays for the RCU grace period.
     eprintln!("[{}] {pods} x ExecSync true", target.name);
     let mut exec_ms = Vec::with_capacity(pods);
     for i in 0..pods {
         let container = &started[i % started.len()].container;
+        tokio::time::sleep(PROBE_GAP).await;
         let begin = Instant::now();
         let response = client
             .runtime

@@ -265,6 +265,7 @@ async fn bench(
         }
         drive::remove_all_pods(&run.crisp_socket()).await;
         run.stop_daemon(true);
+        keep_log(&opts.out, "crispd.log", &run.crispd_log());
     }
 
     if opts.only != Some(Only::Crisp) {
@@ -290,10 +291,20 @@ async fn bench(
                 }
                 drive::remove_all_pods(&run.containerd_socket()).await;
                 run.stop_daemon(false);
+                keep_log(&opts.out, "containerd.log", &run.containerd_log());
             }
         }
     }
     Ok(())
+}
+
+/// The daemon's log goes next to bench.json: the run's directory is removed at the end, and
+/// the log (with `CRISP_LOG=debug`, timestamps per step) is what explains a figure.
+fn keep_log(out: &Path, name: &str, text: &str) {
+    if let Err(e) = std::fs::create_dir_all(out).and_then(|()| std::fs::write(out.join(name), text))
+    {
+        eprintln!("keeping {name} in {}: {e}", out.display());
+    }
 }
 
 fn tail(text: &str, lines: usize) -> String {

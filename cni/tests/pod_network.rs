@@ -461,7 +461,16 @@ fn crisp_bridge_pods_reach_each_other_and_del_cleans_up() {
     assert!(ns1.ping(&net.gateway().to_string()), "pod1 -> gateway");
 
     rt.check(&p1).unwrap();
-    assert!(!TestNet::rules_with(&id1).is_empty());
+    // No hostPorts: the pods have no rules of their own, their network has its masquerade and
+    // forward rules, once.
+    assert_eq!(TestNet::rules_with(&id1), Vec::<String>::new());
+    let network_tag = format!("crisp:{}:subnet:", net.name);
+    let network_rules = TestNet::rules_with(&network_tag);
+    assert_eq!(network_rules.len(), 3, "{network_rules:#?}");
+    assert!(
+        network_rules.iter().any(|r| r.contains("MASQUERADE")),
+        "{network_rules:#?}"
+    );
     let lease_dir = net.data_dir().join(&net.name);
     assert!(lease_dir.join(ip1.to_string()).exists());
     let cache = crisp_cni::runtime::cache_file(&net.cache_dir(), &net.name, &id1, "eth0");
@@ -479,12 +488,22 @@ fn crisp_bridge_pods_reach_each_other_and_del_cleans_up() {
     rt.del(&p1).unwrap(); // twice is fine
     assert!(rt.check(&p1).is_err());
     assert!(ns2.ping(&net.gateway().to_string()), "pod2 unaffected");
+    assert_eq!(
+        TestNet::rules_with(&network_tag),
+        network_rules,
+        "the network's rules went with a pod that was not its last"
+    );
 
     // DEL after the netns vanished.
     ns2.delete();
     rt.del(&p2).unwrap();
     assert_eq!(TestNet::rules_with(&id2), Vec::<String>::new());
     assert!(!lease_dir.join(ip2.to_string()).exists());
+    assert_eq!(
+        TestNet::rules_with(&network_tag),
+        Vec::<String>::new(),
+        "the network's last DEL left its rules"
+    );
     rt.del(&p2).unwrap();
 
     // DEL of an id never added.

@@ -65,7 +65,9 @@ pub async fn run(cfg: Config, reload: Reload) -> Result<()> {
             .with_context(|| format!("serving metrics on {addr}"))?;
         tracing::info!(addr = %bound, "metrics at http://{bound}/metrics");
     }
-    let cri = Cri { runtime };
+    let cri = Cri {
+        runtime: runtime.clone(),
+    };
 
     // We hold the socket lock, so whatever is at the path is a stale socket of a dead crispd.
     match std::fs::remove_file(&cfg.socket) {
@@ -90,6 +92,7 @@ pub async fn run(cfg: Config, reload: Reload) -> Result<()> {
         .await
         .context("serving CRI")?;
     let _ = std::fs::remove_file(&cfg.socket);
+    runtime.flush_records();
     tracing::info!("crispd stopped; containers keep running under their shims");
     Ok(())
 }

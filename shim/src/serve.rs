@@ -18,11 +18,9 @@ pub fn serve(id: &str, dir: &Path, socket: &Path) -> Result<()> {
     let dir = ShimDir::new(dir, socket);
     std::fs::create_dir_all(dir.path())
         .with_context(|| format!("creating {}", dir.path().display()))?;
-    crisp_api::atomic_file::write_atomic(
-        &dir.pid_file(),
-        std::process::id().to_string().as_bytes(),
-    )
-    .context("writing the shim pid file")?;
+    // In the state dir, which means nothing after a reboot: no fsync.
+    crisp_api::atomic_file::replace(&dir.pid_file(), std::process::id().to_string().as_bytes())
+        .context("writing the shim pid file")?;
     init_tracing();
     let _span = tracing::info_span!("shim", container = %id).entered();
     // Blocked before any thread exists, so every thread inherits the mask and only the

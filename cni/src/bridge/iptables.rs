@@ -6,8 +6,17 @@
 //! - shared chains, created on first use and never removed (like the reference plugins'):
 //!   `nat CRISP-POSTROUTING` (jumped to from `POSTROUTING`), `nat CRISP-HOSTPORTS` (from
 //!   `PREROUTING` and `OUTPUT` for local destinations), `filter CRISP-FORWARD` (from `FORWARD`);
-//! - per-pod rules appended to those chains, each tagged with the comment
-//!   `crisp:<network>:<container id>:<ifname>` so DEL deletes exactly them.
+//! - per-network rules (masquerade for traffic leaving the subnet, forward-accept to and from
+//!   it), tagged `crisp:<network>:subnet:<cidr>`: installed by the network's first ADD and
+//!   removed by the DEL that releases its last address. A stamp file in the network's IPAM
+//!   directory (boot id + the rules) tells later ADDs they are in place, so a pod without
+//!   hostPorts runs no iptables at all: each run costs milliseconds of exec and the dump grows
+//!   with every rule, which made iptables most of a pod's start. (An operator who flushes the
+//!   host's tables by hand while pods run removes their masquerade too; CNI CHECK reports it
+//!   and the network's next first ADD puts it back.)
+//! - per-pod rules, only for hostPorts (DNAT and the masquerades that loopback and hairpin
+//!   connections need), each tagged `crisp:<network>:<container id>:<ifname>` so DEL deletes
+//!   exactly them.
 //!
 //! Every change is one `iptables-restore --noflush` transaction; all of them run under an
 //! exclusive `flock` on [`LOCK_PATH`], which serialises concurrent plugin runs (chain creation
@@ -15,6 +24,7 @@
 
 use std::io::Write;
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::ipam::Ipv4Net;
@@ -45,21 +55,37 @@ pub fn tag(network: &str, id: &str, ifname: &str) -> String {
     format!("crisp:{network}:{id}:{ifname}")
 }
 
-/// The pod's rules as `iptables-restore` lines per table: (nat, filter).
-pub fn pod_rules(
-    tag: &str,
-    ip: Ipv4Addr,
-    subnet: Ipv4Net,
-    masq: bool,
-    ports: &[PortMap],
-) -> Result<(Vec<String>, Vec<String>), String> {
+/// The tag of a network's own rules for `subnet`.
+pub fn network_tag(network: &str, subnet: Ipv4Net) -> String {
+    format!("{}{subnet}", network_tag_prefix(network))
+}
+
+/// What the tags of a network's own rules start with, whatever their subnet (the network may
+/// have moved to another range while pods of the old one ran).
+fn network_tag_prefix(network: &str) -> String {
+    format!("crisp:{network}:subnet:")
+}
+
+/// The network's own rules as `iptables-restore` lines per table: (nat, filter).
+pub fn network_rules(tag: &str, subnet: Ipv4Net, masq: bool) -> (Vec<String>, Vec<String>) {
     let c = format!("-m comment --comment {tag}");
     let mut nat = Vec::new();
     if masq {
         nat.push(format!(
-            "-A {NAT_POSTROUTING} -s {ip}/32 ! -d {subnet} {c} -j MASQUERADE"
+            "-A {NAT_POSTROUTING} -s {subnet} ! -d {subnet} {c} -j MASQUERADE"
         ));
     }
+    let filter = vec![
+        format!("-A {FILTER_FORWARD} -s {subnet} {c} -j ACCEPT"),
+        format!("-A {FILTER_FORWARD} -d {subnet} {c} -j ACCEPT"),
+    ];
+    (nat, filter)
+}
+
+/// The pod's own rules (`nat` lines; none without hostPorts). An error names a bad mapping.
+pub fn pod_rules(tag: &str, ip: Ipv4Addr, ports: &[PortMap]) -> Result<Vec<String>, String> {
+    let c = format!("-m comment --comment {tag}");
+    let mut nat = Vec::new();
     let mut any_port = false;
     for p in ports {
         let proto = p.protocol.to_ascii_lowercase();
@@ -101,11 +127,7 @@ pub fn pod_rules(
             "-A {NAT_POSTROUTING} -s {ip}/32 -d {ip}/32 {c} -j MASQUERADE"
         ));
     }
-    let filter = vec![
-        format!("-A {FILTER_FORWARD} -s {ip}/32 {c} -j ACCEPT"),
-        format!("-A {FILTER_FORWARD} -d {ip}/32 {c} -j ACCEPT"),
-    ];
-    Ok((nat, filter))
+    Ok(nat)
 }
 
 struct Lock(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
@@ -177,10 +199,14 @@ fn ensure_shared(table: &str, saved: &str, chains: &[(&str, &str, &str)], script
     }
 }
 
-/// Installs the pod's rules (and the shared chains if missing). Rules left over by an earlier
-/// ADD with the same tag are replaced, so a retried ADD does not duplicate them.
-pub fn add_pod(tag: &str, nat: &[String], filter: &[String]) -> Result<(), String> {
+/// Installs the rules tagged `tag` (and the shared chains if missing). Rules left over with the
+/// same tag are replaced, so a retried ADD does not duplicate them.
+pub fn install(tag: &str, nat: &[String], filter: &[String]) -> Result<(), String> {
     let _l = lock()?;
+    install_locked(tag, nat, filter)
+}
+
+fn install_locked(tag: &str, nat: &[String], filter: &[String]) -> Result<(), String> {
     let saved_nat = save("nat")?;
     let saved_filter = save("filter")?;
     let mut setup = String::new();
@@ -206,7 +232,7 @@ pub fn add_pod(tag: &str, nat: &[String], filter: &[String]) -> Result<(), Strin
     let mut script = String::new();
     for (table, saved, rules) in [("nat", &saved_nat, nat), ("filter", &saved_filter, filter)] {
         let mut body = String::new();
-        for stale in tagged(saved, tag) {
+        for stale in tagged(saved, |t| t == tag) {
             body.push_str(&format!("-D{}\n", &stale[2..]));
         }
         for r in rules {
@@ -223,8 +249,60 @@ pub fn add_pod(tag: &str, nat: &[String], filter: &[String]) -> Result<(), Strin
     Ok(())
 }
 
-/// The `-A` lines of an `iptables-save` dump tagged with `tag`.
-fn tagged<'a>(saved: &'a str, tag: &str) -> Vec<&'a str> {
+/// The network's rules, installed unless `stamp` says this boot already has exactly them.
+pub fn ensure_network(
+    stamp: &Path,
+    tag: &str,
+    nat: &[String],
+    filter: &[String],
+) -> Result<(), String> {
+    let want = format!(
+        "{}\n{}\n{}\n",
+        boot_id()?,
+        nat.join("\n"),
+        filter.join("\n")
+    );
+    let _l = lock()?;
+    if std::fs::read_to_string(stamp).is_ok_and(|have| have == want) {
+        return Ok(());
+    }
+    install_locked(tag, nat, filter)?;
+    crisp_api::atomic_file::replace(stamp, want.as_bytes())
+        .map_err(|e| format!("writing {}: {e}", stamp.display()))
+}
+
+/// Removes every rule of `network` (all its subnets) and the stamp, if `unused()` says no pod
+/// is left. Asked under the lock, so an ADD racing with this either finds the rules gone and
+/// puts them back, or made its lease first and keeps them.
+pub fn remove_network_if_unused(
+    stamp: &Path,
+    network: &str,
+    unused: impl FnOnce() -> Result<bool, String>,
+) -> Result<(), String> {
+    let _l = lock()?;
+    if !unused()? {
+        return Ok(());
+    }
+    let prefix = network_tag_prefix(network);
+    remove_locked(|t| t.starts_with(&prefix))?;
+    match std::fs::remove_file(stamp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(format!("removing {}: {e}", stamp.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// This boot's id: a stamp from before a reboot describes rules that are gone.
+fn boot_id() -> Result<String, String> {
+    const PATH: &str = "/proc/sys/kernel/random/boot_id";
+    std::fs::read_to_string(PATH)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| format!("reading {PATH}: {e}"))
+}
+
+/// The `-A` lines of an `iptables-save` dump whose comment `matches`.
+fn tagged(saved: &str, matches: impl Fn(&str) -> bool) -> Vec<&str> {
     saved
         .lines()
         .map(str::trim)
@@ -232,7 +310,7 @@ fn tagged<'a>(saved: &'a str, tag: &str) -> Vec<&'a str> {
         .filter(|l| {
             let toks: Vec<&str> = l.split_whitespace().collect();
             toks.windows(2)
-                .any(|w| w[0] == "--comment" && w[1].trim_matches('"') == tag)
+                .any(|w| w[0] == "--comment" && matches(w[1].trim_matches('"')))
         })
         .collect()
 }
@@ -240,10 +318,14 @@ fn tagged<'a>(saved: &'a str, tag: &str) -> Vec<&'a str> {
 /// Deletes every rule tagged with `tag`; none is fine.
 pub fn remove_pod(tag: &str) -> Result<(), String> {
     let _l = lock()?;
+    remove_locked(|t| t == tag)
+}
+
+fn remove_locked(matches: impl Fn(&str) -> bool) -> Result<(), String> {
     let mut script = String::new();
     for table in ["nat", "filter"] {
         let saved = save(table)?;
-        let lines = tagged(&saved, tag);
+        let lines = tagged(&saved, &matches);
         if lines.is_empty() {
             continue;
         }
@@ -259,10 +341,10 @@ pub fn remove_pod(tag: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether any rule tagged `tag` exists (for CHECK).
-pub fn has_pod_rules(tag: &str) -> Result<bool, String> {
+/// Whether any rule tagged `tag` exists in `table` (for CHECK).
+pub fn has_rules(table: &str, tag: &str) -> Result<bool, String> {
     let _l = lock()?;
-    Ok(!tagged(&save("nat")?, tag).is_empty())
+    Ok(!tagged(&save(table)?, |t| t == tag).is_empty())
 }
 
 #[cfg(test)]
@@ -291,25 +373,18 @@ mod tests {
                 host_ip: "::1".into(),
             },
         ];
-        let (nat, filter) = pod_rules(
-            "crisp:n:abc:eth0",
-            "10.99.0.5".parse().unwrap(),
-            "10.99.0.0/24".parse().unwrap(),
-            true,
-            &ports,
-        )
-        .unwrap();
-        assert_eq!(nat.len(), 5, "{nat:#?}");
-        assert!(nat[0].contains("! -d 10.99.0.0/24"));
-        assert!(nat[1].contains("-p tcp -m tcp --dport 8080"));
-        assert!(nat[1].ends_with("--to-destination 10.99.0.5:80"));
-        assert!(nat[2].contains("-d 127.0.0.1/32 -p udp"));
-        assert_eq!(filter.len(), 2);
+        let nat = pod_rules("crisp:n:abc:eth0", "10.99.0.5".parse().unwrap(), &ports).unwrap();
+        assert_eq!(nat.len(), 4, "{nat:#?}");
+        assert!(nat[0].contains("-p tcp -m tcp --dport 8080"));
+        assert!(nat[0].ends_with("--to-destination 10.99.0.5:80"));
+        assert!(nat[1].contains("-d 127.0.0.1/32 -p udp"));
+        assert!(nat[2].contains("-s 127.0.0.0/8 -d 10.99.0.5/32"));
+        assert!(pod_rules("t", "10.99.0.5".parse().unwrap(), &[])
+            .unwrap()
+            .is_empty());
         assert!(pod_rules(
             "t",
             "10.99.0.5".parse().unwrap(),
-            "10.99.0.0/24".parse().unwrap(),
-            false,
             &[PortMap {
                 host_port: 1,
                 container_port: 1,
@@ -321,10 +396,25 @@ mod tests {
     }
 
     #[test]
+    fn builds_network_rules() {
+        let subnet = "10.99.0.0/24".parse().unwrap();
+        let tag = network_tag("n", subnet);
+        assert_eq!(tag, "crisp:n:subnet:10.99.0.0/24");
+        let (nat, filter) = network_rules(&tag, subnet, true);
+        assert_eq!(nat.len(), 1);
+        assert!(nat[0].contains("-s 10.99.0.0/24 ! -d 10.99.0.0/24"));
+        assert_eq!(filter.len(), 2);
+        assert!(network_rules(&tag, subnet, false).0.is_empty());
+    }
+
+    #[test]
     fn finds_tagged_lines_exactly() {
         let saved = "*nat\n:CRISP-POSTROUTING - [0:0]\n-A CRISP-POSTROUTING -s 10.0.0.2/32 -m comment --comment crisp:n:abc:eth0 -j MASQUERADE\n-A CRISP-POSTROUTING -s 10.0.0.3/32 -m comment --comment crisp:n:abcd:eth0 -j MASQUERADE\nCOMMIT\n";
-        let t = tagged(saved, "crisp:n:abc:eth0");
+        let t = tagged(saved, |t| t == "crisp:n:abc:eth0");
         assert_eq!(t.len(), 1);
         assert!(t[0].contains("10.0.0.2"));
+        let saved = "-A CRISP-FORWARD -s 10.0.0.0/24 -m comment --comment crisp:n:subnet:10.0.0.0/24 -j ACCEPT\n-A CRISP-FORWARD -s 10.1.0.0/24 -m comment --comment crisp:n:subnet:10.1.0.0/24 -j ACCEPT\n-A CRISP-FORWARD -s 10.2.0.0/24 -m comment --comment crisp:nn:subnet:10.2.0.0/24 -j ACCEPT\n";
+        let prefix = network_tag_prefix("n");
+        assert_eq!(tagged(saved, |t| t.starts_with(&prefix)).len(), 2);
     }
 }

@@ -21,6 +21,7 @@ use std::fs::File;
 use std::io::Read;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -288,18 +289,50 @@ fn require_basic(args: &Args) -> Result<(), PluginError> {
     Ok(())
 }
 
-/// Serialises ADD, CHECK and DEL of one attachment across plugin processes. A runtime killed
-/// during ADD leaves the plugin running; its successor's DEL must not run beside that ADD (it
-/// would remove the rules before the ADD writes them, leaking them).
-fn lock_attachment(
-    r: &Resolved,
-    conf: &NetConf,
-    args: &Args,
-) -> Result<nix::fcntl::Flock<File>, PluginError> {
-    let dir = r.data_dir.join(&conf.name).join("attachments");
-    std::fs::create_dir_all(&dir).map_err(io_fail(&format!("creating {}", dir.display())))?;
-    let path = dir.join(host_veth_name(&args.container_id, &args.ifname));
-    crate::ipam::lock_file(&path).map_err(io_fail(&format!("locking {}", path.display())))
+/// One attachment (container id + ifname) of a network: its lock file, which also records
+/// whether the attachment has per-pod iptables rules.
+struct Attachment {
+    lock: nix::fcntl::Flock<File>,
+    /// The lock file existed before this run: an earlier ADD that no DEL followed.
+    existed: bool,
+}
+
+/// What the attachment's lock file says about its per-pod rules.
+const NO_POD_RULES: &str = "no-pod-rules\n";
+const POD_RULES: &str = "pod-rules\n";
+
+impl Attachment {
+    /// Serialises ADD, CHECK and DEL of one attachment across plugin processes. A runtime
+    /// killed during ADD leaves the plugin running; its successor's DEL must not run beside
+    /// that ADD (it would remove the rules before the ADD writes them, leaking them).
+    fn lock(r: &Resolved, conf: &NetConf, args: &Args) -> Result<Attachment, PluginError> {
+        let dir = r.data_dir.join(&conf.name).join("attachments");
+        std::fs::create_dir_all(&dir).map_err(io_fail(&format!("creating {}", dir.display())))?;
+        let path = dir.join(host_veth_name(&args.container_id, &args.ifname));
+        let existed = path.exists();
+        let lock = crate::ipam::lock_file(&path)
+            .map_err(io_fail(&format!("locking {}", path.display())))?;
+        Ok(Attachment { lock, existed })
+    }
+
+    /// Whether the attachment is known to have no per-pod rules. Anything else (a pod with
+    /// hostPorts, an ADD that died half-way, an attachment made by an older crisp-bridge,
+    /// which tagged every pod's rules) means DEL must look for them.
+    fn has_no_pod_rules(&self) -> bool {
+        let mut buf = [0u8; 32];
+        self.lock
+            .read_at(&mut buf, 0)
+            .is_ok_and(|n| &buf[..n] == NO_POD_RULES.as_bytes())
+    }
+
+    /// Records what the attachment has; written before the rules go in, so a crash in between
+    /// leaves DEL looking for rules rather than skipping them.
+    fn record(&self, what: &str) -> Result<(), PluginError> {
+        let f: &File = &self.lock;
+        f.set_len(0)
+            .and_then(|()| f.write_all_at(what.as_bytes(), 0))
+            .map_err(io_fail("recording the attachment's rules"))
+    }
 }
 
 /// ADD.
@@ -307,7 +340,7 @@ pub fn cmd_add(args: &Args, conf: &NetConf) -> Result<CniResult, PluginError> {
     check_version(conf)?;
     require_basic(args)?;
     let r = resolve(conf)?;
-    let _attachment = lock_attachment(&r, conf, args)?;
+    let attachment = Attachment::lock(&r, conf, args)?;
     let netns_path = require_netns(args)?;
     let ns = File::open(netns_path).map_err(|e| {
         PluginError::new(
@@ -318,7 +351,7 @@ pub fn cmd_add(args: &Args, conf: &NetConf) -> Result<CniResult, PluginError> {
     let ports = &conf.runtime_config.port_mappings;
     // Validate the port mappings before changing anything.
     let tag = iptables::tag(&conf.name, &args.container_id, &args.ifname);
-    iptables::pod_rules(&tag, Ipv4Addr::UNSPECIFIED, r.subnet, false, ports)
+    iptables::pod_rules(&tag, Ipv4Addr::UNSPECIFIED, ports)
         .map_err(|e| PluginError::new(codes::INVALID_CONFIG, e))?;
 
     write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
@@ -331,32 +364,75 @@ pub fn cmd_add(args: &Args, conf: &NetConf) -> Result<CniResult, PluginError> {
         .allocate(&args.container_id, &args.ifname)
         .map_err(|e| PluginError::generic(format!("allocating an address: {e}")))?;
 
-    match setup_pod(args, conf, &r, &mut nl, &bridge, &ns, ip, &tag) {
+    let pod = PodAttachment {
+        args,
+        conf,
+        r: &r,
+        attachment: &attachment,
+        tag: &tag,
+    };
+    match setup_pod(&pod, &mut nl, &bridge, &ns, ip) {
         Ok(res) => Ok(res),
         Err(e) => {
             // Leave nothing behind for a failed ADD (the runtime may not call DEL).
-            let _ = iptables::remove_pod(&tag);
+            if !attachment.has_no_pod_rules() {
+                let _ = iptables::remove_pod(&tag);
+            }
             let host = host_veth_name(&args.container_id, &args.ifname);
             if let Ok(Some(l)) = nl.link_by_name(&host) {
                 let _ = nl.delete_link(l.index);
             }
             let _ = ipam.release(&args.container_id, Some(&args.ifname));
+            let _ = remove_network_rules_if_unused(&r, conf, &ipam);
             Err(e)
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn setup_pod(
-    args: &Args,
-    conf: &NetConf,
+/// What `setup_pod` works on.
+struct PodAttachment<'a> {
+    args: &'a Args,
+    conf: &'a NetConf,
+    r: &'a Resolved,
+    attachment: &'a Attachment,
+    /// The comment on the pod's own rules.
+    tag: &'a str,
+}
+
+/// Where a network records that this boot has its rules (see [`iptables`]): next to its
+/// leases.
+fn network_rules_stamp(r: &Resolved, conf: &NetConf) -> PathBuf {
+    r.data_dir.join(&conf.name).join("iptables.stamp")
+}
+
+/// The network's own rules go once its last address is released.
+fn remove_network_rules_if_unused(
     r: &Resolved,
+    conf: &NetConf,
+    ipam: &Ipam,
+) -> Result<(), PluginError> {
+    iptables::remove_network_if_unused(&network_rules_stamp(r, conf), &conf.name, || {
+        ipam.leases()
+            .map(|l| l.is_empty())
+            .map_err(|e| e.to_string())
+    })
+    .map_err(PluginError::generic)
+}
+
+fn setup_pod(
+    pod: &PodAttachment<'_>,
     nl: &mut Netlink,
     bridge: &Link,
     ns: &File,
     ip: Ipv4Addr,
-    tag: &str,
 ) -> Result<CniResult, PluginError> {
+    let PodAttachment {
+        args,
+        conf,
+        r,
+        attachment,
+        tag,
+    } = *pod;
     let host = host_veth_name(&args.container_id, &args.ifname);
     // A host end left by an earlier, interrupted ADD of this pod: start over.
     if let Some(stale) = nl
@@ -411,17 +487,28 @@ fn setup_pod(
     })
     .map_err(io_fail("entering the pod netns"))??;
 
-    // iptables.
+    // iptables: the network's rules (usually in place already), then the pod's own, if any.
+    let ntag = iptables::network_tag(&conf.name, r.subnet);
+    let (nat, filter) = iptables::network_rules(&ntag, r.subnet, conf.ip_masq);
+    iptables::ensure_network(&network_rules_stamp(r, conf), &ntag, &nat, &filter)
+        .map_err(PluginError::generic)?;
     let ports = &conf.runtime_config.port_mappings;
-    let (nat, filter) = iptables::pod_rules(tag, ip, r.subnet, conf.ip_masq, ports)
+    let pod_nat = iptables::pod_rules(tag, ip, ports)
         .map_err(|e| PluginError::new(codes::INVALID_CONFIG, e))?;
-    if !ports.is_empty() {
+    if pod_nat.is_empty() {
+        if attachment.existed && !attachment.has_no_pod_rules() {
+            // An earlier ADD of this attachment, never deleted, may have left some.
+            iptables::remove_pod(tag).map_err(PluginError::generic)?;
+        }
+        attachment.record(NO_POD_RULES)?;
+    } else {
         write_sysctl(
             &format!("/proc/sys/net/ipv4/conf/{}/route_localnet", conf.bridge),
             "1",
         )?;
+        attachment.record(POD_RULES)?;
+        iptables::install(tag, &pod_nat, &[]).map_err(PluginError::generic)?;
     }
-    iptables::add_pod(tag, &nat, &filter).map_err(PluginError::generic)?;
 
     let hlink = nl
         .link_by_name(&host)
@@ -470,9 +557,11 @@ fn setup_pod(
 pub fn cmd_del(args: &Args, conf: &NetConf) -> Result<(), PluginError> {
     require_basic(args)?;
     let r = resolve(conf)?;
-    let attachment = lock_attachment(&r, conf, args)?;
-    let tag = iptables::tag(&conf.name, &args.container_id, &args.ifname);
-    iptables::remove_pod(&tag).map_err(PluginError::generic)?;
+    let attachment = Attachment::lock(&r, conf, args)?;
+    if !attachment.has_no_pod_rules() {
+        let tag = iptables::tag(&conf.name, &args.container_id, &args.ifname);
+        iptables::remove_pod(&tag).map_err(PluginError::generic)?;
+    }
 
     // The veth is deleted through its host end, whose name is derived from this attachment's
     // id+ifname: deleting one end of a pair deletes both, so the pod end goes too, and an
@@ -499,6 +588,7 @@ pub fn cmd_del(args: &Args, conf: &NetConf) -> Result<(), PluginError> {
             .map_err(|e| PluginError::generic(e.to_string()))?;
         ipam.release(&args.container_id, Some(&args.ifname))
             .map_err(|e| PluginError::generic(format!("releasing the address: {e}")))?;
+        remove_network_rules_if_unused(&r, conf, &ipam)?;
     }
     // The attachment is gone: so goes its lock file (a DEL waiting on it finds nothing to do).
     let _ = std::fs::remove_file(r.data_dir.join(&conf.name).join("attachments").join(&host));
@@ -571,11 +661,18 @@ pub fn cmd_check(args: &Args, conf: &NetConf) -> Result<(), PluginError> {
         Ok(())
     })
     .map_err(io_fail("entering the pod netns"))??;
+    let ntag = iptables::network_tag(&conf.name, r.subnet);
+    if !iptables::has_rules("filter", &ntag).map_err(PluginError::generic)? {
+        return Err(PluginError::generic(format!(
+            "the iptables rules of network {} are missing",
+            conf.name
+        )));
+    }
     let tag = iptables::tag(&conf.name, &args.container_id, &args.ifname);
-    if (conf.ip_masq || !conf.runtime_config.port_mappings.is_empty())
-        && !iptables::has_pod_rules(&tag).map_err(PluginError::generic)?
+    if !conf.runtime_config.port_mappings.is_empty()
+        && !iptables::has_rules("nat", &tag).map_err(PluginError::generic)?
     {
-        return Err(PluginError::generic("the pod's iptables rules are missing"));
+        return Err(PluginError::generic("the pod's hostPort rules are missing"));
     }
     Ok(())
 }

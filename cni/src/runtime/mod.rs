@@ -261,7 +261,8 @@ impl CniRuntime {
             std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
         let data = serde_json::to_vec(entry).map_err(|e| err(e.to_string()))?;
-        crate::ipam::write_atomic(&path, &data).map_err(|e| err(e.to_string()))
+        // Outliving crispd is all the cache needs: after a reboot its pods are gone.
+        crisp_api::atomic_file::replace(&path, &data).map_err(|e| err(e.to_string()))
     }
 
     fn validate(pod: &PodNetwork) -> Result<(), CniError> {

@@ -40,13 +40,15 @@ pub fn run(cfg: &Config, file: &Path) -> Result<()> {
 fn import_here(cfg: &Config, file: &Path) -> Result<()> {
     let snapshotter =
         crisp_snapshotter::Snapshotter::open(&cfg.root).context("opening the snapshotter")?;
-    let images = ImageStore::open(cfg.root.join("images"))?;
+    let flusher = crate::store::Flusher::default();
+    let images = ImageStore::open(cfg.root.join("images"), flusher.clone())?;
     let found = crisp_snapshotter::import_path(&snapshotter, file)
         .with_context(|| format!("importing {}", file.display()))?;
     for img in &found {
         let rec = images.add(img, &names_for(file, &img.names))?;
         println!("{} {}", rec.id, rec.repo_tags.join(" "));
     }
+    flusher.flush_now();
     Ok(())
 }
 

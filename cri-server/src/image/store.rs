@@ -38,8 +38,8 @@ pub struct ImageStore {
 }
 
 impl ImageStore {
-    pub fn open(dir: PathBuf) -> Result<ImageStore> {
-        let records = RecordStore::<ImageRecord>::open(dir)?;
+    pub fn open(dir: PathBuf, flusher: crate::store::Flusher) -> Result<ImageStore> {
+        let records = RecordStore::<ImageRecord>::open(dir, flusher)?;
         let images = records
             .load_all()?
             .into_iter()

@@ -59,6 +59,8 @@ pub struct Runtime {
     streaming: std::sync::OnceLock<crisp_streaming::Server>,
     pod_store: RecordStore<SandboxRecord>,
     container_store: RecordStore<ContainerRecord>,
+    /// Fsyncs the records' saves in batches (see [`crate::store`]).
+    flusher: crate::store::Flusher,
     objects: Mutex<Objects>,
     /// Whether pods may have user namespaces (probed once, see `pod::userns::probe`).
     userns_supported: std::sync::OnceLock<bool>,
@@ -71,13 +73,20 @@ pub fn now_ns() -> i64 {
 }
 
 impl Runtime {
+    /// Makes every record saved so far durable (at shutdown).
+    pub fn flush_records(&self) {
+        self.flusher.flush_now();
+    }
+
     /// Opens the stores under the root dir and re-attaches to what an earlier crispd left.
     pub async fn open(cfg: Config, shim_binary: PathBuf) -> Result<Arc<Runtime>> {
         let snapshotter = Arc::new(
             Snapshotter::open(&cfg.root)
                 .map_err(|e| crate::error::Error::internal("opening the snapshotter", e))?,
         );
-        let images = Arc::new(ImageStore::open(cfg.root.join("images"))?);
+        let flusher = crate::store::Flusher::default();
+        tokio::spawn(flusher.clone().run());
+        let images = Arc::new(ImageStore::open(cfg.root.join("images"), flusher.clone())?);
         // Layers a crash took (see `Snapshotter::open`) take their images with them: kubelet
         // pulls them again.
         for img in images.list() {
@@ -110,8 +119,9 @@ impl Runtime {
             cpu_samples: stats::CpuSamples::default(),
             events: events::channel(),
             streaming: std::sync::OnceLock::new(),
-            pod_store: RecordStore::open(cfg.root.join("pods"))?,
-            container_store: RecordStore::open(cfg.root.join("containers"))?,
+            pod_store: RecordStore::open(cfg.root.join("pods"), flusher.clone())?,
+            container_store: RecordStore::open(cfg.root.join("containers"), flusher.clone())?,
+            flusher,
             cfg,
             shim_binary,
             snapshotter,
