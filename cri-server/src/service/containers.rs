@@ -147,6 +147,8 @@ impl Runtime {
         let cgroups_path = format!("{}/{}", pod.cgroup_parent.trim_end_matches('/'), rec.id);
         let log_path = rec.log_path.clone();
         let target_pidns = self.target_pid_namespace(&rec.config, &pod.id)?;
+        // Debug-level step timings: what a slow create spent its time on.
+        let began = std::time::Instant::now();
         tokio::task::spawn_blocking(move || -> Result<()> {
             std::fs::create_dir_all(&rootfs)
                 .map_err(|e| Error::internal(format!("creating {}", rootfs.display()), e))?;
@@ -193,8 +195,13 @@ impl Runtime {
         })
         .await
         .map_err(|e| Error::internal("container setup task", e))??;
+        tracing::debug!(
+            ms = began.elapsed().as_millis(),
+            "rootfs mounted, bundle written"
+        );
 
         let shim = Shim::spawn(&self.shim_binary, dir, &rec.id).await?;
+        tracing::debug!(ms = began.elapsed().as_millis(), "shim serving");
         {
             let mut objs = self.objects();
             if let Some(e) = objs.containers.get_mut(&rec.id) {
@@ -220,6 +227,7 @@ impl Runtime {
             terminal: rec.config.tty,
         };
         let created = shim.create(&dir.bundle(), &stdio).await;
+        tracing::debug!(ms = began.elapsed().as_millis(), "runtime create returned");
         let staged = pod.userns.is_some()
             || rec
                 .config

@@ -148,6 +148,7 @@ impl Runtime {
         let cgroup_parent = rec.cgroup_parent.clone();
         let me = self.clone();
         let (pod_id, pod_config) = (id.clone(), config.clone());
+        let began = std::time::Instant::now();
         let made = tokio::task::spawn_blocking(move || -> Result<(Pinned, u32, Vec<String>)> {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Error::internal(format!("creating {}", dir.display()), e))?;
@@ -174,6 +175,7 @@ impl Runtime {
                     }
                 }
             }
+            tracing::debug!(ms = began.elapsed().as_millis(), "namespaces pinned");
             let ips = match &pinned.net {
                 Some(netns) => {
                     me.network
@@ -197,6 +199,7 @@ impl Runtime {
         .and_then(|r| r);
         match made {
             Ok((pinned, pause_pid, ips)) => {
+                tracing::debug!(ms = began.elapsed().as_millis(), "network attached");
                 rec.ips = ips;
                 rec.netns = pinned.net;
                 rec.ipcns = pinned.ipc;
