@@ -309,20 +309,16 @@ impl Puller {
         progress: Option<&LayerProgress>,
     ) -> Result<()> {
         let store = self.snapshotter.content();
-        let present = |p: Option<&LayerProgress>| {
-            if let Some(p) = p {
-                p.blob_present();
+        if !store.contains(digest) {
+            let _g = self.locks.lock(&format!("blob {digest}")).await;
+            if !store.contains(digest) {
+                return session.fetch_blob(store, digest, size, progress).await;
             }
-            Ok(())
-        };
-        if store.contains(digest) {
-            return present(progress);
         }
-        let _g = self.locks.lock(&format!("blob {digest}")).await;
-        if store.contains(digest) {
-            return present(progress);
+        if let Some(p) = progress {
+            p.blob_present();
         }
-        session.fetch_blob(store, digest, size, progress).await
+        Ok(())
     }
 
     /// Unpacks one layer into a staging dir (blocking work, off the async threads). Returns
