@@ -16,11 +16,22 @@ pub struct CriClient {
     pub image: ImageServiceClient<Channel>,
 }
 
-/// Connects to a CRI server listening on the unix socket `socket`.
 /// kubelet's gRPC message size limit towards the runtime (16 MiB).
 pub const MAX_MESSAGE: usize = 16 << 20;
 
+/// Connects to a CRI server listening on the unix socket `socket`.
 pub async fn connect(socket: &Path) -> Result<CriClient, Error> {
+    let channel = channel(socket).await?;
+    Ok(CriClient {
+        // kubelet's limit for CRI responses (ExecSync output, long lists).
+        runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
+        image: ImageServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE),
+    })
+}
+
+/// An HTTP/2 channel to the gRPC server on the unix socket `socket`, for any client on it
+/// (crispd serves services of its own next to CRI's).
+pub async fn channel(socket: &Path) -> Result<Channel, Error> {
     let connect_error = |source| Error::Connect {
         socket: socket.display().to_string(),
         source,
@@ -29,7 +40,7 @@ pub async fn connect(socket: &Path) -> Result<CriClient, Error> {
     // a placeholder.
     let endpoint = Endpoint::try_from("http://[::]:50051").map_err(connect_error)?;
     let path = socket.to_path_buf();
-    let channel = endpoint
+    endpoint
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
             async move {
@@ -38,10 +49,5 @@ pub async fn connect(socket: &Path) -> Result<CriClient, Error> {
             }
         }))
         .await
-        .map_err(connect_error)?;
-    Ok(CriClient {
-        // kubelet's limit for CRI responses (ExecSync output, long lists).
-        runtime: RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE),
-        image: ImageServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE),
-    })
+        .map_err(connect_error)
 }

@@ -8,7 +8,7 @@ mod error;
 mod ops;
 
 pub use config::{container_config, pod_config};
-pub use connect::{connect, CriClient};
+pub use connect::{channel, connect, CriClient};
 pub use error::Error;
 
 /// Re-exported so users of this crate name the same generated CRI types.

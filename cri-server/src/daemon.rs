@@ -2,6 +2,7 @@
 //! earlier run), serve CRI on the unix socket until SIGTERM/SIGINT. Containers keep running
 //! after crispd exits: they belong to their shims.
 
+use crate::api::images_v1::pull_progress_server::PullProgressServer;
 use crate::config::Config;
 use crate::cri::Cri;
 use crate::lock;
@@ -40,6 +41,10 @@ pub async fn run(cfg: Config, reload: Reload) -> Result<()> {
         Path::new(&sock_lock_path),
         &format!("socket {}", cfg.socket.display()),
     )?;
+    // Absolute: the commands reading it run from anywhere.
+    _root_lock
+        .name_socket(&std::path::absolute(&cfg.socket).unwrap_or_else(|_| cfg.socket.clone()))
+        .context("writing the socket into the root's lock file")?;
     std::fs::create_dir_all(cfg.import_dir()).ok();
 
     let shim = shim_binary(&cfg)?;
@@ -87,7 +92,8 @@ pub async fn run(cfg: Config, reload: Reload) -> Result<()> {
     tonic::transport::Server::builder()
         .layer(crate::metrics::layer::MetricsLayer(metrics))
         .add_service(RuntimeServiceServer::new(cri.clone()).max_decoding_message_size(16 << 20))
-        .add_service(ImageServiceServer::new(cri).max_decoding_message_size(16 << 20))
+        .add_service(ImageServiceServer::new(cri.clone()).max_decoding_message_size(16 << 20))
+        .add_service(PullProgressServer::new(cri))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
         .await
         .context("serving CRI")?;

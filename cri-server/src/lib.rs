@@ -1,7 +1,9 @@
 //! crispd's library half: the binary (`main.rs`) is only its command line. The library exists
 //! so that `fuzz/` can drive the image reference parser and the OCI spec builder directly.
 
+pub mod api;
 pub mod cgroups;
+pub mod cli;
 pub mod config;
 pub mod container;
 pub mod cri;

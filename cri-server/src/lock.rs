@@ -1,8 +1,12 @@
 //! Exclusive ownership of a root dir and a socket path: a second crispd on either refuses to
 //! start. `flock` locks die with the process, so a crashed crispd never leaves a stale lock.
+//! The root's lock file also names the socket of the crispd holding it, for the `crispd
+//! images` commands, which are given the root.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +22,22 @@ pub enum LockError {
 
 /// Held for the life of the process.
 pub struct Lock {
-    _file: File,
+    file: File,
+}
+
+impl Lock {
+    /// Writes `socket` into the lock file, for [`socket_of`].
+    pub fn name_socket(&self, socket: &Path) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.write_all_at(socket.as_os_str().as_bytes(), 0)
+    }
+}
+
+/// The socket the lock file at `path` names (see [`Lock::name_socket`]): meaningful while the
+/// lock is held.
+pub fn socket_of(path: &Path) -> Option<PathBuf> {
+    let bytes = std::fs::read(path).ok()?;
+    (!bytes.is_empty()).then(|| PathBuf::from(std::ffi::OsStr::from_bytes(&bytes)))
 }
 
 pub fn acquire(path: &Path, what: &str) -> Result<Lock, LockError> {
@@ -38,5 +57,5 @@ pub fn acquire(path: &Path, what: &str) -> Result<Lock, LockError> {
             path: path.to_owned(),
         });
     }
-    Ok(Lock { _file: file })
+    Ok(Lock { file })
 }

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use crisp_cri_server::{config, daemon, image, logging};
+use crisp_cri_server::{cli, config, daemon, logging};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -50,6 +50,15 @@ enum ImagesAction {
     /// Import an OCI layout, OCI archive or docker-save tar (gzip ok). With crispd running on
     /// the same root, the file goes to its import dir instead.
     Import { file: PathBuf },
+    /// Pull an image (as CRI PullImage does: import dir, then registry), with progress.
+    /// With crispd running on the same root, crispd pulls it (its registry config applies).
+    Pull {
+        /// The image reference, e.g. `busybox` or `registry.example.com/app:v1`.
+        reference: String,
+        /// Registry credentials as USER:PASS.
+        #[arg(long)]
+        creds: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -106,11 +115,14 @@ fn real_main() -> Result<()> {
     if let Some(l) = &pinned_level {
         cfg.log_level = l.clone();
     }
-    if let Some(Command::Images {
-        action: ImagesAction::Import { file },
-    }) = &cli.command
-    {
-        return image::import_cmd::run(&cfg, file);
+    match &cli.command {
+        Some(Command::Images {
+            action: ImagesAction::Import { file },
+        }) => return cli::import::run(&cfg, file),
+        Some(Command::Images {
+            action: ImagesAction::Pull { reference, creds },
+        }) => return cli::pull::run(&cfg, reference, creds.as_deref()),
+        _ => {}
     }
     let log = logging::init(&cfg.log_level, cfg.log_format)?;
     let reload = daemon::Reload {

@@ -247,6 +247,34 @@ impl Crispd {
         images_import(&self.root(), &self.state(), file)
     }
 
+    /// `crispd images …` on this instance's config, root and state (the subcommand is the
+    /// caller's to add). crispd's socket is not given: the command finds it through the root.
+    pub fn images_command(&self) -> Command {
+        images_command(&self.root(), &self.state(), Some(&self.config_path()))
+    }
+
+    /// Waits until a layer's download is under way in this instance's content store: a
+    /// download past 1 MiB, more than any config or manifest.
+    pub async fn wait_for_layer_download(&self, timeout: Duration) -> anyhow::Result<()> {
+        let ingest = self.root().join("content/ingest");
+        crate::wait_until("a layer download", timeout, || {
+            fs::read_dir(&ingest)
+                .ok()?
+                .flatten()
+                .any(|e| e.metadata().is_ok_and(|m| m.len() > 1 << 20))
+                .then_some(())
+        })
+        .await
+    }
+
+    /// How many times crispd's log says it downloaded blob `digest`.
+    pub fn downloads_of(&self, digest: &str) -> usize {
+        self.crispd_log()
+            .lines()
+            .filter(|l| l.contains("downloaded") && l.contains(digest))
+            .count()
+    }
+
     /// A crispd command line for this instance's config, root and state but
     /// the given socket, for tests that start extra instances themselves.
     pub fn command(&self, socket: &Path) -> Command {
@@ -494,15 +522,28 @@ fn random_id() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// `crispd --root ROOT --state STATE images import FILE`; its stdout, or an error with its
-/// stderr.
-pub fn images_import(root: &Path, state: &Path, file: &Path) -> anyhow::Result<String> {
-    let out = Command::new(crate::bin_path("crispd"))
+/// `crispd [--config CONFIG] --root ROOT --state STATE images`, stdin closed, for the caller
+/// to add the subcommand.
+pub fn images_command(root: &Path, state: &Path, config: Option<&Path>) -> Command {
+    let mut command = Command::new(crate::bin_path("crispd"));
+    if let Some(c) = config {
+        command.arg("--config").arg(c);
+    }
+    command
         .arg("--root")
         .arg(root)
         .arg("--state")
         .arg(state)
-        .args(["images", "import"])
+        .arg("images")
+        .stdin(Stdio::null());
+    command
+}
+
+/// `crispd --root ROOT --state STATE images import FILE`; its stdout, or an error with its
+/// stderr.
+pub fn images_import(root: &Path, state: &Path, file: &Path) -> anyhow::Result<String> {
+    let out = images_command(root, state, None)
+        .arg("import")
         .arg(file)
         .output()
         .context("running crispd images import")?;

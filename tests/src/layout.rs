@@ -27,6 +27,8 @@ pub struct BuiltImage {
     pub config: String,
     /// Compressed layer blobs, bottom to top.
     pub layers: Vec<String>,
+    /// Their sizes in bytes.
+    pub layer_sizes: Vec<u64>,
 }
 
 fn sha256_hex(b: &[u8]) -> String {
@@ -157,20 +159,37 @@ pub fn layered_image(out: &Path, tag: &str, layers: &[Vec<Entry>]) -> anyhow::Re
             "annotations": {"org.opencontainers.image.ref.name": tag},
         })],
     )?;
-    let layers = manifest["layers"]
-        .as_array()
-        .map(|ls| {
-            ls.iter()
-                .filter_map(|l| l["digest"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let descs = manifest["layers"].as_array().cloned().unwrap_or_default();
     Ok(BuiltImage {
         manifest: manifest_digest,
         manifest_size: man_bytes.len() as u64,
         config: config_digest,
-        layers,
+        layers: descs
+            .iter()
+            .filter_map(|l| l["digest"].as_str().map(str::to_string))
+            .collect(),
+        layer_sizes: descs.iter().filter_map(|l| l["size"].as_u64()).collect(),
     })
+}
+
+/// `n` pseudo-random bytes (xorshift). `compressible`: every other 8-byte word is a run of
+/// one byte, so gzip has work to do but cannot shrink them to nothing.
+pub fn pseudo_random(seed: u64, n: usize, compressible: bool) -> Vec<u8> {
+    // Odd and distinct per seed (xorshift must not start at 0).
+    let mut x = seed.wrapping_mul(2).wrapping_add(1);
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if compressible && x % 2 == 1 {
+            out.extend(std::iter::repeat_n((x >> 8) as u8, 8));
+        } else {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    out.truncate(n);
+    out
 }
 
 /// Writes an OCI layout at `out` whose index, tagged `tag`, lists `arm64` for linux/arm64/v8

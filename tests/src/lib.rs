@@ -52,13 +52,13 @@ mod wait;
 pub use bins::{bin_path, repo_root, target_dir};
 pub use cleanup::teardown_dir;
 pub use cri_log::{parse_cri_log, parse_cri_log_line, validate_cri_log_line, CriLogLine};
-pub use crispd::{images_import, Crispd, BLACKHOLE_REGISTRY};
+pub use crispd::{images_command, images_import, Crispd, BLACKHOLE_REGISTRY};
 pub use image::busybox_layout;
-pub use layout::{layered_image, multi_arch_index, BuiltImage, Entry};
+pub use layout::{layered_image, multi_arch_index, pseudo_random, BuiltImage, Entry};
 pub use pod::{expect_code, sh, with_sc, TestPod, BUSYBOX};
 pub use privileges::require_root;
 pub use procs::process_alive;
-pub use registry::{corrupt, restore, TestRegistry};
+pub use registry::{assert_no_partial_pull, corrupt, restore, temp_layout, TestRegistry};
 pub use token_server::{TokenRequest, TokenServer};
 pub use wait::{wait_for_file, wait_until};
 

@@ -446,6 +446,21 @@ impl TestRegistry {
         Ok(out.stdout)
     }
 
+    /// Stops the registry (SIGSTOP): connections stay open and requests hang, as with a
+    /// stalled server, until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        if let Some(child) = &self.child {
+            crate::procs::signal(child.id() as i32, nix::sys::signal::Signal::SIGSTOP);
+        }
+    }
+
+    /// Lets a [`pause`](Self::pause)d registry go on (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            crate::procs::signal(child.id() as i32, nix::sys::signal::Signal::SIGCONT);
+        }
+    }
+
     /// Kills the registry (e.g. to simulate an outage); `Drop` still cleans up.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -474,6 +489,46 @@ impl Drop for TestRegistry {
 fn free_port() -> anyhow::Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(l.local_addr()?.port())
+}
+
+/// A fresh temp dir for an OCI layout to push from.
+pub fn temp_layout() -> anyhow::Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new().prefix("crisp-layout-").tempdir()?)
+}
+
+/// Nothing half-done left in a crispd root's content store and snapshotter (after a pull,
+/// failed or not).
+pub fn assert_no_partial_pull(root: &Path) -> anyhow::Result<()> {
+    for dir in ["content/ingest", "snapshots/tmp"] {
+        let p = root.join(dir);
+        let left: Vec<_> = fs::read_dir(&p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        if !left.is_empty() {
+            bail!("{} is not empty: {left:?}", p.display());
+        }
+    }
+    Ok(())
+}
+
+/// `registry_test!(name, body)`: a root-only test `name` that runs
+/// `body(&Crispd, &TestRegistry) -> anyhow::Result<()>` against a fresh crispd and an open
+/// [`TestRegistry`].
+#[macro_export]
+macro_rules! registry_test {
+    ($name:ident, $body:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            if !$crate::require_root() {
+                return;
+            }
+            let registry = $crate::TestRegistry::start().expect("starting the registry");
+            let crispd = $crate::Crispd::start().await.expect("starting crispd");
+            crispd.expect_ok($body(&crispd, &registry).await);
+        }
+    };
 }
 
 /// Overwrites a file with the same number of bytes, each flipped, keeping the original at

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use crisp_tests::cri::{AuthConfig, ImageSpec, ImageStatusRequest, PullImageRequest};
+use crisp_tests::registry_test as root_test;
 use crisp_tests::{
-    busybox_layout, container_config, corrupt, expect_code, layered_image, multi_arch_index,
-    require_root, restore, CriClient, Crispd, Entry, TestPod, TestRegistry, BLACKHOLE_REGISTRY,
+    assert_no_partial_pull, busybox_layout, container_config, corrupt, expect_code, layered_image,
+    multi_arch_index, pseudo_random, require_root, restore, temp_layout, CriClient, Crispd, Entry,
+    TestPod, TestRegistry, BLACKHOLE_REGISTRY,
 };
 use sha2::{Digest as _, Sha256};
 use tonic::Code;
@@ -73,46 +75,12 @@ fn sha256(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(b)))
 }
 
-/// Nothing half-done left in crispd's content store and snapshotter.
-fn assert_no_partial_state(crispd: &Crispd) -> anyhow::Result<()> {
-    for dir in ["content/ingest", "snapshots/tmp"] {
-        let p = crispd.root().join(dir);
-        let left: Vec<_> = std::fs::read_dir(&p)
-            .with_context(|| format!("reading {}", p.display()))?
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        if !left.is_empty() {
-            bail!("{} is not empty: {left:?}", p.display());
-        }
-    }
-    Ok(())
-}
-
 fn blob_stored(crispd: &Crispd, digest: &str) -> bool {
     crispd
         .root()
         .join("content/blobs/sha256")
         .join(digest.trim_start_matches("sha256:"))
         .exists()
-}
-
-fn temp_layout() -> anyhow::Result<tempfile::TempDir> {
-    Ok(tempfile::Builder::new().prefix("crisp-layout-").tempdir()?)
-}
-
-macro_rules! root_test {
-    ($name:ident, $body:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            if !require_root() {
-                return;
-            }
-            let registry = TestRegistry::start().expect("starting the registry");
-            let crispd = Crispd::start().await.expect("starting crispd");
-            crispd.expect_ok($body(&crispd, &registry).await);
-        }
-    };
 }
 
 root_test!(pull_multi_layer_image_and_run_it, multi_layer);
@@ -172,7 +140,7 @@ async fn multi_layer(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result
     for want in ["from layer two", "3", "doomed-is-gone", "opaque: new"] {
         assert!(log.contains(want), "{want:?} missing from {log:?}");
     }
-    assert_no_partial_state(crispd)?;
+    assert_no_partial_pull(&crispd.root())?;
     Ok(())
 }
 
@@ -446,12 +414,12 @@ async fn corrupt_blob(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Resul
     );
     assert!(image_status(&mut client, &image).await?.is_none());
     assert!(!blob_stored(crispd, &top), "corrupt blob stored");
-    assert_no_partial_state(crispd)?;
+    assert_no_partial_pull(&crispd.root())?;
 
     restore(&data)?;
     assert_eq!(client.pull(&image).await?, img.config);
     assert!(blob_stored(crispd, &top));
-    assert_no_partial_state(crispd)?;
+    assert_no_partial_pull(&crispd.root())?;
     Ok(())
 }
 
@@ -501,16 +469,9 @@ async fn killed_mid_pull(crispd: &Crispd, registry: &mut TestRegistry) -> anyhow
         anyhow::Ok(client.image.pull_image(pull_request(&img_name, None)).await)
     });
     // Kill the registry as soon as the layer download is under way.
-    let ingest = crispd.root().join("content/ingest");
-    let started = crisp_tests::wait_until("the layer download", Duration::from_secs(20), || {
-        std::fs::read_dir(&ingest)
-            .ok()?
-            .flatten()
-            // Past the config (small): the layer is coming in.
-            .any(|e| e.metadata().is_ok_and(|m| m.len() > 1 << 20))
-            .then_some(())
-    })
-    .await;
+    let started = crispd
+        .wait_for_layer_download(Duration::from_secs(20))
+        .await;
     registry.kill();
     started?;
     let r = pull.await??;
@@ -523,11 +484,11 @@ async fn killed_mid_pull(crispd: &Crispd, registry: &mut TestRegistry) -> anyhow
     let mut client = crispd.client().await?;
     assert!(image_status(&mut client, &image).await?.is_none());
     assert!(!blob_stored(crispd, top));
-    assert_no_partial_state(crispd)?;
+    assert_no_partial_pull(&crispd.root())?;
 
     registry.restart()?;
     assert_eq!(client.pull(&image).await?, img.config);
-    assert_no_partial_state(crispd)?;
+    assert_no_partial_pull(&crispd.root())?;
     Ok(())
 }
 
@@ -765,10 +726,7 @@ async fn concurrent(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<
     let log = crispd.crispd_log();
     // The bottom layer is busybox's, imported at startup: nothing to download.
     for layer in &img.layers[1..] {
-        let n = log
-            .lines()
-            .filter(|l| l.contains("downloaded") && l.contains(layer.as_str()))
-            .count();
+        let n = crispd.downloads_of(layer);
         assert_eq!(n, 1, "layer {layer} downloaded {n} times");
         let n = log
             .lines()
@@ -776,7 +734,7 @@ async fn concurrent(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<
             .count();
         assert_eq!(n, 1, "layer {layer} unpacked {n} times");
     }
-    assert_no_partial_state(crispd)?;
+    assert_no_partial_pull(&crispd.root())?;
     Ok(())
 }
 
@@ -817,26 +775,6 @@ async fn large_image_pull_time() {
     let registry = TestRegistry::start().expect("starting the registry");
     let crispd = Crispd::start().await.expect("starting crispd");
     crispd.expect_ok(large(&crispd, &registry).await);
-}
-
-/// `n` pseudo-random bytes (xorshift). `compressible`: every other 8-byte word is a run of
-/// one byte, so gzip has work to do but cannot shrink them to nothing.
-fn pseudo_random(seed: u64, n: usize, compressible: bool) -> Vec<u8> {
-    // Odd and distinct per seed (xorshift must not start at 0).
-    let mut x = seed.wrapping_mul(2).wrapping_add(1);
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        if compressible && x % 2 == 1 {
-            out.extend(std::iter::repeat_n((x >> 8) as u8, 8));
-        } else {
-            out.extend_from_slice(&x.to_le_bytes());
-        }
-    }
-    out.truncate(n);
-    out
 }
 
 async fn large(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
@@ -996,7 +934,7 @@ async fn full_disk(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<(
         "the error does not name the cause: {e}"
     );
     assert!(image_status(&mut client, &image).await?.is_none());
-    assert_no_partial_state(crispd)?;
+    assert_no_partial_pull(&crispd.root())?;
 
     // crispd keeps serving, and a pull that fits works.
     client

@@ -80,7 +80,7 @@ impl ImportDir {
 /// Turns the names found in an archive into references. A bare tag (what `skopeo copy
 /// oci:dir:tag` writes as `org.opencontainers.image.ref.name`) is taken as a tag of the entry's
 /// own name (`busybox/` or `busybox.tar` → `busybox:<tag>`).
-pub(super) fn names_for(path: &Path, raw: &[String]) -> Vec<Reference> {
+pub(crate) fn names_for(path: &Path, raw: &[String]) -> Vec<Reference> {
     let stem = path
         .file_name()
         .and_then(|n| n.to_str())

@@ -111,6 +111,21 @@ impl Reference {
     }
 }
 
+/// The normalised form, `repository[:tag][@digest]`: one name for every spelling of a
+/// reference (`busybox` is `docker.io/library/busybox:latest`).
+impl std::fmt::Display for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.repository)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +153,11 @@ mod tests {
         );
         let r = Reference::parse(&format!("busybox:1@{d}")).unwrap();
         assert_eq!(r.tag.as_deref(), Some("1"));
+        assert_eq!(r.to_string(), format!("docker.io/library/busybox:1@{d}"));
+        assert_eq!(
+            Reference::parse("busybox").unwrap().to_string(),
+            "docker.io/library/busybox:latest"
+        );
         assert!(Reference::parse("busybox@sha256:xyz").is_err());
     }
 

@@ -1,6 +1,7 @@
 //! Image operations.
 
 use super::Runtime;
+use crate::api::images_v1::PullStatus;
 use crate::container::ContainerState;
 use crate::error::{Error, Result};
 use crate::image::pull::auth::Credentials;
@@ -18,68 +19,25 @@ impl Runtime {
         self.images.find(spec)
     }
 
-    /// Pulls an image. Order:
-    /// 1. a digest reference already present is the answer (its content cannot change);
-    /// 2. the import directory (new files are imported): an image an admin dropped on the
-    ///    node is used without touching the network, which keeps air-gapped nodes fast;
-    /// 3. the registry (mirrors from hosts.toml first). For a tag already present, an unreachable
-    ///    registry falls back to the local image, so kubelet's `Always` policy follows a moved
-    ///    tag when the registry is up and keeps working when it is not.
+    /// Pulls an image (see `ImagePulls::pull`).
     pub async fn pull_image(
         self: &Arc<Self>,
         spec: &str,
         creds: &Credentials,
     ) -> Result<ImageRecord> {
-        let reference = Reference::parse(spec)?;
-        let present = self.images.find(spec);
-        if let (Some(img), Some(_)) = (&present, &reference.digest) {
-            return Ok(img.clone());
+        let pulled = self.pulls.pull(spec, creds).await?;
+        if let Some((bytes, took)) = pulled.fetched {
+            self.metrics.observe_pull(bytes, took);
         }
-        // Layers and blobs this pull finds present stay so until it has recorded its image.
-        let _pulling = self.image_gc.read().await;
-        if present.is_none() {
-            let me = self.clone();
-            tokio::task::spawn_blocking(move || me.import_dir.scan(&me.snapshotter, &me.images))
-                .await
-                .map_err(|e| Error::internal("import task", e))?;
-            if let Some(img) = self.images.find(spec) {
-                return Ok(img);
-            }
-        }
-        let started = std::time::Instant::now();
-        match self.puller.pull(&reference, creds).await {
-            Ok(pulled) => {
-                self.metrics.observe_pull(pulled.size, started.elapsed());
-                let rec = self.images.add(&pulled, std::slice::from_ref(&reference))?;
-                // The layers' write-back happens after the pull returns (see
-                // `Snapshotter::sync_pending`); a crash before it drops them at the next start.
-                let snap = self.snapshotter.clone();
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = snap.sync_pending() {
-                        tracing::warn!(error = %e, "syncing pulled layers");
-                    }
-                });
-                tracing::info!(
-                    image = %rec.id,
-                    repo_digest = %pulled.repo_digest,
-                    layers = pulled.chain_ids.len(),
-                    bytes = pulled.size,
-                    ms = started.elapsed().as_millis() as u64,
-                    "pulled image"
-                );
-                Ok(rec)
-            }
-            // Only an unreachable registry falls back: an auth failure must fail, or a pod
-            // without the pull secret could use a private image another pod pulled.
-            Err(e @ Error::Unavailable(_)) => match present {
-                Some(img) => {
-                    tracing::warn!(image = %img.id, error = %e, "registry unreachable or refused; using the local image");
-                    Ok(img)
-                }
-                None => Err(e),
-            },
-            Err(e) => Err(e),
-        }
+        Ok(pulled.record)
+    }
+
+    /// Snapshots of the pulls of `spec`, for `crisp.images.v1.PullProgress/Watch`.
+    pub fn watch_pull(
+        &self,
+        spec: &str,
+    ) -> Result<futures_util::stream::BoxStream<'static, Result<PullStatus>>> {
+        self.pulls.watch(spec)
     }
 
     /// Removes an image (or only one of its tags, when it has several); its layers go when no
@@ -87,7 +45,7 @@ impl Runtime {
     pub async fn remove_image(self: &Arc<Self>, spec: &str) -> Result<()> {
         // No pull may be between finding a layer or blob present and recording its image while
         // this decides what is unused and deletes it.
-        let _gc = self.image_gc.write().await;
+        let _gc = self.pulls.gc.write().await;
         let Some(img) = self.images.find(spec) else {
             return Ok(());
         };

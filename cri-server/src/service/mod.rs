@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::container::shim_client::Shim;
 use crate::container::ContainerRecord;
 use crate::error::Result;
-use crate::image::import_dir::ImportDir;
+use crate::image::pulls::ImagePulls;
 use crate::image::ImageStore;
 use crate::pod::SandboxRecord;
 use crate::store::RecordStore;
@@ -50,8 +50,8 @@ pub struct Runtime {
     pub metrics: Arc<crate::metrics::Metrics>,
     snapshotter: Arc<Snapshotter>,
     images: Arc<ImageStore>,
-    import_dir: Arc<ImportDir>,
-    puller: Arc<crate::image::pull::Puller>,
+    /// PullImage, its progress, and the lock between pulls and RemoveImage.
+    pulls: Arc<ImagePulls>,
     network: crate::pod::network::Network,
     cpu_samples: stats::CpuSamples,
     events: tokio::sync::broadcast::Sender<k8s_cri::v1::ContainerEventResponse>,
@@ -64,8 +64,6 @@ pub struct Runtime {
     objects: Mutex<Objects>,
     /// Whether pods may have user namespaces (probed once, see `pod::userns::probe`).
     userns_supported: std::sync::OnceLock<bool>,
-    /// Pulls hold it shared, RemoveImage's deletion of layers and blobs exclusively.
-    image_gc: tokio::sync::RwLock<()>,
 }
 
 pub fn now_ns() -> i64 {
@@ -80,30 +78,10 @@ impl Runtime {
 
     /// Opens the stores under the root dir and re-attaches to what an earlier crispd left.
     pub async fn open(cfg: Config, shim_binary: PathBuf) -> Result<Arc<Runtime>> {
-        let snapshotter = Arc::new(
-            Snapshotter::open(&cfg.root)
-                .map_err(|e| crate::error::Error::internal("opening the snapshotter", e))?,
-        );
         let flusher = crate::store::Flusher::default();
         tokio::spawn(flusher.clone().run());
-        let images = Arc::new(ImageStore::open(cfg.root.join("images"), flusher.clone())?);
-        // Layers a crash took (see `Snapshotter::open`) take their images with them: kubelet
-        // pulls them again.
-        for img in images.list() {
-            let missing = img.chain_ids.iter().find(|c| {
-                crisp_snapshotter::Digest::parse(c).map_or(true, |d| !snapshotter.is_committed(&d))
-            });
-            if let Some(layer) = missing {
-                tracing::warn!(image = %img.id, %layer, "image lost a layer in a crash: removed");
-                images.remove(&img.id)?;
-            }
-        }
-        let import_dir = Arc::new(ImportDir::new(cfg.import_dir()));
-        let puller = Arc::new(crate::image::pull::Puller::new(
-            snapshotter.clone(),
-            crate::image::pull::hosts::Hosts::new(cfg.registry.config_path.clone()),
-            cfg.registry.auths.clone(),
-        ));
+        let pulls = Arc::new(ImagePulls::open(&cfg, flusher.clone())?);
+        let (snapshotter, images) = (pulls.snapshotter().clone(), pulls.images().clone());
         let mut bin_dirs = cfg.cni.bin_dirs.clone();
         if let Some(dir) = shim_binary.parent() {
             bin_dirs.push(dir.to_path_buf());
@@ -126,21 +104,16 @@ impl Runtime {
             shim_binary,
             snapshotter,
             images,
-            import_dir,
-            puller,
+            pulls,
             objects: Mutex::new(Objects::default()),
             userns_supported: std::sync::OnceLock::new(),
-            image_gc: tokio::sync::RwLock::new(()),
         });
         rt.recover().await?;
         let r = rt.clone();
         tokio::task::spawn_blocking(move || r.user_namespaces_supported())
             .await
             .map_err(|e| crate::error::Error::internal("probing user namespaces", e))?;
-        let r = rt.clone();
-        tokio::task::spawn_blocking(move || r.import_dir.scan(&r.snapshotter, &r.images))
-            .await
-            .map_err(|e| crate::error::Error::internal("importing images", e))?;
+        rt.pulls.scan_import_dir().await?;
         Ok(rt)
     }
 

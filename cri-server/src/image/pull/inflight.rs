@@ -1,33 +1,54 @@
-//! Per-key async locks: two pulls that need the same blob or layer take turns on that key only,
-//! so the second finds the work done instead of repeating it, while different keys proceed in
-//! parallel. A failed first attempt simply lets the next waiter try.
+//! What concurrent pulls share, by key: async locks on blobs and layers (two pulls that need
+//! the same one take turns on that key only, so the second finds the work done instead of
+//! repeating it, while different keys proceed in parallel; a failed first attempt simply lets
+//! the next waiter try), and the progress counters of layers being fetched.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
-#[derive(Default)]
-pub struct KeyedLocks {
-    map: Mutex<HashMap<String, Weak<AsyncMutex<()>>>>,
+/// One `T` per key while anyone holds it: a second `get` of a key finds the first's value;
+/// once the last holder drops it, the key starts afresh.
+pub struct Shared<T> {
+    map: Mutex<HashMap<String, Weak<T>>>,
 }
+
+impl<T> Default for Shared<T> {
+    fn default() -> Self {
+        Shared {
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<T> Shared<T> {
+    pub fn get(&self, key: &str, new: impl FnOnce() -> T) -> Arc<T> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        // Entries whose last holder is gone are dead; drop them so the map stays small.
+        map.retain(|_, w| w.strong_count() > 0);
+        match map.get(key).and_then(Weak::upgrade) {
+            Some(v) => v,
+            None => {
+                let v = Arc::new(new());
+                map.insert(key.to_string(), Arc::downgrade(&v));
+                v
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+#[derive(Default)]
+pub struct KeyedLocks(Shared<AsyncMutex<()>>);
 
 impl KeyedLocks {
     pub async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
-        let m = {
-            let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-            // Entries whose last holder is gone are dead; drop them so the map stays small.
-            map.retain(|_, w| w.strong_count() > 0);
-            match map.get(key).and_then(Weak::upgrade) {
-                Some(m) => m,
-                None => {
-                    let m = Arc::new(AsyncMutex::new(()));
-                    map.insert(key.to_string(), Arc::downgrade(&m));
-                    m
-                }
-            }
-        };
-        m.lock_owned().await
+        self.0.get(key, || AsyncMutex::new(())).lock_owned().await
     }
 }
 
@@ -50,6 +71,15 @@ mod tests {
         waiter.await.unwrap();
         drop(_b);
         let _ = locks.lock("c").await;
-        assert_eq!(locks.map.lock().unwrap().len(), 1);
+        assert_eq!(locks.0.len(), 1);
+    }
+
+    #[test]
+    fn shared_while_held() {
+        let s = Shared::<u32>::default();
+        let one = s.get("k", || 1);
+        assert_eq!(*s.get("k", || 2), 1);
+        drop(one);
+        assert_eq!(*s.get("k", || 3), 3);
     }
 }

@@ -10,6 +10,8 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::progress::LayerProgress;
+
 /// Why a blob did not make it into the store.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -28,11 +30,14 @@ pub enum IngestError {
 /// small enough that a slow disk does not buffer a layer in memory.
 const CHANNEL_CHUNKS: usize = 16;
 
+/// Streams `stream` into `store` as blob `digest` of `size` bytes, counting what arrives into
+/// `progress`.
 pub async fn ingest_stream(
     store: ContentStore,
     digest: Digest,
     size: u64,
     mut stream: BoxStream<'static, io::Result<Bytes>>,
+    progress: Option<&LayerProgress>,
 ) -> Result<(), IngestError> {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
     let d = digest.clone();
@@ -50,6 +55,9 @@ pub async fn ingest_stream(
     while let Some(item) = stream.next().await {
         match item {
             Ok(b) => {
+                if let Some(p) = progress {
+                    p.add(b.len() as u64);
+                }
                 // The writer stops reading once it has more than `size` bytes; that is its
                 // error to report, not ours.
                 if tx.send(Ok(b)).await.is_err() {
@@ -131,14 +139,14 @@ mod tests {
             Ok(Bytes::from_static(b"hello ")),
             Ok(Bytes::from_static(b"world")),
         ]);
-        ingest_stream(store.clone(), d.clone(), 11, ok)
+        ingest_stream(store.clone(), d.clone(), 11, ok, None)
             .await
             .unwrap();
         assert!(store.contains(&d));
 
         let other = Digest::sha256_of(b"other");
         let bad = stream(vec![Ok(Bytes::from_static(b"hello world"))]);
-        let e = ingest_stream(store.clone(), other.clone(), 11, bad)
+        let e = ingest_stream(store.clone(), other.clone(), 11, bad, None)
             .await
             .unwrap_err();
         assert!(matches!(e, IngestError::Corrupt(_)), "{e}");
@@ -147,7 +155,7 @@ mod tests {
             Ok(Bytes::from_static(b"hel")),
             Err(io::Error::other("connection reset")),
         ]);
-        let e = ingest_stream(store.clone(), other.clone(), 11, cut)
+        let e = ingest_stream(store.clone(), other.clone(), 11, cut, None)
             .await
             .unwrap_err();
         assert!(matches!(e, IngestError::Transfer(_)), "{e}");

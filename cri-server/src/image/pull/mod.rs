@@ -12,11 +12,15 @@
 //! a complete unpack (both by rename), and the caller records the image only once every layer
 //! is committed. A failed pull leaves at most verified blobs and complete layers (reused by
 //! the retry), never a partial file or an image record.
+//!
+//! Progress: each pull reports to its [`progress::Tracking`] (layers, bytes, states) for
+//! watchers; see `progress.rs`.
 
 pub mod auth;
 pub mod hosts;
 mod inflight;
 mod ingest;
+pub mod progress;
 mod registry;
 mod token;
 
@@ -36,8 +40,10 @@ use tracing::Instrument;
 use self::auth::Credentials;
 use self::hosts::Hosts;
 use self::inflight::KeyedLocks;
+use self::progress::{LayerProgress, Progress, Tracking};
 use self::registry::Session;
 use super::reference::Reference;
+use crate::api::images_v1::LayerState;
 use crate::config::RegistryAuthConfig;
 use crate::error::{Error, Result};
 
@@ -51,6 +57,7 @@ pub struct Puller {
     /// `[registry.auths]`: credentials for requests that bring none.
     auths: BTreeMap<String, RegistryAuthConfig>,
     locks: KeyedLocks,
+    progress: Arc<Progress>,
     platform: PlatformSpec,
 }
 
@@ -81,15 +88,23 @@ impl Puller {
             hosts,
             auths,
             locks: KeyedLocks::default(),
+            progress: Arc::default(),
             platform: PlatformSpec::default(),
         }
     }
 
-    /// Pulls `r` and commits its layers; the caller records the returned image.
+    /// What the pulls in flight are doing, for watchers.
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
+    }
+
+    /// Pulls `r` and commits its layers, reporting to `tracking`; the caller records the
+    /// returned image.
     pub async fn pull(
         self: &Arc<Self>,
         r: &Reference,
         creds: &Credentials,
+        tracking: &Tracking,
     ) -> Result<ImportedImage> {
         let (registry, repository) = r.repository.split_once('/').ok_or_else(|| {
             Error::InvalidArgument(format!(
@@ -124,7 +139,7 @@ impl Puller {
                 parts.config_size
             )));
         }
-        self.fetch_blob(&session, &parts.config_digest, parts.config_size)
+        self.fetch_blob(&session, &parts.config_digest, parts.config_size, None)
             .await?;
         let store = self.snapshotter.content().clone();
         let cd = parts.config_digest.clone();
@@ -138,7 +153,7 @@ impl Puller {
             .map_err(|e| bad_image(&what, e))?;
 
         let chain_ids = self
-            .layers(&session, &what, &parts.layers, &diff_ids)
+            .layers(&session, &what, &parts.layers, &diff_ids, tracking)
             .await?;
         Ok(ImportedImage {
             names: Vec::new(),
@@ -215,20 +230,35 @@ impl Puller {
         what: &str,
         layers: &[LayerDesc],
         diff_ids: &[Digest],
+        tracking: &Tracking,
     ) -> Result<Vec<Digest>> {
         let mut chains: Vec<Digest> = Vec::with_capacity(layers.len());
         for d in diff_ids {
             chains.push(chain_id(chains.last(), d));
         }
+        let counters: Vec<Arc<LayerProgress>> = layers
+            .iter()
+            .zip(&chains)
+            .map(|(l, chain)| self.progress.layer(chain, &l.digest, l.size))
+            .collect();
+        tracking.set_layers(counters.clone());
         let permits = Arc::new(Semaphore::new(PARALLEL_DOWNLOADS));
         let mut tasks = AbortOnDrop(Vec::new());
         let mut slot: Vec<Option<usize>> = Vec::with_capacity(layers.len());
-        for ((l, chain), diff_id) in layers.iter().zip(&chains).zip(diff_ids) {
+        for (((l, chain), diff_id), counter) in
+            layers.iter().zip(&chains).zip(diff_ids).zip(&counters)
+        {
             if self.snapshotter.is_committed(chain) {
+                counter.exists();
                 slot.push(None);
                 continue;
             }
-            let (me, s, p) = (self.clone(), session.clone(), permits.clone());
+            let (me, s, p, c) = (
+                self.clone(),
+                session.clone(),
+                permits.clone(),
+                counter.clone(),
+            );
             let (l, chain, diff_id, what) =
                 (l.clone(), chain.clone(), diff_id.clone(), what.to_string());
             let span = tracing::debug_span!("layer", blob = %l.digest, size = l.size);
@@ -239,8 +269,14 @@ impl Puller {
                         .acquire_owned()
                         .await
                         .map_err(|e| Error::internal("download slot", e))?;
-                    me.fetch_blob(&s, &l.digest, l.size).await?;
-                    me.stage(&what, &l, &chain, &diff_id).await
+                    me.fetch_blob(&s, &l.digest, l.size, Some(&c)).await?;
+                    let staged = me.stage(&what, &l, &chain, &diff_id, &c).await?;
+                    c.set(if staged.is_some() {
+                        LayerState::Unpacked
+                    } else {
+                        LayerState::Done
+                    });
+                    Ok(staged)
                 }
                 .instrument(span),
             ));
@@ -258,22 +294,31 @@ impl Puller {
                     .map_err(|e| Error::internal("commit task", e))?
                     .map_err(|e| layer_error(what, &l.digest, e))?;
             }
+            counters[i].set(LayerState::Done);
         }
         Ok(chains)
     }
 
-    /// Downloads a blob unless the store has it; concurrent pulls of the same blob wait for the
-    /// first instead of downloading it again.
-    async fn fetch_blob(&self, session: &Session, digest: &Digest, size: u64) -> Result<()> {
+    /// Downloads a blob unless the store has it, counting its bytes into `progress`;
+    /// concurrent pulls of the same blob wait for the first instead of downloading it again.
+    async fn fetch_blob(
+        &self,
+        session: &Session,
+        digest: &Digest,
+        size: u64,
+        progress: Option<&LayerProgress>,
+    ) -> Result<()> {
         let store = self.snapshotter.content();
-        if store.contains(digest) {
-            return Ok(());
+        if !store.contains(digest) {
+            let _g = self.locks.lock(&format!("blob {digest}")).await;
+            if !store.contains(digest) {
+                return session.fetch_blob(store, digest, size, progress).await;
+            }
         }
-        let _g = self.locks.lock(&format!("blob {digest}")).await;
-        if store.contains(digest) {
-            return Ok(());
+        if let Some(p) = progress {
+            p.blob_present();
         }
-        session.fetch_blob(store, digest, size).await
+        Ok(())
     }
 
     /// Unpacks one layer into a staging dir (blocking work, off the async threads). Returns
@@ -286,11 +331,13 @@ impl Puller {
         l: &LayerDesc,
         chain: &Digest,
         diff_id: &Digest,
+        progress: &LayerProgress,
     ) -> Result<Option<(StagedLayer, OwnedMutexGuard<()>)>> {
         let lock = self.locks.lock(&format!("layer {chain}")).await;
         if self.snapshotter.is_committed(chain) {
             return Ok(None);
         }
+        progress.set(LayerState::Unpacking);
         let (snap, l2, diff) = (self.snapshotter.clone(), l.clone(), diff_id.clone());
         let started = std::time::Instant::now();
         let staged = tokio::task::spawn_blocking(move || {

@@ -19,6 +19,7 @@ use oci_client::secrets::RegistryAuth;
 use super::auth::Credentials;
 use super::hosts::{Endpoint, Scheme};
 use super::ingest::{ingest_stream, IngestError};
+use super::progress::LayerProgress;
 use super::token;
 use crate::error::Error;
 
@@ -174,12 +175,13 @@ impl Session {
     }
 
     /// Downloads blob `digest` (`size` bytes) into `store`, verified, from the first endpoint
-    /// that serves it whole.
+    /// that serves it whole, counting its bytes into `progress`.
     pub async fn fetch_blob(
         &self,
         store: &ContentStore,
         digest: &Digest,
         size: u64,
+        progress: Option<&LayerProgress>,
     ) -> Result<(), Error> {
         let mut failures = Vec::new();
         for r in self.remotes.iter().filter(|r| r.endpoint.pull) {
@@ -202,7 +204,11 @@ impl Session {
                 ));
                 continue;
             }
-            match ingest_stream(store.clone(), digest.clone(), size, stream.stream).await {
+            if let Some(p) = progress {
+                p.downloading();
+            }
+            match ingest_stream(store.clone(), digest.clone(), size, stream.stream, progress).await
+            {
                 Ok(()) => {
                     tracing::debug!(blob = %digest, endpoint = %r.endpoint, size, "downloaded");
                     return Ok(());

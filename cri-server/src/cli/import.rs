@@ -1,12 +1,11 @@
 //! `crispd images import FILE`: an OCI layout, OCI archive or `docker save` tar into crispd's
-//! image store, with progress on a terminal.
+//! image store, with progress (`progress.rs`).
 //!
 //! The store belongs to whoever holds the root lock. Without a running crispd the import runs
 //! here, directly into the store. With one, the file is copied into its import directory
 //! (under a hidden name, then renamed, so the daemon never sees half a file); the daemon
 //! imports it when a pull of one of its names misses, or at its next start.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,9 +13,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use super::import_dir::names_for;
-use super::store::ImageStore;
+use super::progress::{Item, Reporter};
 use crate::config::Config;
+use crate::image::import_dir::names_for;
+use crate::image::store::ImageStore;
 use crate::lock;
 
 pub fn run(cfg: &Config, file: &Path) -> Result<()> {
@@ -33,26 +33,33 @@ pub fn run(cfg: &Config, file: &Path) -> Result<()> {
         Err(lock::LockError::Held { .. }) => hand_to_daemon(cfg, file, meta.is_dir()),
         Err(e) => Err(e.into()),
     };
-    progress.stop();
-    result
+    // The result after the display's last word: on a terminal that redraws its lines.
+    progress.stop(result.is_ok());
+    let said = result?;
+    if !said.is_empty() {
+        println!("{said}");
+    }
+    Ok(())
 }
 
-fn import_here(cfg: &Config, file: &Path) -> Result<()> {
+/// Imports into the store; says what (a line per image: id, tags).
+fn import_here(cfg: &Config, file: &Path) -> Result<String> {
     let snapshotter =
         crisp_snapshotter::Snapshotter::open(&cfg.root).context("opening the snapshotter")?;
     let flusher = crate::store::Flusher::default();
     let images = ImageStore::open(cfg.root.join("images"), flusher.clone())?;
     let found = crisp_snapshotter::import_path(&snapshotter, file)
         .with_context(|| format!("importing {}", file.display()))?;
+    let mut said = Vec::new();
     for img in &found {
         let rec = images.add(img, &names_for(file, &img.names))?;
-        println!("{} {}", rec.id, rec.repo_tags.join(" "));
+        said.push(format!("{} {}", rec.id, rec.repo_tags.join(" ")));
     }
     flusher.flush_now();
-    Ok(())
+    Ok(said.join("\n"))
 }
 
-fn hand_to_daemon(cfg: &Config, file: &Path, is_dir: bool) -> Result<()> {
+fn hand_to_daemon(cfg: &Config, file: &Path, is_dir: bool) -> Result<String> {
     let dir = cfg.import_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let Some(name) = file.file_name() else {
@@ -85,12 +92,11 @@ fn hand_to_daemon(cfg: &Config, file: &Path, is_dir: bool) -> Result<()> {
     }
     std::fs::rename(&tmp, &dest)
         .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
-    println!(
+    Ok(format!(
         "crispd is running: copied to {}; it is imported when one of its names is pulled, or \
          at crispd's next start",
         dest.display()
-    );
-    Ok(())
+    ))
 }
 
 fn size_of(path: &Path, meta: &std::fs::Metadata) -> u64 {
@@ -114,36 +120,58 @@ fn size_of(path: &Path, meta: &std::fs::Metadata) -> u64 {
     total
 }
 
-/// A progress line on stderr (only on a terminal): bytes this process has read so far
-/// (`rchar` in /proc/self/io), against the input's size. Reading is what an import does, so
-/// this tracks it without threading a counter through the importer.
+/// The import's progress: bytes this process has read so far (`rchar` in /proc/self/io),
+/// against the input's size. Reading is what an import does, so this tracks it without
+/// threading a counter through the importer.
 struct Progress {
     done: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<Reporter>>,
+    item: Item,
+    /// `rchar` when the import started.
+    base: u64,
 }
 
 impl Progress {
     fn start(file: &Path, total: u64) -> Progress {
         let done = Arc::new(AtomicBool::new(false));
-        let thread = std::io::stderr().is_terminal().then(|| {
-            let (d, name) = (done.clone(), file.display().to_string());
-            let base = read_chars();
-            std::thread::spawn(move || {
-                while !d.load(Ordering::Relaxed) {
-                    let n = read_chars().saturating_sub(base).min(total);
-                    eprint!("\rimporting {name}: {} / {} MiB ", n >> 20, total >> 20);
-                    std::thread::sleep(Duration::from_millis(300));
-                }
-                eprintln!();
-            })
+        let base = read_chars();
+        let item = Item {
+            label: file.display().to_string(),
+            state: "importing",
+            done: 0,
+            total,
+        };
+        let (d, mut it) = (done.clone(), item.clone());
+        let thread = std::thread::spawn(move || {
+            let mut reporter = Reporter::stderr();
+            while !d.load(Ordering::Relaxed) {
+                it.done = read_chars().saturating_sub(base).min(total);
+                reporter.update(std::slice::from_ref(&it));
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            reporter
         });
-        Progress { done, thread }
+        Progress {
+            done,
+            thread: Some(thread),
+            item,
+            base,
+        }
     }
 
-    fn stop(mut self) {
+    fn stop(mut self, ok: bool) {
         self.done.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(mut reporter) = self.thread.take().and_then(|t| t.join().ok()) {
+            let mut it = self.item.clone();
+            (it.state, it.done) = if ok {
+                ("imported", it.total)
+            } else {
+                (
+                    "failed",
+                    read_chars().saturating_sub(self.base).min(it.total),
+                )
+            };
+            reporter.finish(&[it]);
         }
     }
 }

@@ -1,0 +1,176 @@
+//! PullImage around the registry pull: what is present, the import dir, the registry, the
+//! image record, and the pull's progress for watchers. crispd's image service and
+//! `crispd images pull` without a running crispd both pull through this.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crisp_snapshotter::Snapshotter;
+use futures_util::stream::BoxStream;
+
+use super::import_dir::ImportDir;
+use super::pull::auth::Credentials;
+use super::pull::hosts::Hosts;
+use super::pull::progress::Progress;
+use super::pull::Puller;
+use super::reference::Reference;
+use super::{ImageRecord, ImageStore};
+use crate::api::images_v1::PullStatus;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::store::Flusher;
+
+pub struct ImagePulls {
+    snapshotter: Arc<Snapshotter>,
+    images: Arc<ImageStore>,
+    import_dir: Arc<ImportDir>,
+    puller: Arc<Puller>,
+    /// Pulls hold it shared, RemoveImage's deletion of layers and blobs exclusively.
+    pub gc: tokio::sync::RwLock<()>,
+}
+
+/// A pull's image, and what it fetched.
+pub struct Pulled {
+    pub record: ImageRecord,
+    /// The image's size and how long the registry pull took, when it came from a registry.
+    pub fetched: Option<(u64, Duration)>,
+}
+
+impl ImagePulls {
+    /// Opens the content store, the layers and the image records under `cfg.root` (records
+    /// fsynced through `flusher`). Layers a crash took (see `Snapshotter::open`) take their
+    /// images with them: kubelet pulls them again.
+    pub fn open(cfg: &Config, flusher: Flusher) -> Result<ImagePulls> {
+        let snapshotter = Arc::new(
+            Snapshotter::open(&cfg.root)
+                .map_err(|e| Error::internal("opening the snapshotter", e))?,
+        );
+        let images = Arc::new(ImageStore::open(cfg.root.join("images"), flusher)?);
+        for img in images.list() {
+            let missing = img.chain_ids.iter().find(|c| {
+                crisp_snapshotter::Digest::parse(c).map_or(true, |d| !snapshotter.is_committed(&d))
+            });
+            if let Some(layer) = missing {
+                tracing::warn!(image = %img.id, %layer, "image lost a layer in a crash: removed");
+                images.remove(&img.id)?;
+            }
+        }
+        let puller = Arc::new(Puller::new(
+            snapshotter.clone(),
+            Hosts::new(cfg.registry.config_path.clone()),
+            cfg.registry.auths.clone(),
+        ));
+        Ok(ImagePulls {
+            snapshotter,
+            images,
+            import_dir: Arc::new(ImportDir::new(cfg.import_dir())),
+            puller,
+            gc: tokio::sync::RwLock::new(()),
+        })
+    }
+
+    pub fn snapshotter(&self) -> &Arc<Snapshotter> {
+        &self.snapshotter
+    }
+
+    pub fn images(&self) -> &Arc<ImageStore> {
+        &self.images
+    }
+
+    pub fn progress(&self) -> &Arc<Progress> {
+        self.puller.progress()
+    }
+
+    /// Imports what is new in the import dir (blocking work, off the async threads).
+    pub async fn scan_import_dir(&self) -> Result<usize> {
+        let (dir, snap, images) = (
+            self.import_dir.clone(),
+            self.snapshotter.clone(),
+            self.images.clone(),
+        );
+        tokio::task::spawn_blocking(move || dir.scan(&snap, &images))
+            .await
+            .map_err(|e| Error::internal("import task", e))
+    }
+
+    /// Snapshots of the pulls of `spec` (see [`Progress::watch`]).
+    pub fn watch(&self, spec: &str) -> Result<BoxStream<'static, Result<PullStatus>>> {
+        Ok(self.progress().watch(&Reference::parse(spec)?))
+    }
+
+    /// Pulls an image. Order:
+    /// 1. a digest reference already present is the answer (its content cannot change);
+    /// 2. the import directory (new files are imported): an image an admin dropped on the
+    ///    node is used without touching the network, which keeps air-gapped nodes fast;
+    /// 3. the registry (mirrors from hosts.toml first). For a tag already present, an unreachable
+    ///    registry falls back to the local image, so kubelet's `Always` policy follows a moved
+    ///    tag when the registry is up and keeps working when it is not.
+    pub async fn pull(&self, spec: &str, creds: &Credentials) -> Result<Pulled> {
+        let reference = Reference::parse(spec)?;
+        let tracking = self.progress().begin(&reference);
+        let result = self.pull_tracked(spec, &reference, creds, &tracking).await;
+        tracking.finish(result.as_ref().map(|p| p.record.id.as_str()));
+        result
+    }
+
+    async fn pull_tracked(
+        &self,
+        spec: &str,
+        reference: &Reference,
+        creds: &Credentials,
+        tracking: &super::pull::progress::Tracking,
+    ) -> Result<Pulled> {
+        let local = |record| Pulled {
+            record,
+            fetched: None,
+        };
+        let present = self.images.find(spec);
+        if let (Some(img), Some(_)) = (&present, &reference.digest) {
+            return Ok(local(img.clone()));
+        }
+        // Layers and blobs this pull finds present stay so until it has recorded its image.
+        let _pulling = self.gc.read().await;
+        if present.is_none() {
+            self.scan_import_dir().await?;
+            if let Some(img) = self.images.find(spec) {
+                return Ok(local(img));
+            }
+        }
+        let started = Instant::now();
+        match self.puller.pull(reference, creds, tracking).await {
+            Ok(pulled) => {
+                let rec = self.images.add(&pulled, std::slice::from_ref(reference))?;
+                // The layers' write-back happens after the pull returns (see
+                // `Snapshotter::sync_pending`); a crash before it drops them at the next start.
+                let snap = self.snapshotter.clone();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = snap.sync_pending() {
+                        tracing::warn!(error = %e, "syncing pulled layers");
+                    }
+                });
+                tracing::info!(
+                    image = %rec.id,
+                    repo_digest = %pulled.repo_digest,
+                    layers = pulled.chain_ids.len(),
+                    bytes = pulled.size,
+                    ms = started.elapsed().as_millis() as u64,
+                    "pulled image"
+                );
+                Ok(Pulled {
+                    record: rec,
+                    fetched: Some((pulled.size, started.elapsed())),
+                })
+            }
+            // Only an unreachable registry falls back: an auth failure must fail, or a pod
+            // without the pull secret could use a private image another pod pulled.
+            Err(e @ Error::Unavailable(_)) => match present {
+                Some(img) => {
+                    tracing::warn!(image = %img.id, error = %e, "registry unreachable or refused; using the local image");
+                    Ok(local(img))
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+}
