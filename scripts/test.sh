@@ -9,6 +9,10 @@ scripts/validate-manifests.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --quiet
+# The upgrade test (tests/tests/upgrade.rs) starts from the last release's crispd, crisp-shim and
+# crisp-bridge: built once per baseline commit, reusing target/debug's dependencies.
+upgrade_from=$(scripts/build-upgrade-baseline.sh)
+export CRISP_UPGRADE_FROM=$upgrade_from
 # Bounded fuzzing of the reference parser, the layer unpacker and the spec builder (FUZZ_SECONDS).
 scripts/fuzz.sh
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -43,6 +43,9 @@ pub struct Crispd {
     log_level: Option<String>,
     /// The root dir is a tmpfs the harness mounted (see `start_with_small_root`).
     root_tmpfs: bool,
+    /// Where crispd, crisp-shim and crisp-bridge come from when not from this build (another
+    /// release's, for the upgrade test): crispd finds the other two next to itself.
+    bin_dir: Option<PathBuf>,
 }
 
 impl Crispd {
@@ -52,20 +55,34 @@ impl Crispd {
             crate::network::Plugins::CrispBridge,
             |_| String::new(),
             None,
+            None,
+        )
+        .await
+    }
+
+    /// [`Crispd::start`] with the binaries in `bin_dir` (crispd, and the crisp-shim and
+    /// crisp-bridge it finds next to itself) instead of this build's: another release's, see
+    /// [`crate::upgrade_baseline`]. [`Crispd::restart_with_bin_dir`] switches later.
+    pub async fn start_from(bin_dir: &Path) -> anyhow::Result<Crispd> {
+        Self::start_inner(
+            crate::network::Plugins::CrispBridge,
+            |_| String::new(),
+            None,
+            Some(bin_dir.to_path_buf()),
         )
         .await
     }
 
     /// [`Crispd::start`] with the pod network served by `plugins`.
     pub async fn start_with(plugins: crate::network::Plugins) -> anyhow::Result<Crispd> {
-        Self::start_inner(plugins, |_| String::new(), None).await
+        Self::start_inner(plugins, |_| String::new(), None, None).await
     }
 
     /// Like [`start`](Self::start), with more TOML appended to crispd's config (after its
     /// `[registry]` table, so new tables only, e.g. `[registry.auths."host"]`). `extra` gets
     /// the instance's temp dir. Registry host configs go into [`Self::registry_hosts_dir`].
     pub async fn start_with_config(extra: impl FnOnce(&Path) -> String) -> anyhow::Result<Crispd> {
-        Self::start_inner(crate::network::Plugins::CrispBridge, extra, None).await
+        Self::start_inner(crate::network::Plugins::CrispBridge, extra, None, None).await
     }
 
     /// [`Crispd::start`] with its root dir (content store, layers) on a tmpfs of `bytes`, for
@@ -75,6 +92,7 @@ impl Crispd {
             crate::network::Plugins::CrispBridge,
             |_| String::new(),
             Some(bytes),
+            None,
         )
         .await
     }
@@ -83,6 +101,7 @@ impl Crispd {
         plugins: crate::network::Plugins,
         extra: impl FnOnce(&Path) -> String,
         root_tmpfs: Option<u64>,
+        bin_dir: Option<PathBuf>,
     ) -> anyhow::Result<Crispd> {
         let layout = tokio::task::spawn_blocking(busybox_layout)
             .await
@@ -113,6 +132,7 @@ impl Crispd {
             network: None,
             log_level: Some(LOG_FILTER.to_string()),
             root_tmpfs: false,
+            bin_dir,
         };
 
         for dir in [crispd.root(), crispd.state(), crispd.log_dir()] {
@@ -189,6 +209,21 @@ impl Crispd {
         self.wait_ready().await
     }
 
+    /// Starts a stopped crispd again with the binaries in `bin_dir`, `None` for this build's:
+    /// the upgrade (or downgrade) of a node's crisp, on the same root, state, socket and config.
+    pub async fn restart_with_bin_dir(&mut self, bin_dir: Option<&Path>) -> anyhow::Result<()> {
+        self.bin_dir = bin_dir.map(Path::to_path_buf);
+        self.restart().await
+    }
+
+    /// The crispd binary this instance runs (see [`Crispd::start_from`]).
+    pub fn crispd_bin(&self) -> PathBuf {
+        match &self.bin_dir {
+            Some(dir) => dir.join("crispd"),
+            None => bin_path("crispd"),
+        }
+    }
+
     /// Starts a stopped crispd again with more in its config file: `top_level` keys go first,
     /// `tables` (e.g. `[metrics]` sections) last. With `log_level` `None` there is no
     /// `--log-level`, so the level is the file's (and SIGHUP can change it).
@@ -242,15 +277,20 @@ impl Crispd {
     }
 
     /// `crispd images import FILE` on this instance's root and state (through its import dir
-    /// while it runs); its stdout.
+    /// while it runs), with this instance's crispd binary; its stdout.
     pub fn images_import(&self, file: &Path) -> anyhow::Result<String> {
-        images_import(&self.root(), &self.state(), file)
+        images_import_with(&self.crispd_bin(), &self.root(), &self.state(), file)
     }
 
     /// `crispd images …` on this instance's config, root and state (the subcommand is the
     /// caller's to add). crispd's socket is not given: the command finds it through the root.
     pub fn images_command(&self) -> Command {
-        images_command(&self.root(), &self.state(), Some(&self.config_path()))
+        images_command_with(
+            &self.crispd_bin(),
+            &self.root(),
+            &self.state(),
+            Some(&self.config_path()),
+        )
     }
 
     /// Waits until a layer's download is under way in this instance's content store: a
@@ -278,7 +318,7 @@ impl Crispd {
     /// A crispd command line for this instance's config, root and state but
     /// the given socket, for tests that start extra instances themselves.
     pub fn command(&self, socket: &Path) -> Command {
-        let mut command = Command::new(bin_path("crispd"));
+        let mut command = Command::new(self.crispd_bin());
         command
             .arg("--config")
             .arg(self.config_path())
@@ -295,9 +335,11 @@ impl Crispd {
             command.arg("--log-level").arg(level);
         }
         // crispd finds its shim next to itself; this only matters when the
-        // binaries were overridden to live elsewhere.
-        if let Some(shim) = find_bin("crisp-shim") {
-            command.env("CRISP_SHIM_BIN", shim);
+        // binaries were overridden to live elsewhere. Another release's crispd keeps its own.
+        if self.bin_dir.is_none() {
+            if let Some(shim) = find_bin("crisp-shim") {
+                command.env("CRISP_SHIM_BIN", shim);
+            }
         }
         command
     }
@@ -416,7 +458,7 @@ impl Crispd {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("spawning {}", bin_path("crispd").display()))?;
+            .with_context(|| format!("spawning {}", self.crispd_bin().display()))?;
         self.child = Some(child);
         Ok(())
     }
@@ -525,7 +567,11 @@ fn random_id() -> anyhow::Result<String> {
 /// `crispd [--config CONFIG] --root ROOT --state STATE images`, stdin closed, for the caller
 /// to add the subcommand.
 pub fn images_command(root: &Path, state: &Path, config: Option<&Path>) -> Command {
-    let mut command = Command::new(crate::bin_path("crispd"));
+    images_command_with(&bin_path("crispd"), root, state, config)
+}
+
+fn images_command_with(crispd: &Path, root: &Path, state: &Path, config: Option<&Path>) -> Command {
+    let mut command = Command::new(crispd);
     if let Some(c) = config {
         command.arg("--config").arg(c);
     }
@@ -542,7 +588,16 @@ pub fn images_command(root: &Path, state: &Path, config: Option<&Path>) -> Comma
 /// `crispd --root ROOT --state STATE images import FILE`; its stdout, or an error with its
 /// stderr.
 pub fn images_import(root: &Path, state: &Path, file: &Path) -> anyhow::Result<String> {
-    let out = images_command(root, state, None)
+    images_import_with(&bin_path("crispd"), root, state, file)
+}
+
+fn images_import_with(
+    crispd: &Path,
+    root: &Path,
+    state: &Path,
+    file: &Path,
+) -> anyhow::Result<String> {
+    let out = images_command_with(crispd, root, state, None)
         .arg("import")
         .arg(file)
         .output()

@@ -47,6 +47,7 @@ mod procs;
 mod registry;
 mod stream_client;
 mod token_server;
+mod upgrade;
 mod wait;
 
 pub use bins::{bin_path, repo_root, target_dir};
@@ -60,6 +61,7 @@ pub use privileges::require_root;
 pub use procs::process_alive;
 pub use registry::{assert_no_partial_pull, corrupt, restore, temp_layout, TestRegistry};
 pub use token_server::{TokenRequest, TokenServer};
+pub use upgrade::{upgrade_baseline, Baseline, UPGRADE_FROM_VAR};
 pub use wait::{wait_for_file, wait_until};
 
 pub use crisp_client::{container_config, cri, pod_config, CriClient};
