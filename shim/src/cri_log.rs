@@ -82,17 +82,21 @@ pub struct LogWriter {
 
 impl LogWriter {
     pub fn push(&mut self, mut chunk: &[u8]) {
-        while let Some(pos) = chunk.iter().position(|b| *b == b'\n') {
-            self.line.extend_from_slice(&chunk[..pos]);
+        loop {
+            let newline = chunk.iter().position(|b| *b == b'\n');
+            self.line
+                .extend_from_slice(&chunk[..newline.unwrap_or(chunk.len())]);
+            // Split before looking at the newline: how the bytes were chunked by the pipe
+            // must not decide the records (a long line ending in this chunk is still cut).
+            while self.line.len() >= MAX_LINE {
+                let rest = self.line.split_off(MAX_LINE);
+                self.log.write_record(self.stream, true, &self.line);
+                self.line = rest;
+            }
+            let Some(pos) = newline else { break };
             self.log.write_record(self.stream, false, &self.line);
             self.line.clear();
             chunk = &chunk[pos + 1..];
-        }
-        self.line.extend_from_slice(chunk);
-        while self.line.len() >= MAX_LINE {
-            let rest = self.line.split_off(MAX_LINE);
-            self.log.write_record(self.stream, true, &self.line);
-            self.line = rest;
         }
     }
 
@@ -118,12 +122,16 @@ mod tests {
     use super::*;
 
     fn log_of(input: &[u8]) -> Vec<String> {
+        log_of_chunked(input, 7)
+    }
+
+    /// The log of `input` pushed in pieces of `chunk` bytes, as reads from a pipe may split it.
+    fn log_of_chunked(input: &[u8], chunk: usize) -> Vec<String> {
         let dir = tempdir();
         let path = dir.join("0.log");
         let log = CriLog::open(path.clone()).unwrap();
         let mut w = log.writer(Stream::Stdout);
-        // In odd pieces: records must not depend on how reads split the input.
-        for b in input.chunks(7) {
+        for b in input.chunks(chunk) {
             w.push(b);
         }
         w.finish();
@@ -161,14 +169,18 @@ mod tests {
     fn long_lines_are_split_into_partials() {
         let mut input = vec![b'x'; MAX_LINE * 2 + 10];
         input.push(b'\n');
-        let lines = log_of(&input);
-        let tags: Vec<&str> = lines.iter().map(|l| l.split(' ').nth(2).unwrap()).collect();
-        assert_eq!(tags, ["P", "P", "F"]);
-        let total: usize = lines
-            .iter()
-            .map(|l| l.splitn(4, ' ').nth(3).unwrap().len())
-            .sum();
-        assert_eq!(total, MAX_LINE * 2 + 10);
+        // Records must not depend on how reads split the input: odd pieces, pipe-sized ones,
+        // and the whole line with its newline in one read.
+        for chunk in [7, 4096, MAX_LINE * 2, input.len()] {
+            let lines = log_of_chunked(&input, chunk);
+            let tags: Vec<&str> = lines.iter().map(|l| l.split(' ').nth(2).unwrap()).collect();
+            assert_eq!(tags, ["P", "P", "F"], "reads of {chunk} bytes");
+            let total: usize = lines
+                .iter()
+                .map(|l| l.splitn(4, ' ').nth(3).unwrap().len())
+                .sum();
+            assert_eq!(total, MAX_LINE * 2 + 10);
+        }
     }
 
     #[test]

@@ -27,6 +27,66 @@ pub struct ImagePulls {
     puller: Arc<Puller>,
     /// Pulls hold it shared, RemoveImage's deletion of layers and blobs exclusively.
     pub gc: tokio::sync::RwLock<()>,
+    layer_sync: LayerSync,
+}
+
+/// How long after the last pull its layers are written back.
+///
+/// The kernel writes dirty pages back on its own after 30 s (`vm.dirty_expire_centisecs`), so
+/// a sync this much later finds little left to write. Syncing at once made a pull's hundreds
+/// of MB of unpacked files one big write-back that every fsync meanwhile waited behind: the
+/// next pull's blobs, crispd's records (an image sharing the first one's base took 5x
+/// containerd's time). A crash before the sync loses the pull: its layers are dropped at the
+/// next start and kubelet pulls again.
+const LAYER_SYNC_DELAY: Duration = Duration::from_secs(35);
+
+/// Runs `Snapshotter::sync_pending` [`LAYER_SYNC_DELAY`] after the last request, on a thread of
+/// its own (the CLI's direct pull has no async runtime to spare; it syncs itself at the end).
+struct LayerSync {
+    due: Arc<(std::sync::Mutex<Option<Instant>>, std::sync::Condvar)>,
+}
+
+impl LayerSync {
+    fn start(snapshotter: Arc<Snapshotter>) -> LayerSync {
+        let due = Arc::new((std::sync::Mutex::new(None), std::sync::Condvar::new()));
+        let shared = due.clone();
+        let spawned = std::thread::Builder::new()
+            .name("layer-sync".into())
+            .spawn(move || loop {
+                let (lock, wake) = &*shared;
+                let mut due = lock.lock().unwrap_or_else(|p| p.into_inner());
+                match *due {
+                    None => {
+                        drop(wake.wait(due).unwrap_or_else(|p| p.into_inner()));
+                    }
+                    Some(at) if Instant::now() < at => {
+                        let wait = at.saturating_duration_since(Instant::now());
+                        drop(
+                            wake.wait_timeout(due, wait)
+                                .unwrap_or_else(|p| p.into_inner()),
+                        );
+                    }
+                    Some(_) => {
+                        *due = None;
+                        drop(due);
+                        if let Err(e) = snapshotter.sync_pending() {
+                            tracing::warn!(error = %e, "syncing pulled layers");
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            // Layers then stay unsynced until shutdown or the next start drops them.
+            tracing::error!(error = %e, "starting the layer sync thread");
+        }
+        LayerSync { due }
+    }
+
+    fn request(&self) {
+        let (lock, wake) = &*self.due;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + LAYER_SYNC_DELAY);
+        wake.notify_one();
+    }
 }
 
 /// A pull's image, and what it fetched.
@@ -46,6 +106,7 @@ impl ImagePulls {
                 .map_err(|e| Error::internal("opening the snapshotter", e))?,
         );
         let images = Arc::new(ImageStore::open(cfg.root.join("images"), flusher)?);
+        let snapshotter_for_sync = snapshotter.clone();
         for img in images.list() {
             let missing = img.chain_ids.iter().find(|c| {
                 crisp_snapshotter::Digest::parse(c).map_or(true, |d| !snapshotter.is_committed(&d))
@@ -66,6 +127,7 @@ impl ImagePulls {
             import_dir: Arc::new(ImportDir::new(cfg.import_dir())),
             puller,
             gc: tokio::sync::RwLock::new(()),
+            layer_sync: LayerSync::start(snapshotter_for_sync),
         })
     }
 
@@ -140,14 +202,9 @@ impl ImagePulls {
         match self.puller.pull(reference, creds, tracking).await {
             Ok(pulled) => {
                 let rec = self.images.add(&pulled, std::slice::from_ref(reference))?;
-                // The layers' write-back happens after the pull returns (see
-                // `Snapshotter::sync_pending`); a crash before it drops them at the next start.
-                let snap = self.snapshotter.clone();
-                tokio::task::spawn_blocking(move || {
-                    if let Err(e) = snap.sync_pending() {
-                        tracing::warn!(error = %e, "syncing pulled layers");
-                    }
-                });
+                // The layers' write-back happens well after the pull returns (see
+                // `LayerSync`); a crash before it drops them at the next start.
+                self.layer_sync.request();
                 tracing::info!(
                     image = %rec.id,
                     repo_digest = %pulled.repo_digest,

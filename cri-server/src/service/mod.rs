@@ -71,9 +71,12 @@ pub fn now_ns() -> i64 {
 }
 
 impl Runtime {
-    /// Makes every record saved so far durable (at shutdown).
+    /// Makes every record saved so far, and every pulled layer, durable (at shutdown).
     pub fn flush_records(&self) {
         self.flusher.flush_now();
+        if let Err(e) = self.pulls.snapshotter().sync_pending() {
+            tracing::warn!(error = %e, "syncing pulled layers");
+        }
     }
 
     /// Opens the stores under the root dir and re-attaches to what an earlier crispd left.
