@@ -124,7 +124,19 @@ pub async fn ensure_image(target: &Target<'_>, pull: bool) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Writes every dirty page back and lets the disk go quiet, so that no runtime's timings pay
+/// for the write-back of what ran before (the other runtime's pulls, earlier phases): with
+/// hundreds of MB dirty, every journal commit on the same file system waits behind it.
+pub async fn settle() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    tokio::task::spawn_blocking(|| unsafe { libc::sync() })
+        .await
+        .ok();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+}
+
 pub async fn run(target: &Target<'_>, pods: usize) -> anyhow::Result<PodMetrics> {
+    settle().await;
     let mut client = connect(&target.socket).await?;
     let tag = &target.name[..1];
 

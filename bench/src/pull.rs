@@ -316,7 +316,7 @@ pub async fn run(
                 setup.image
             );
         }
-        settle().await;
+        crate::drive::settle().await;
         let begin = Instant::now();
         client
             .pull(&setup.image)
@@ -356,14 +356,6 @@ pub async fn run(
 /// create: a pull right after deleting the same thousands of files spends most of its time in
 /// that scan (`recently_deleted` in perf), which is the benchmark's churn, not the runtime's.
 /// So: write everything back, then wait out the 5 s.
-async fn settle() {
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    tokio::task::spawn_blocking(|| unsafe { libc::sync() })
-        .await
-        .ok();
-    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
-}
-
 async fn remove(target: &Target<'_>, image: &str) -> anyhow::Result<()> {
     let mut client = connect(&target.socket).await?;
     client

@@ -44,6 +44,17 @@ impl Run {
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let dir = PathBuf::from(format!("/tmp/cb{id}"));
         fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        // Both runtimes' state dirs go on a tmpfs, as /run is on a node: their per-pod
+        // runtime files (bundles, sockets, pid files, netns pins) then cost what they cost
+        // there, not a disk journal's commits. Cleanup unmounts it with everything else.
+        let run_dir = dir.join("run");
+        fs::create_dir(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+        run_cmd(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=1g,mode=0755", "tmpfs"])
+                .arg(&run_dir),
+        )
+        .context("mounting a tmpfs for the state dirs")?;
         let mut k8s_cgroups_before = HashSet::new();
         for k8s in k8s_cgroup_roots() {
             collect_dirs(&k8s, &mut k8s_cgroups_before);
@@ -55,6 +66,11 @@ impl Run {
             k8s_cgroups_before,
             containerd_run_existed: Path::new(CONTAINERD_RUN).exists(),
         })
+    }
+
+    /// A runtime's state dir, on the run's tmpfs.
+    fn state_dir(&self, runtime: &str) -> PathBuf {
+        self.dir.join("run").join(runtime)
     }
 
     pub fn marker(&self) -> String {
@@ -83,7 +99,7 @@ impl Run {
     }
 
     pub fn crisp_socket(&self) -> PathBuf {
-        self.dir.join("crisp/state/crisp.sock")
+        self.state_dir("crisp").join("crisp.sock")
     }
 
     pub fn containerd_socket(&self) -> PathBuf {
@@ -106,7 +122,11 @@ impl Run {
         hosts_dir: Option<&Path>,
     ) -> anyhow::Result<()> {
         let base = self.dir.join("crisp");
-        let (root, state, net) = (base.join("root"), base.join("state"), base.join("net.d"));
+        let (root, state, net) = (
+            base.join("root"),
+            self.state_dir("crisp"),
+            base.join("net.d"),
+        );
         for d in [&root, &state, &net] {
             fs::create_dir_all(d)?;
         }
@@ -223,7 +243,7 @@ impl Run {
         let config = format!(
             r#"version = 2
 root = "{d}/root"
-state = "{d}/state"
+state = "{state}"
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
 
 [grpc]
@@ -278,6 +298,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 .map(|b| format!("  BinaryName = \"{b}\"\n"))
                 .unwrap_or_default(),
             net = net.display(),
+            state = self.state_dir("containerd").display(),
         );
         let config_path = base.join("config.toml");
         fs::write(&config_path, config)?;
