@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crisp_tests::cri::RemoveContainerRequest;
 use crisp_tests::{process_alive, require_root, Crispd, TestPod, BUSYBOX};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,6 +67,37 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     );
     let c = pod.start_container(&mut client, "after", &["true"]).await?;
     client.wait_exited(&c, Duration::from_secs(10)).await?;
+
+    // A created, never started container whose shim dies (as in a crash mid-create): its
+    // init, blocked in the container's cgroup waiting for a start, must not outlive removal.
+    let idle = pod
+        .create(&mut client, pod.container("idle", &["sleep", "4646"])?)
+        .await?;
+    let idle_shim: i32 = std::fs::read_to_string(
+        crispd
+            .state()
+            .join("containers")
+            .join(&idle)
+            .join("shim.pid"),
+    )?
+    .trim()
+    .parse()?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(idle_shim),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    crisp_tests::wait_until(
+        "the idle container's shim to be gone",
+        Duration::from_secs(10),
+        || (!process_alive(idle_shim)).then_some(()),
+    )
+    .await?;
+    client
+        .runtime
+        .remove_container(RemoveContainerRequest {
+            container_id: idle.clone(),
+        })
+        .await?;
 
     client.stop_and_remove_pod(&pod.id).await?;
     crispd.assert_no_leaks();

@@ -85,6 +85,59 @@ pub fn remove_tree(cgroup_path: &str) -> Vec<PathBuf> {
     left
 }
 
+/// Kills every process left in the cgroup `cgroup_path` (and below it, in all hierarchies),
+/// then removes it as [`remove_tree`] does, waiting up to a second for the killed to go.
+///
+/// For a container whose shim could not delete it: a create that a crash of crispd and the
+/// shim interrupted leaves libcontainer's init waiting in the container's cgroup for a start
+/// that never comes, and nothing else would ever end it.
+pub fn kill_and_remove_tree(cgroup_path: &str) -> Vec<PathBuf> {
+    const ATTEMPTS: u32 = 50;
+    let mut attempt = 0;
+    loop {
+        for pid in procs_in_tree(cgroup_path) {
+            // Only pids read from the container's own cgroup; a process that exited in between
+            // is ESRCH, which is fine.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let left = remove_tree(cgroup_path);
+        attempt += 1;
+        if left.is_empty() || attempt == ATTEMPTS {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The processes in `cgroup_path` and the cgroups below it, in any hierarchy.
+fn procs_in_tree(cgroup_path: &str) -> std::collections::BTreeSet<i32> {
+    fn walk(dir: &Path, out: &mut std::collections::BTreeSet<i32>) {
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            out.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&e.path(), out);
+                }
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    for m in hierarchies() {
+        match under(&m, cgroup_path) {
+            Some(dir) if dir != m => walk(&dir, &mut out),
+            _ => {}
+        }
+    }
+    // Never ourselves, whatever a misconfigured parent puts where.
+    out.remove(&(std::process::id() as i32));
+    out
+}
+
 fn remove_dir_deepest_first(dir: &Path, left: &mut Vec<PathBuf>) {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {

@@ -553,7 +553,10 @@ impl Runtime {
         let id = rec.id.clone();
         let _ = tokio::task::spawn_blocking(move || {
             if let Some(cg) = cgroup {
-                crate::cgroups::remove_tree(&cg);
+                let left = crate::cgroups::kill_and_remove_tree(&cg);
+                if !left.is_empty() {
+                    tracing::warn!(container = %id, ?left, "container cgroups still busy");
+                }
             }
             crate::container::shim_client::kill_recorded_shim(&dir);
             let rootfs = dir.bundle().join("rootfs");
