@@ -6,22 +6,22 @@ use std::time::{Duration, Instant};
 
 /// VmRSS of `pid` in KiB.
 pub fn rss_kib(pid: i32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
+    kib_field(&format!("/proc/{pid}/status"), "VmRSS:")
 }
 
 /// Pss of `pid` in KiB (`/proc/<pid>/smaps_rollup`): resident pages, each shared one divided
 /// by the number of processes mapping it. The shims of one runtime share their binary's pages,
 /// which RSS counts again for every shim; PSS adds up to what they take together.
 pub fn pss_kib(pid: i32) -> Option<u64> {
-    let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    rollup
+    kib_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
+}
+
+/// The number after `key` in a `/proc` file of `key value kB` lines.
+fn kib_field(path: &str, key: &str) -> Option<u64> {
+    fs::read_to_string(path)
+        .ok()?
         .lines()
-        .find_map(|line| line.strip_prefix("Pss:"))
+        .find_map(|line| line.strip_prefix(key))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
 }

@@ -4,9 +4,10 @@
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::{
-    ContainerConfig, ContainerState, ContainerStatus, ContainerStatusRequest,
-    CreateContainerRequest, ImageSpec, PodSandboxConfig, PodSandboxStatus, PodSandboxStatusRequest,
-    PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    Container, ContainerConfig, ContainerState, ContainerStatus, ContainerStatusRequest,
+    CreateContainerRequest, ImageSpec, ListContainersRequest, ListPodSandboxRequest, PodSandbox,
+    PodSandboxConfig, PodSandboxStatus, PodSandboxStatusRequest, PullImageRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
     StopPodSandboxRequest, VersionRequest, VersionResponse,
 };
 
@@ -146,6 +147,38 @@ impl CriClient {
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
+    }
+
+    /// Every pod sandbox, unfiltered.
+    pub async fn list_pods(&mut self) -> Result<Vec<PodSandbox>, Error> {
+        Ok(self
+            .runtime
+            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+            .await
+            .map_err(Error::rpc("ListPodSandbox"))?
+            .into_inner()
+            .items)
+    }
+
+    /// Every container, unfiltered.
+    pub async fn list_containers(&mut self) -> Result<Vec<Container>, Error> {
+        Ok(self
+            .runtime
+            .list_containers(ListContainersRequest { filter: None })
+            .await
+            .map_err(Error::rpc("ListContainers"))?
+            .into_inner()
+            .containers)
+    }
+
+    pub async fn remove_container(&mut self, container_id: &str) -> Result<(), Error> {
+        self.runtime
+            .remove_container(RemoveContainerRequest {
+                container_id: container_id.to_string(),
+            })
+            .await
+            .map_err(Error::rpc("RemoveContainer"))?;
+        Ok(())
     }
 
     /// Stops and then removes a pod, the way kubelet tears one down.

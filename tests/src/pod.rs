@@ -13,6 +13,10 @@ use crate::Crispd;
 /// The test image as tests refer to it; crispd resolves it from its import dir.
 pub const BUSYBOX: &str = "busybox";
 
+/// A container command that logs a numbered line every 0.1 s until killed (logs that must keep
+/// flowing across a restart or an upgrade).
+pub const TICKER: &str = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done";
+
 const NAMESPACE: &str = "crisp-test";
 
 pub struct TestPod {

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use crisp_tests::cri::{ContainerState, ListContainersRequest, ListPodSandboxRequest};
-use crisp_tests::{parse_cri_log, require_root, wait_for_file, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{parse_cri_log, require_root, wait_for_file, Crispd, TestPod, BUSYBOX, TICKER};
 
-const TICKER: &str = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done";
 const DOWNTIME: Duration = Duration::from_secs(2);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

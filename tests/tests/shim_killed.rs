@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use crisp_tests::cri::RemoveContainerRequest;
 use crisp_tests::{process_alive, require_root, Crispd, TestPod, BUSYBOX};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,12 +91,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         || (!process_alive(idle_shim)).then_some(()),
     )
     .await?;
-    client
-        .runtime
-        .remove_container(RemoveContainerRequest {
-            container_id: idle.clone(),
-        })
-        .await?;
+    client.remove_container(&idle).await?;
 
     client.stop_and_remove_pod(&pod.id).await?;
     crispd.assert_no_leaks();

@@ -16,17 +16,16 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context};
 use crisp_tests::cri::{
     ContainerState, ContainerStats, ContainerStatsRequest, ContainerStatus, ContainerStatusRequest,
-    Image, ImageSpec, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListContainersRequest,
-    ListImagesRequest, ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxState,
-    PodSandboxStatus, RemoveContainerRequest, RemoveImageRequest, ReopenContainerLogRequest,
-    StopContainerRequest,
+    Image, ImageSpec, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListImagesRequest,
+    NamespaceMode, NamespaceOption, PodSandboxState, PodSandboxStatus, RemoveImageRequest,
+    ReopenContainerLogRequest, StopContainerRequest,
 };
 use crisp_tests::{
     bin_path, layered_image, parse_cri_log, process_alive, require_root, sh, upgrade_baseline,
     wait_for_file, wait_until, Baseline, CriClient, Crispd, Entry, TestPod, TestRegistry, BUSYBOX,
+    TICKER,
 };
 
-const TICKER: &str = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done";
 const PULLED_FILE: &str = "pulled by the old release";
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -267,12 +266,7 @@ async fn with_new_crispd(
     let (pod, ids) = (&before.pod, &before.ids);
     let ticker = &ids["ticker"];
 
-    let pods = client
-        .runtime
-        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-        .await?
-        .into_inner()
-        .items;
+    let pods = client.list_pods().await?;
     ensure!(
         pods.len() == 1 && pods[0].id == pod.id && pods[0].state() == PodSandboxState::SandboxReady,
         "pods after the upgrade: {pods:?}"
@@ -285,12 +279,7 @@ async fn with_new_crispd(
     );
     ensure!(!pod_ip(&pod_status).is_empty(), "the pod lost its IP");
 
-    let containers = client
-        .runtime
-        .list_containers(ListContainersRequest { filter: None })
-        .await?
-        .into_inner()
-        .containers;
+    let containers = client.list_containers().await?;
     let (orphan, _, orphan_pid) = &before.orphan;
     let found: HashSet<&str> = containers.iter().map(|c| c.id.as_str()).collect();
     let expected: HashSet<&str> = ids.values().chain([orphan]).map(String::as_str).collect();
@@ -419,12 +408,7 @@ async fn with_new_crispd(
         ensure!(status.finished_at > 0, "stopped {id}: {status:?}");
     }
     for id in ids.values().chain([orphan]) {
-        client
-            .runtime
-            .remove_container(RemoveContainerRequest {
-                container_id: id.clone(),
-            })
-            .await?;
+        client.remove_container(id).await?;
     }
     client.stop_and_remove_pod(&pod.id).await?;
     client
