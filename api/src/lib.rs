@@ -4,10 +4,12 @@
 //! `containerd-shim-protos`), the per-container directory the shim keeps its socket and exit
 //! record in, and the way crispd asks the shim to write a CRI log. All three are defined here so
 //! neither side can drift from the other. A fourth, the attach socket, carries a running
-//! container's stdio between the shim and crispd's streaming server ([`attach`]).
+//! container's stdio between the shim and crispd's streaming server ([`attach`]). Small
+//! pieces the other crates share live here too ([`atomic_file`], [`boot`]).
 
 pub mod atomic_file;
 pub mod attach;
+pub mod boot;
 pub mod exit_record;
 pub mod shim_dir;
 pub mod stdio_target;

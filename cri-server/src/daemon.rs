@@ -98,7 +98,7 @@ pub async fn run(cfg: Config, reload: Reload) -> Result<()> {
         .await
         .context("serving CRI")?;
     let _ = std::fs::remove_file(&cfg.socket);
-    runtime.flush_records();
+    runtime.flush_to_disk();
     tracing::info!("crispd stopped; containers keep running under their shims");
     Ok(())
 }

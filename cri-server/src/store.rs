@@ -10,7 +10,7 @@ use crate::error::{Context, Result};
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeSet;
 use std::marker::PhantomData;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -72,10 +72,6 @@ impl<T: Serialize + DeserializeOwned> RecordStore<T> {
         })
     }
 
-    fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.json"))
     }
@@ -85,7 +81,7 @@ impl<T: Serialize + DeserializeOwned> RecordStore<T> {
         let path = self.path(id);
         crisp_api::atomic_file::replace(&path, &bytes)
             .context(|| format!("writing record {id}"))?;
-        self.flusher.mark([path, self.dir().to_path_buf()]);
+        self.flusher.mark([path, self.dir.clone()]);
         Ok(())
     }
 
@@ -95,7 +91,7 @@ impl<T: Serialize + DeserializeOwned> RecordStore<T> {
                 crate::error::Error::internal(format!("removing record {id}"), e),
             ),
             _ => {
-                self.flusher.mark([self.dir().to_path_buf()]);
+                self.flusher.mark([self.dir.clone()]);
                 Ok(())
             }
         }

@@ -139,9 +139,7 @@ impl Snapshotter {
             active: snaps.join("active"),
             tmp: snaps.join("tmp"),
             empty: snaps.join("empty"),
-            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                .map(|b| b.trim().to_string())
-                .unwrap_or_default(),
+            boot_id: crisp_api::boot::boot_id().unwrap_or_default(),
             sync_lock: std::sync::Mutex::new(()),
         };
         for d in [&s.committed, &s.active, &s.tmp, &s.empty] {

@@ -262,7 +262,7 @@ fn unsynced_layers_after_restart_and_after_reboot() {
         meta["unsynced_boot"] = boot.into();
         std::fs::write(&p, serde_json::to_vec(&meta).unwrap()).unwrap();
     };
-    let this_boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let this_boot = crisp_api::boot::boot_id().unwrap();
     mark(&c2, this_boot.trim());
     let s = Snapshotter::open(dir.path()).unwrap();
     assert!(s.is_committed(&c2));

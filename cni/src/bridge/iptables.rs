@@ -258,7 +258,7 @@ pub fn ensure_network(
 ) -> Result<(), String> {
     let want = format!(
         "{}\n{}\n{}\n",
-        boot_id()?,
+        crisp_api::boot::boot_id().map_err(|e| format!("reading the boot id: {e}"))?,
         nat.join("\n"),
         filter.join("\n")
     );
@@ -291,14 +291,6 @@ pub fn remove_network_if_unused(
         }
         _ => Ok(()),
     }
-}
-
-/// This boot's id: a stamp from before a reboot describes rules that are gone.
-fn boot_id() -> Result<String, String> {
-    const PATH: &str = "/proc/sys/kernel/random/boot_id";
-    std::fs::read_to_string(PATH)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| format!("reading {PATH}: {e}"))
 }
 
 /// The `-A` lines of an `iptables-save` dump whose comment `matches`.

@@ -40,52 +40,37 @@ pub struct ImagePulls {
 /// next start and kubelet pulls again.
 const LAYER_SYNC_DELAY: Duration = Duration::from_secs(35);
 
-/// Runs `Snapshotter::sync_pending` [`LAYER_SYNC_DELAY`] after the last request, on a thread of
-/// its own (the CLI's direct pull has no async runtime to spare; it syncs itself at the end).
+/// Runs `Snapshotter::sync_pending` [`LAYER_SYNC_DELAY`] after the last request (a task on the
+/// caller's async runtime; the CLI's direct pull syncs itself before its runtime ends).
 struct LayerSync {
-    due: Arc<(std::sync::Mutex<Option<Instant>>, std::sync::Condvar)>,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl LayerSync {
     fn start(snapshotter: Arc<Snapshotter>) -> LayerSync {
-        let due = Arc::new((std::sync::Mutex::new(None), std::sync::Condvar::new()));
-        let shared = due.clone();
-        let spawned = std::thread::Builder::new()
-            .name("layer-sync".into())
-            .spawn(move || loop {
-                let (lock, wake) = &*shared;
-                let mut due = lock.lock().unwrap_or_else(|p| p.into_inner());
-                match *due {
-                    None => {
-                        drop(wake.wait(due).unwrap_or_else(|p| p.into_inner()));
-                    }
-                    Some(at) if Instant::now() < at => {
-                        let wait = at.saturating_duration_since(Instant::now());
-                        drop(
-                            wake.wait_timeout(due, wait)
-                                .unwrap_or_else(|p| p.into_inner()),
-                        );
-                    }
-                    Some(_) => {
-                        *due = None;
-                        drop(due);
-                        if let Err(e) = snapshotter.sync_pending() {
-                            tracing::warn!(error = %e, "syncing pulled layers");
-                        }
-                    }
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let requests = wake.clone();
+        tokio::spawn(async move {
+            loop {
+                requests.notified().await;
+                // Each later pull restarts the wait: the sync comes after the last one.
+                while tokio::time::timeout(LAYER_SYNC_DELAY, requests.notified())
+                    .await
+                    .is_ok()
+                {}
+                let snap = snapshotter.clone();
+                match tokio::task::spawn_blocking(move || snap.sync_pending()).await {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "syncing pulled layers"),
+                    Err(e) => tracing::warn!(error = %e, "layer sync task"),
+                    Ok(Ok(_)) => {}
                 }
-            });
-        if let Err(e) = spawned {
-            // Layers then stay unsynced until shutdown or the next start drops them.
-            tracing::error!(error = %e, "starting the layer sync thread");
-        }
-        LayerSync { due }
+            }
+        });
+        LayerSync { wake }
     }
 
     fn request(&self) {
-        let (lock, wake) = &*self.due;
-        *lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + LAYER_SYNC_DELAY);
-        wake.notify_one();
+        self.wake.notify_one();
     }
 }
 

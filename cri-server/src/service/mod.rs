@@ -72,7 +72,7 @@ pub fn now_ns() -> i64 {
 
 impl Runtime {
     /// Makes every record saved so far, and every pulled layer, durable (at shutdown).
-    pub fn flush_records(&self) {
+    pub fn flush_to_disk(&self) {
         self.flusher.flush_now();
         if let Err(e) = self.pulls.snapshotter().sync_pending() {
             tracing::warn!(error = %e, "syncing pulled layers");
