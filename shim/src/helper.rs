@@ -5,16 +5,19 @@
 //! thread: it is a fresh exec, `main` dispatches here before anything else, and libcontainer's
 //! own forks happen from this one thread.
 
+use crate::forkserver::{ForkError, ForkServer, Spawned};
 use crate::reaper::Reaper;
 use clap::Subcommand;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
+use std::ffi::OsString;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 /// Where the helper finds the container's stdio (dup'ed there by the parent before exec).
 const CHILD_STDIN_FD: RawFd = 3;
@@ -208,12 +211,28 @@ fn exec(
     Ok(())
 }
 
-/// The parent side: spawns helpers and collects their result through the shim's reaper (the
+/// The helper's arguments (after `__runtime`), parsed the way `main` parses an exec'd helper's.
+pub fn parse_op(args: Vec<OsString>) -> Result<Op, clap::Error> {
+    #[derive(clap::Parser)]
+    #[command(name = "__runtime")]
+    struct Runtime {
+        #[command(subcommand)]
+        op: Op,
+    }
+    <Runtime as clap::Parser>::try_parse_from(
+        std::iter::once(OsString::from("__runtime")).chain(args),
+    )
+    .map(|r| r.op)
+}
+
+/// The parent side: starts helpers and collects their result through the shim's reaper (the
 /// reaper owns every `waitpid`, so helpers are never waited on directly).
 #[derive(Clone)]
 pub struct RuntimeHelper {
     reaper: Reaper,
     root: PathBuf,
+    /// Clones helpers without an exec; without it (or if it died) they are exec'd.
+    forkserver: Option<Arc<ForkServer>>,
 }
 
 /// The container's stdio for `create`: each `Some` fd becomes the container's stdin/out/err.
@@ -228,7 +247,16 @@ pub struct ContainerStdio {
 
 impl RuntimeHelper {
     pub fn new(reaper: Reaper, root: PathBuf) -> Self {
-        RuntimeHelper { reaper, root }
+        RuntimeHelper {
+            reaper,
+            root,
+            forkserver: None,
+        }
+    }
+
+    pub fn with_forkserver(mut self, forkserver: Option<ForkServer>) -> Self {
+        self.forkserver = forkserver.map(Arc::new);
+        self
     }
 
     pub fn create(
@@ -237,9 +265,9 @@ impl RuntimeHelper {
         bundle: &Path,
         stdio: ContainerStdio,
     ) -> Result<u32, HelperError> {
-        let mut cmd = self.command("create", id);
-        cmd.arg("--bundle").arg(bundle);
-        self.spawn_with_stdio("create", cmd, stdio)
+        let mut args = self.args("create", id);
+        args.extend(["--bundle".into(), bundle.into()]);
+        self.run_with_stdio("create", args, stdio)
     }
 
     /// Starts `process` (an OCI process JSON file) inside the running container.
@@ -249,34 +277,34 @@ impl RuntimeHelper {
         process: &Path,
         stdio: ContainerStdio,
     ) -> Result<u32, HelperError> {
-        let mut cmd = self.command("exec", id);
-        cmd.arg("--process").arg(process);
-        self.spawn_with_stdio("exec", cmd, stdio)
+        let mut args = self.args("exec", id);
+        args.extend(["--process".into(), process.into()]);
+        self.run_with_stdio("exec", args, stdio)
     }
 
-    fn spawn_with_stdio(
+    fn run_with_stdio(
         &self,
         op: &'static str,
-        mut cmd: Command,
+        mut args: Vec<OsString>,
         stdio: ContainerStdio,
     ) -> Result<u32, HelperError> {
-        let mut fds: Vec<(RawFd, RawFd)> = Vec::new();
+        let mut fds: Vec<(BorrowedFd<'_>, RawFd)> = Vec::new();
         for (flag, fd, target) in [
             ("--with-stdin", &stdio.stdin, CHILD_STDIN_FD),
             ("--with-stdout", &stdio.stdout, CHILD_STDOUT_FD),
             ("--with-stderr", &stdio.stderr, CHILD_STDERR_FD),
         ] {
             if let Some(fd) = fd {
-                cmd.arg(flag);
-                fds.push((fd.as_raw_fd(), target));
+                args.push(flag.into());
+                fds.push((fd.as_fd(), target));
             }
         }
         if let Some(p) = &stdio.console_socket {
-            cmd.arg("--console-socket").arg(p);
+            args.extend(["--console-socket".into(), p.into()]);
         }
-        pass_fds(&mut cmd, fds);
-        let out = self.execute(op, cmd)?;
+        let out = self.run(op, &args, &fds)?;
         // The fds in `stdio` are dropped here: the container holds the only write ends now.
+        drop(fds);
         drop(stdio);
         out.trim().parse().map_err(|_| HelperError::Failed {
             op,
@@ -285,49 +313,86 @@ impl RuntimeHelper {
     }
 
     pub fn start(&self, id: &str) -> Result<(), HelperError> {
-        self.execute("start", self.command("start", id)).map(|_| ())
+        self.run("start", &self.args("start", id), &[]).map(|_| ())
     }
 
     pub fn delete(&self, id: &str) -> Result<(), HelperError> {
-        self.execute("delete", self.command("delete", id))
+        self.run("delete", &self.args("delete", id), &[])
             .map(|_| ())
     }
 
-    fn command(&self, op: &str, id: &str) -> Command {
+    fn args(&self, op: &str, id: &str) -> Vec<OsString> {
+        vec![
+            op.into(),
+            "--root".into(),
+            self.root.clone().into(),
+            "--id".into(),
+            id.into(),
+        ]
+    }
+
+    /// Starts a helper: cloned by the fork server, or exec'd if there is none (or it failed:
+    /// an error there leaves nothing behind, so exec'ing is a safe retry).
+    fn launch(
+        &self,
+        args: &[OsString],
+        fds: &[(BorrowedFd<'_>, RawFd)],
+    ) -> Result<Spawned, HelperError> {
+        if let Some(fs) = &self.forkserver {
+            match fs.spawn(args, fds) {
+                Ok(spawned) => return Ok(spawned),
+                Err(e @ ForkError::Unavailable(_)) => {
+                    tracing::warn!(error = %e, "exec'ing the runtime helper instead")
+                }
+                Err(ForkError::Failed(e)) => return Err(HelperError::Spawn(e)),
+            }
+        }
         let mut cmd = Command::new("/proc/self/exe");
         cmd.arg("__runtime")
-            .arg(op)
-            .arg("--root")
-            .arg(&self.root)
-            .arg("--id")
-            .arg(id)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        cmd
+        pass_fds(
+            &mut cmd,
+            fds.iter()
+                .map(|(fd, target)| (fd.as_raw_fd(), *target))
+                .collect(),
+        );
+        let mut child = cmd.spawn().map_err(HelperError::Spawn)?;
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(HelperError::Spawn(std::io::Error::other(
+                "helper pipes missing",
+            )));
+        };
+        Ok(Spawned {
+            pid: child.id() as i32,
+            stdout: OwnedFd::from(stdout).into(),
+            stderr: OwnedFd::from(stderr).into(),
+        })
     }
 
-    fn execute(&self, op: &'static str, mut cmd: Command) -> Result<String, HelperError> {
-        let mut child = cmd.spawn().map_err(HelperError::Spawn)?;
+    fn run(
+        &self,
+        op: &'static str,
+        args: &[OsString],
+        fds: &[(BorrowedFd<'_>, RawFd)],
+    ) -> Result<String, HelperError> {
+        let Spawned {
+            pid,
+            mut stdout,
+            stderr,
+        } = self.launch(args, fds)?;
         self.reaper.child_spawned();
-        let pid = child.id() as i32;
         let mut out = String::new();
-        let mut err = String::new();
         // Read stderr on a thread so neither pipe can fill and block the helper.
-        let stderr = child.stderr.take();
         let err_reader = std::thread::spawn(move || {
             let mut s = String::new();
-            if let Some(mut e) = stderr {
-                let _ = e.read_to_string(&mut s);
-            }
+            let _ = (&stderr).read_to_string(&mut s);
             s
         });
-        if let Some(mut o) = child.stdout.take() {
-            let _ = o.read_to_string(&mut out);
-        }
-        if let Ok(s) = err_reader.join() {
-            err = s;
-        }
+        let _ = stdout.read_to_string(&mut out);
+        let err = err_reader.join().unwrap_or_default();
         let code = self.reaper.wait(pid);
         if code == 0 {
             Ok(out)

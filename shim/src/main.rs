@@ -16,6 +16,7 @@ mod attach;
 mod console;
 mod containerd_v2;
 mod cri_log;
+mod forkserver;
 mod helper;
 mod oom;
 mod pause;

@@ -1,5 +1,6 @@
 //! `crisp-shim serve`: the long-lived per-container daemon crispd talks to.
 
+use crate::forkserver::ForkServer;
 use crate::reaper::Reaper;
 use crate::task::TaskService;
 use anyhow::{Context, Result};
@@ -15,6 +16,8 @@ pub fn serve(id: &str, dir: &Path, socket: &Path) -> Result<()> {
     // Our own session: a terminal hangup or a signal to crispd's process group must not reach
     // us, since the shim outlives crispd. EPERM means we already lead one; that is fine.
     let _ = nix::unistd::setsid();
+    // Forked first: it must be a copy of a process with one thread (see forkserver.rs).
+    let forkserver = ForkServer::start();
     let dir = ShimDir::new(dir, socket);
     std::fs::create_dir_all(dir.path())
         .with_context(|| format!("creating {}", dir.path().display()))?;
@@ -32,9 +35,12 @@ pub fn serve(id: &str, dir: &Path, socket: &Path) -> Result<()> {
     };
     usr1.thread_block().context("blocking SIGUSR1")?;
 
+    let forkserver = forkserver
+        .map_err(|e| tracing::warn!(error = %e, "no fork server: runtime helpers will be exec'd"))
+        .ok();
     let reaper = Reaper::start().context("becoming a subreaper")?;
     let (shutdown_tx, shutdown_rx) = mpsc::channel();
-    let service = TaskService::new(dir.clone(), reaper, shutdown_tx);
+    let service = TaskService::new(dir.clone(), reaper, forkserver, shutdown_tx);
     let reopener = service.clone();
     std::thread::Builder::new()
         .name("sigusr1".into())

@@ -5,6 +5,7 @@
 //! a FAILED_PRECONDITION error naming the container and its state.
 
 use crate::attach::Attachers;
+use crate::forkserver::ForkServer;
 use crate::helper::RuntimeHelper;
 use crate::reaper::Reaper;
 use crate::stdio::{self, ProcessIo, StdioRequest};
@@ -120,8 +121,14 @@ fn now_ns() -> i64 {
 }
 
 impl TaskService {
-    pub fn new(dir: ShimDir, reaper: Reaper, shutdown: mpsc::Sender<()>) -> TaskService {
-        let helper = RuntimeHelper::new(reaper.clone(), dir.runtime_root());
+    pub fn new(
+        dir: ShimDir,
+        reaper: Reaper,
+        forkserver: Option<ForkServer>,
+        shutdown: mpsc::Sender<()>,
+    ) -> TaskService {
+        let helper =
+            RuntimeHelper::new(reaper.clone(), dir.runtime_root()).with_forkserver(forkserver);
         TaskService {
             inner: Arc::new(Inner {
                 dir,

@@ -58,7 +58,7 @@ pub use image::busybox_layout;
 pub use layout::{layered_image, multi_arch_index, pseudo_random, BuiltImage, Entry};
 pub use pod::{expect_code, sh, with_sc, TestPod, BUSYBOX, TICKER};
 pub use privileges::require_root;
-pub use procs::process_alive;
+pub use procs::{children_named, process_alive};
 pub use registry::{assert_no_partial_pull, corrupt, restore, temp_layout, TestRegistry};
 pub use token_server::{TokenRequest, TokenServer};
 pub use upgrade::{upgrade_baseline, Baseline, UPGRADE_FROM_VAR};

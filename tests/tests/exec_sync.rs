@@ -109,6 +109,40 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         "{r:?}"
     );
 
+    // The exec'd process holds its stdio and nothing of the shim's or its fork server's.
+    let r = exec(&mut client, &id, &["ls", "/proc/self/fd"], 10).await?;
+    let fds = String::from_utf8_lossy(&r.stdout).into_owned();
+    // 3 is ls's own handle on the directory.
+    assert!(
+        fds.split_whitespace().all(|fd| ["0", "1", "2", "3"].contains(&fd)),
+        "exec'd process has extra fds: {fds}"
+    );
+
+    // Helpers are cloned by the shim's fork server; if it is gone, they are exec'd instead.
+    let shim: i32 = std::fs::read_to_string(
+        crispd
+            .state()
+            .join("containers")
+            .join(&id)
+            .join("shim.pid"),
+    )?
+    .trim()
+    .parse()?;
+    let forkservers = crisp_tests::children_named(shim, "shim-forkserver");
+    assert_eq!(forkservers.len(), 1, "shim {shim}: {forkservers:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(forkservers[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    crisp_tests::wait_until("the fork server to die", Duration::from_secs(10), || {
+        (!crisp_tests::process_alive(forkservers[0])).then_some(())
+    })
+    .await?;
+    for _ in 0..2 {
+        let r = exec(&mut client, &id, &["echo", "still"], 10).await?;
+        assert_eq!((r.stdout.as_slice(), r.exit_code), (&b"still\n"[..], 0));
+    }
+
     client.stop_and_remove_pod(&pod.id).await?;
     crispd.assert_no_leaks();
     Ok(())

@@ -41,6 +41,8 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         rec["pid"].as_i64().unwrap_or_default() as i32
     };
     anyhow::ensure!(init > 0 && process_alive(init), "{container_pid:?}");
+    let forkservers = crisp_tests::children_named(shim, "shim-forkserver");
+    anyhow::ensure!(forkservers.len() == 1, "shim {shim}: {forkservers:?}");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(shim),
         nix::sys::signal::Signal::SIGKILL,
@@ -56,6 +58,11 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         Duration::from_secs(10),
         || (!process_alive(init)).then_some(()),
     )
+    .await?;
+    // Nor does the shim's fork server (it leaves when the shim's end of its socket closes).
+    crisp_tests::wait_until("the fork server to end", Duration::from_secs(10), || {
+        (!process_alive(forkservers[0])).then_some(())
+    })
     .await?;
 
     // crispd keeps serving, and the other container is untouched.

@@ -42,14 +42,12 @@ pub(super) fn write_task(pid: Pid, cgroup_path: &Path) -> Result<(), WrappedIoEr
     }
 }
 
+/// `/proc/self/task` links one entry per thread besides `.` and `..` (procfs has counted them
+/// this way since 2.6): one `stat` instead of rendering all of `/proc/self/status`, and this
+/// runs once per hierarchy for every exec.
 fn single_threaded() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .map(|n| n.trim() == "1")
-        })
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self/task")
+        .map(|m| m.nlink() == 3)
         .unwrap_or(false)
 }

@@ -5,9 +5,8 @@ use nix::unistd;
 use oci_spec::runtime::LinuxCpu;
 use unistd::Pid;
 
-use super::ControllerType;
 use super::controller::{self, Controller};
-use super::util::{self, V1MountPointError};
+use super::util::V1MountPointError;
 use crate::common::{self, ControllerOpt, WrapIoResult, WrappedIoError};
 
 const CGROUP_CPUSET_CPUS: &str = "cpuset.cpus";
@@ -80,35 +79,33 @@ impl CpuSet {
 
     // if a task is moved into the cgroup and a value has not been set for cpus and mems
     // Errno 28 (no space left on device) will be returned. Therefore we set the value from the parent if required.
+    //
+    // crisp: walks up from the cgroup itself and stops at the first ancestor with a value,
+    // instead of finding the hierarchy's mount point in mountinfo and reading every level
+    // down from it. Joining an existing cgroup (every exec) reads one file per interface and
+    // no mountinfo (which grows with every pod on the node: two parses per exec before).
     fn ensure_not_empty(
         cgroup_path: &Path,
         interface_file: &str,
     ) -> Result<(), V1CpuSetControllerError> {
-        let mut current = util::get_subsystem_mount_point(&ControllerType::CpuSet)?;
-        let relative_cgroup_path = cgroup_path.strip_prefix(&current).map_err(|err| {
-            V1CpuSetControllerError::BadCgroupPath {
-                err,
-                path: cgroup_path.to_path_buf(),
-            }
-        })?;
-
-        for component in relative_cgroup_path.components() {
-            let parent_value =
-                fs::read_to_string(current.join(interface_file)).wrap_read(cgroup_path)?;
-            if parent_value.trim().is_empty() {
-                return Err(V1CpuSetControllerError::EmptyParent);
-            }
-
-            current.push(component);
-            let child_path = current.join(interface_file);
-            let child_value = fs::read_to_string(&child_path).wrap_read(&child_path)?;
-            // the file can contain a newline character. Need to trim it away,
-            // otherwise it is not considered empty and value will not be written
-            if child_value.trim().is_empty() {
-                common::write_cgroup_file_str(&child_path, &parent_value)?;
-            }
+        let path = cgroup_path.join(interface_file);
+        let value = fs::read_to_string(&path).wrap_read(&path)?;
+        if !value.trim().is_empty() {
+            return Ok(());
         }
-
+        // The hierarchy's root always has a value; a parent without the file is outside the
+        // cpuset hierarchy, which means the root was empty.
+        let parent = match cgroup_path.parent() {
+            Some(parent) if parent.join(interface_file).exists() => parent,
+            _ => return Err(V1CpuSetControllerError::EmptyParent),
+        };
+        Self::ensure_not_empty(parent, interface_file)?;
+        let parent_file = parent.join(interface_file);
+        let parent_value = fs::read_to_string(&parent_file).wrap_read(&parent_file)?;
+        if parent_value.trim().is_empty() {
+            return Err(V1CpuSetControllerError::EmptyParent);
+        }
+        common::write_cgroup_file_str(&path, &parent_value)?;
         Ok(())
     }
 }
