@@ -61,6 +61,25 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let r = exec(&mut client, &id, &["hostname"], 10).await?;
     assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "execer");
 
+    // ... and the same cgroups as the container's init (PID 1 of its PID namespace).
+    let r = exec(
+        &mut client,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "cat /proc/1/cgroup; echo ---; cat /proc/self/cgroup",
+        ],
+        10,
+    )
+    .await?;
+    let out = String::from_utf8_lossy(&r.stdout).into_owned();
+    let (init_cgroups, exec_cgroups) = out.split_once("---\n").unwrap_or_default();
+    assert!(
+        init_cgroups.contains("memory:/") && init_cgroups == exec_cgroups,
+        "exec'd process is not in the container's cgroups:\n{out}"
+    );
+
     // A timeout kills the command and is DEADLINE_EXCEEDED, as kubelet's probes expect.
     let started = Instant::now();
     let e = exec(&mut client, &id, &["sleep", "100"], 1)
@@ -114,20 +133,16 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let fds = String::from_utf8_lossy(&r.stdout).into_owned();
     // 3 is ls's own handle on the directory.
     assert!(
-        fds.split_whitespace().all(|fd| ["0", "1", "2", "3"].contains(&fd)),
+        fds.split_whitespace()
+            .all(|fd| ["0", "1", "2", "3"].contains(&fd)),
         "exec'd process has extra fds: {fds}"
     );
 
     // Helpers are cloned by the shim's fork server; if it is gone, they are exec'd instead.
-    let shim: i32 = std::fs::read_to_string(
-        crispd
-            .state()
-            .join("containers")
-            .join(&id)
-            .join("shim.pid"),
-    )?
-    .trim()
-    .parse()?;
+    let shim: i32 =
+        std::fs::read_to_string(crispd.state().join("containers").join(&id).join("shim.pid"))?
+            .trim()
+            .parse()?;
     let forkservers = crisp_tests::children_named(shim, "shim-forkserver");
     assert_eq!(forkservers.len(), 1, "shim {shim}: {forkservers:?}");
     nix::sys::signal::kill(

@@ -85,19 +85,29 @@ pub enum V1ManagerError {
 impl Manager {
     /// Constructs a new cgroup manager with cgroups_path being relative to the root of the subsystem
     pub fn new(cgroup_path: &Path) -> Result<Self, V1ManagerError> {
-        // mountinfo and /proc/self/cgroup are read once for all subsystems: this runs in every
-        // container start and exec, where twelve parses of each cost milliseconds.
+        // mountinfo is read once for all subsystems (or not at all where the caller pinned the
+        // mount points, see `util::pin_subsystem_mount_points`): this runs in every container
+        // start and exec, where twelve parses cost milliseconds. /proc/self/cgroup only matters
+        // for a path relative to our own cgroup: a subsystem with a mount point is one the
+        // kernel has.
         let mount_points = util::list_subsystem_mount_points()?;
-        let own_cgroups = ProcessCGroups::from_read(ProcfsHandle::new()?.open(
-            ProcfsBase::ProcSelf,
-            "cgroup",
-            OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
-        )?)?;
+        let own_cgroups = if cgroup_path.as_os_str().is_empty() {
+            Some(ProcessCGroups::from_read(ProcfsHandle::new()?.open(
+                ProcfsBase::ProcSelf,
+                "cgroup",
+                OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
+            )?)?)
+        } else {
+            None
+        };
         let mut subsystems = HashMap::new();
         for subsystem in CONTROLLERS {
-            if let Ok(subsystem_path) =
-                Self::get_subsystem_path(cgroup_path, subsystem, &mount_points, &own_cgroups)
-            {
+            if let Ok(subsystem_path) = Self::get_subsystem_path(
+                cgroup_path,
+                subsystem,
+                &mount_points,
+                own_cgroups.as_ref(),
+            ) {
                 subsystems.insert(*subsystem, subsystem_path);
             } else {
                 tracing::warn!("cgroup {} not supported on this system", subsystem);
@@ -111,21 +121,21 @@ impl Manager {
         cgroup_path: &Path,
         subsystem: &CtrlType,
         mount_points: &[PathBuf],
-        own_cgroups: &ProcessCGroups,
+        own_cgroups: Option<&ProcessCGroups>,
     ) -> Result<PathBuf, V1ManagerError> {
         tracing::debug!("Get path for subsystem: {}", subsystem);
         let mount_point = util::subsystem_mount_point_in(subsystem, mount_points)?;
 
-        let cgroup = own_cgroups
-            .0
-            .iter()
-            .find(|c| c.controllers.contains(&subsystem.to_string()))
-            .ok_or(V1ManagerError::SubsystemDoesNotExist)?;
-
-        let p = if cgroup_path.as_os_str().is_empty() {
-            mount_point.join_safely(Path::new(&cgroup.pathname))?
-        } else {
-            mount_point.join_safely(cgroup_path)?
+        let p = match own_cgroups {
+            Some(own_cgroups) => {
+                let cgroup = own_cgroups
+                    .0
+                    .iter()
+                    .find(|c| c.controllers.contains(&subsystem.to_string()))
+                    .ok_or(V1ManagerError::SubsystemDoesNotExist)?;
+                mount_point.join_safely(Path::new(&cgroup.pathname))?
+            }
+            None => mount_point.join_safely(cgroup_path)?,
         };
 
         Ok(p)

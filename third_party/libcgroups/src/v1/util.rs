@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use pathrs::flags::OpenFlags;
 use pathrs::procfs::{ProcfsBase, ProcfsHandle};
@@ -22,9 +23,30 @@ pub enum V1MountPointError {
     Pathrs(#[from] pathrs::error::Error),
 }
 
+/// crisp: the mount points a long-lived process read once for the processes it clones (the
+/// shim's fork server, whose clones create a manager for every exec and container create:
+/// mountinfo grows with every pod's mounts, and parsing it was the largest part of joining).
+static PINNED_MOUNT_POINTS: OnceLock<Vec<PathBuf>> = OnceLock::new();
+
+/// Reads the subsystem mount points now and answers [`list_subsystem_mount_points`] from this
+/// copy for the rest of this process's life and in every process it forks afterwards. For a
+/// process whose cgroup mounts do not change while it lives (they do not on a node).
+pub fn pin_subsystem_mount_points() -> Result<(), V1MountPointError> {
+    let points = read_subsystem_mount_points()?;
+    let _ = PINNED_MOUNT_POINTS.set(points);
+    Ok(())
+}
+
 /// List all cgroup v1 subsystem mount points on the system. This can include unsupported
 /// subsystems, comounted controllers and named hierarchies.
 pub fn list_subsystem_mount_points() -> Result<Vec<PathBuf>, V1MountPointError> {
+    match PINNED_MOUNT_POINTS.get() {
+        Some(points) => Ok(points.clone()),
+        None => read_subsystem_mount_points(),
+    }
+}
+
+fn read_subsystem_mount_points() -> Result<Vec<PathBuf>, V1MountPointError> {
     let reader = BufReader::new(ProcfsHandle::new()?.open(
         ProcfsBase::ProcSelf,
         "mountinfo",
