@@ -20,9 +20,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 /// Where the helper finds the container's stdio (dup'ed there by the parent before exec).
-const CHILD_STDIN_FD: RawFd = 3;
-const CHILD_STDOUT_FD: RawFd = 4;
-const CHILD_STDERR_FD: RawFd = 5;
+pub(crate) const CHILD_STDIN_FD: RawFd = 3;
+pub(crate) const CHILD_STDOUT_FD: RawFd = 4;
+pub(crate) const CHILD_STDERR_FD: RawFd = 5;
 
 #[derive(Subcommand, Debug)]
 pub enum Op {

@@ -98,29 +98,24 @@ pub fn run(
     }
 
     let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break st,
-            Ok(None) => {}
-            Err(e) => return Err(exec_err(format!("waiting: {e}"))),
-        }
-        if Instant::now() >= deadline {
-            // Kill the group we created (the plugin's pid is its pgid).
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = child.wait();
-            return Err(CniError::Timeout {
-                plugin: plugin.to_string(),
-                command: env.command.to_string(),
-                after: timeout,
-            });
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
-    };
+    let exited = crisp_api::process_exit::wait_until(pid, deadline)
+        .map_err(|e| exec_err(format!("waiting: {e}")))?;
+    if !exited {
+        // Kill the group we created (the plugin's pid is its pgid).
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        return Err(CniError::Timeout {
+            plugin: plugin.to_string(),
+            command: env.command.to_string(),
+            after: timeout,
+        });
+    }
+    let status = child
+        .wait()
+        .map_err(|e| exec_err(format!("waiting: {e}")))?;
 
     // The pipes close when the plugin and its children are gone; a daemon it left behind
     // holding them must not hang us.

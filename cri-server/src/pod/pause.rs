@@ -84,10 +84,11 @@ pub fn stop(pin: &Path, pid: u32) {
             tracing::warn!(pid, error = %e, "killing the pod's pause");
         }
         // Not our child (it was orphaned at start): wait for it to be gone from its cgroup,
-        // which the pod's removal deletes next.
+        // which the pod's removal deletes next (its pidfd is readable once it is a zombie, out
+        // of its cgroups).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while running(pid) && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(5));
+        if let Err(e) = crisp_api::process_exit::wait_until(pid as i32, deadline) {
+            tracing::warn!(pid, error = %e, "waiting for the pod's pause to end");
         }
     }
     namespaces::remove(&namespaces::Pinned {
@@ -102,12 +103,4 @@ fn same_namespace(pin: &Path, pid: u32) -> bool {
         (Some(a), Some(b)) => a == b,
         _ => false,
     }
-}
-
-/// Alive and not a zombie (a zombie has already left its cgroups).
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
-        .unwrap_or(false)
 }
