@@ -158,7 +158,7 @@ pub async fn run(target: &Target<'_>, pods: usize) -> anyhow::Result<PodMetrics>
     let shim_rss: u64 = shims.iter().filter_map(|&p| procs::rss_kib(p)).sum();
     let shim_pss: u64 = shims.iter().filter_map(|&p| procs::pss_kib(p)).sum();
     eprintln!(
-        "[{}] daemon RSS {} KiB, {} shims with {} KiB in total",
+        "[{}] daemon RSS {} KiB, {} shim processes with {} KiB in total",
         target.name,
         daemon_rss,
         shims.len(),

@@ -42,7 +42,7 @@ pub fn rows(crisp: Option<&Metrics>, containerd: Option<&Metrics>) -> Vec<Row> {
         ("daemon RSS (N pods up)", "MiB", true, |m| {
             Some(m.pods.as_ref()?.daemon_rss_mib)
         }),
-        ("shim processes", "count", true, |m| {
+        ("shim processes, + fork servers", "count", true, |m| {
             Some(m.pods.as_ref()?.shim_count as f64)
         }),
         ("shim RSS total", "MiB", true, |m| {

@@ -19,17 +19,21 @@
 
 use crate::helper;
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    recvmsg, sendmsg, setsockopt, socketpair, sockopt, AddressFamily, ControlMessage,
+    ControlMessageOwned, MsgFlags, SockFlag, SockType,
 };
+use nix::sys::time::{TimeVal, TimeValLike};
 use std::ffi::OsString;
 use std::io::{IoSlice, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// A request's container fds (stdin, stdout, stderr) at most.
 const MAX_CONTAINER_FDS: usize = 3;
+/// How long the shim waits for the fork server's reply.
+const REPLY_TIMEOUT_S: i64 = 10;
 /// Arguments are paths and ids: far below this.
 const MAX_REQUEST: usize = 64 * 1024;
 /// Where helpers get the container's stdio (see `helper`).
@@ -45,6 +49,9 @@ const PARK_FD: RawFd = 64;
 pub struct ForkServer {
     /// One request in flight at a time: a reply must reach the thread that asked.
     sock: Mutex<OwnedFd>,
+    /// Set when a reply did not come in time: a late one would answer the next request, so the
+    /// fork server is not asked again.
+    broken: AtomicBool,
 }
 
 /// Why no helper was cloned.
@@ -82,9 +89,18 @@ impl ForkServer {
                 drop(ours);
                 serve(theirs)
             }
-            nix::unistd::ForkResult::Parent { .. } => Ok(ForkServer {
-                sock: Mutex::new(ours),
-            }),
+            nix::unistd::ForkResult::Parent { .. } => {
+                // It only clones: a reply taking seconds means it is stopped or stuck.
+                setsockopt(
+                    &ours,
+                    sockopt::ReceiveTimeout,
+                    &TimeVal::seconds(REPLY_TIMEOUT_S),
+                )?;
+                Ok(ForkServer {
+                    sock: Mutex::new(ours),
+                    broken: AtomicBool::new(false),
+                })
+            }
         }
     }
 
@@ -116,6 +132,11 @@ impl ForkServer {
         raw.extend(fds.iter().map(|(fd, _)| fd.as_raw_fd()));
 
         let sock = self.sock.lock().unwrap_or_else(|e| e.into_inner());
+        if self.broken.load(Ordering::Relaxed) {
+            return Err(ForkError::Unavailable(std::io::Error::other(
+                "an earlier reply timed out",
+            )));
+        }
         sendmsg::<()>(
             sock.as_raw_fd(),
             &[IoSlice::new(&request)],
@@ -128,11 +149,16 @@ impl ForkServer {
         let n = loop {
             match nix::sys::socket::recv(sock.as_raw_fd(), &mut reply, MsgFlags::empty()) {
                 Err(nix::errno::Errno::EINTR) => continue,
-                other => break other.map_err(|e| ForkError::Failed(e.into()))?,
+                Err(e) => {
+                    self.broken.store(true, Ordering::Relaxed);
+                    return Err(ForkError::Failed(e.into()));
+                }
+                Ok(n) => break n,
             }
         };
         drop(sock);
         if n != reply.len() {
+            self.broken.store(true, Ordering::Relaxed);
             return Err(ForkError::Failed(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "no reply",
