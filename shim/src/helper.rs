@@ -1,9 +1,10 @@
 //! libcontainer calls, each in its own short-lived, single-threaded process.
 //!
-//! The parent side ([`RuntimeHelper`]) spawns `/proc/self/exe __runtime <op>`; the child side
-//! ([`run_op`]) performs exactly one libcontainer operation and exits. The child never creates a
-//! thread: it is a fresh exec, `main` dispatches here before anything else, and libcontainer's
-//! own forks happen from this one thread.
+//! The parent side ([`RuntimeHelper`]) has the shim's fork server clone a helper, or spawns
+//! `/proc/self/exe __runtime <op>` without one; the child side ([`run_op`]) performs exactly one
+//! libcontainer operation and exits. The child never creates a thread: it is a clone of the
+//! single-threaded fork server (or a fresh exec whose `main` dispatches here before anything
+//! else), and libcontainer's own forks happen from this one thread.
 
 use crate::forkserver::{ForkError, ForkServer, Spawned};
 use crate::reaper::Reaper;

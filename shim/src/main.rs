@@ -5,8 +5,9 @@
 //! serves the containerd Task API over ttrpc from a small thread pool. libcontainer is never
 //! called from those threads: it `chdir`s the whole process and forks with raw `clone3`, which is
 //! unsafe next to other threads (inherited malloc locks, a shared cwd). Every libcontainer call
-//! runs in a freshly exec'd `crisp-shim __runtime …` helper that starts no thread at all, so the
-//! single-threaded precondition holds by construction.
+//! runs in a runtime helper that starts no thread at all, so the single-threaded precondition
+//! holds by construction: a clone of the shim's fork server (forked before the shim's first
+//! thread, see `forkserver`), or a freshly exec'd `crisp-shim __runtime …` without one.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
