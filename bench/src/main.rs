@@ -401,29 +401,16 @@ async fn bench_crisp(
         shim_marker: &marker,
     };
     drive::ensure_image(&target, true).await?;
-    let setup = match phase {
-        Phase::Pods => {
-            m.pods = Some(drive::run(&target, opts.pods).await?);
-            return Ok(());
-        }
-        Phase::Pulls(setup) => setup,
-    };
-    // RemoveImage deletes the image's blobs and layers: check that, as for containerd,
-    // so no pull finds anything left over.
+    // RemoveImage deletes the image's blobs and layers: check that, as for containerd.
     let blobs = run.dir.join("crisp/root/content/blobs/sha256");
-    let digests = setup.blobs();
-    let forget = || {
-        let left: Vec<&String> = digests
+    measure(&target, opts, phase, m, |digests| {
+        Ok(digests
             .iter()
             .filter(|d| blobs.join(d.trim_start_matches("sha256:")).exists())
-            .collect();
-        if !left.is_empty() {
-            bail!("crispd kept blobs after RemoveImage: {left:?}");
-        }
-        Ok(())
-    };
-    m.pull = Some(pull::run(&target, setup, opts.pulls, forget).await?);
-    Ok(())
+            .cloned()
+            .collect())
+    })
+    .await
 }
 
 async fn bench_containerd(
@@ -467,29 +454,43 @@ async fn bench_containerd(
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
-    let setup = match phase {
-        Phase::Pods => {
-            m.pods = Some(drive::run(&target, opts.pods).await?);
-            return Ok(());
-        }
-        Phase::Pulls(setup) => setup,
-    };
     // CRI RemoveImage deletes the image synchronously, and containerd's garbage collector
-    // then drops its content and snapshots. Check that, so no pull finds blobs left over.
-    let digests = setup.blobs();
-    let forget = || {
+    // then drops its content and snapshots.
+    measure(&target, opts, phase, m, |digests| {
         let listing = run.ctr().args(["content", "ls", "-q"]).output()?;
         let listing = String::from_utf8_lossy(&listing.stdout);
-        let left: Vec<&String> = digests
+        Ok(digests
             .iter()
             .filter(|d| listing.lines().any(|l| l.trim() == d.as_str()))
-            .collect();
-        if !left.is_empty() {
-            bail!("containerd kept blobs after RemoveImage: {left:?}");
+            .cloned()
+            .collect())
+    })
+    .await
+}
+
+/// Runs `phase` against `target`. `kept` says which of the given blobs the runtime still has:
+/// none may be left after RemoveImage, so that no timed pull finds anything from the last one.
+async fn measure(
+    target: &Target<'_>,
+    opts: &Opts,
+    phase: Phase<'_>,
+    m: &mut Metrics,
+    kept: impl Fn(&[String]) -> anyhow::Result<Vec<String>>,
+) -> anyhow::Result<()> {
+    match phase {
+        Phase::Pods => m.pods = Some(drive::run(target, opts.pods).await?),
+        Phase::Pulls(setup) => {
+            let digests = setup.blobs();
+            let forget = || {
+                let left = kept(&digests)?;
+                if !left.is_empty() {
+                    bail!("{} kept blobs after RemoveImage: {left:?}", target.name);
+                }
+                Ok(())
+            };
+            m.pull = Some(pull::run(target, setup, opts.pulls, forget).await?);
         }
-        Ok(())
-    };
-    m.pull = Some(pull::run(&target, setup, opts.pulls, forget).await?);
+    }
     Ok(())
 }
 
