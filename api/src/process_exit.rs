@@ -14,12 +14,11 @@ pub fn wait_until(pid: i32, deadline: Instant) -> io::Result<bool> {
     // SAFETY: pidfd_open takes a pid and flags, no pointers.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
-        let e = io::Error::last_os_error();
-        // ESRCH: no such process (any more).
-        return if e.raw_os_error() == Some(libc::ESRCH) {
-            Ok(true)
-        } else {
-            Err(e)
+        return match io::Error::last_os_error().raw_os_error() {
+            // No such process (any more).
+            Some(libc::ESRCH) => Ok(true),
+            // No pidfds (before Linux 5.3, a seccomp filter, out of fds): look at /proc.
+            _ => Ok(poll_proc(pid, deadline)),
         };
     }
     // SAFETY: pidfd_open returned a new fd that nothing else owns.
@@ -48,10 +47,46 @@ pub fn wait_until(pid: i32, deadline: Instant) -> io::Result<bool> {
     }
 }
 
+/// The fallback: whether `pid` is gone or a zombie (exited, not yet reaped), checked every
+/// millisecond until `deadline`.
+fn poll_proc(pid: i32, deadline: Instant) -> bool {
+    loop {
+        let exited = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The state letter follows the parenthesised command name.
+            Ok(stat) => stat
+                .rsplit_once(") ")
+                .is_none_or(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+            Err(_) => true,
+        };
+        if exited {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn proc_fallback_sees_an_exit_and_a_deadline() {
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .expect("sleep");
+        let pid = sleeper.id() as i32;
+        let t = Instant::now();
+        assert!(!poll_proc(pid, t + Duration::from_millis(30)));
+        sleeper.kill().expect("kill");
+        // A killed child is a zombie until reaped: exited all the same.
+        assert!(poll_proc(pid, Instant::now() + Duration::from_secs(5)));
+        sleeper.wait().expect("reap");
+    }
 
     #[test]
     fn sees_an_exit_and_a_deadline() {

@@ -49,9 +49,11 @@ const PARK_FD: RawFd = 64;
 pub struct ForkServer {
     /// One request in flight at a time: a reply must reach the thread that asked.
     sock: Mutex<OwnedFd>,
-    /// Set when a reply did not come in time: a late one would answer the next request, so the
-    /// fork server is not asked again.
+    /// Set when a reply did not come in time (or the fork server cannot clone): it is not asked
+    /// again, since a late reply would answer the next request.
     broken: AtomicBool,
+    /// To SIGKILL it when it stalls, without a pid that could have been reused.
+    pidfd: Option<OwnedFd>,
 }
 
 /// Why no helper was cloned.
@@ -89,16 +91,21 @@ impl ForkServer {
                 drop(ours);
                 serve(theirs)
             }
-            nix::unistd::ForkResult::Parent { .. } => {
+            nix::unistd::ForkResult::Parent { child } => {
                 // It only clones: a reply taking seconds means it is stopped or stuck.
                 setsockopt(
                     &ours,
                     sockopt::ReceiveTimeout,
                     &TimeVal::seconds(REPLY_TIMEOUT_S),
                 )?;
+                // SAFETY: pidfd_open takes a pid and flags, no pointers.
+                let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
+                // SAFETY: on success pidfd_open returned a new fd that nothing else owns.
+                let pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
                 Ok(ForkServer {
                     sock: Mutex::new(ours),
                     broken: AtomicBool::new(false),
+                    pidfd,
                 })
             }
         }
@@ -150,7 +157,7 @@ impl ForkServer {
             match nix::sys::socket::recv(sock.as_raw_fd(), &mut reply, MsgFlags::empty()) {
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
-                    self.broken.store(true, Ordering::Relaxed);
+                    self.retire();
                     return Err(ForkError::Failed(e.into()));
                 }
                 Ok(n) => break n,
@@ -158,7 +165,7 @@ impl ForkServer {
         };
         drop(sock);
         if n != reply.len() {
-            self.broken.store(true, Ordering::Relaxed);
+            self.retire();
             return Err(ForkError::Failed(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "no reply",
@@ -166,7 +173,14 @@ impl ForkServer {
         }
         let pid = i32::from_le_bytes(reply);
         if pid <= 0 {
-            return Err(ForkError::Failed(std::io::Error::from_raw_os_error(-pid)));
+            // Nothing was cloned. Short of memory or processes, an exec would fail as well;
+            // anything else (a seccomp filter refusing clone, say) stays: stop asking.
+            if ![libc::EAGAIN, libc::ENOMEM].contains(&-pid) {
+                self.broken.store(true, Ordering::Relaxed);
+            }
+            return Err(ForkError::Unavailable(std::io::Error::from_raw_os_error(
+                -pid,
+            )));
         }
         // Our write ends close here: the helper holds the only ones, so EOF means it is done.
         drop((out_w, err_w));
@@ -175,6 +189,26 @@ impl ForkServer {
             stdout: out_r.into(),
             stderr: err_r.into(),
         })
+    }
+}
+
+impl ForkServer {
+    /// Stops using the fork server and kills it: a request it has queued but not served must not
+    /// run later, behind the back of whatever the shim did meanwhile.
+    fn retire(&self) {
+        self.broken.store(true, Ordering::Relaxed);
+        if let Some(pidfd) = &self.pidfd {
+            // SAFETY: pidfd_send_signal takes our pidfd, a signal number and a null siginfo.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+        }
     }
 }
 
@@ -339,12 +373,24 @@ fn clone_sibling() -> Result<i32, i32> {
         return Ok(ret as i32);
     }
     let errno = nix::errno::Errno::last_raw();
-    if errno != libc::ENOSYS {
+    // ENOSYS: kernels before 5.3. EPERM: seccomp profiles that refuse clone3 outright.
+    if errno != libc::ENOSYS && errno != libc::EPERM {
         return Err(errno);
     }
-    // Kernels before 5.3: clone(2) with a null stack is fork as well.
-    // SAFETY: as above; the remaining arguments (stack, tids, tls) are null.
-    let ret = unsafe { libc::syscall(libc::SYS_clone, libc::CLONE_PARENT as u64, 0, 0, 0, 0) };
+    // clone(2) with a null stack is fork as well.
+    // SAFETY: as above; the remaining arguments (stack, tids, tls) are null, passed at the
+    // width the kernel reads them.
+    let null: libc::c_long = 0;
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::CLONE_PARENT as libc::c_long,
+            null,
+            null,
+            null,
+            null,
+        )
+    };
     if ret >= 0 {
         Ok(ret as i32)
     } else {
@@ -355,6 +401,8 @@ fn clone_sibling() -> Result<i32, i32> {
 /// In the cloned helper: lay out the fd table as the exec'd helper had it, run the operation
 /// and exit without returning to the fork server's loop.
 fn helper_main(sock: &OwnedFd, fds: Vec<OwnedFd>, targets: &[RawFd], args: Vec<OsString>) -> ! {
+    // Not to be taken for the fork server (libcontainer renames its own children).
+    let _ = nix::sys::prctl::set_name(c"shim-helper");
     let dests = [1, 2].into_iter().chain(targets.iter().copied());
     let mut parked = Vec::with_capacity(fds.len());
     for (fd, dest) in fds.iter().zip(dests) {

@@ -17,6 +17,17 @@ fn streaming_err(e: crisp_streaming::StreamingError) -> Status {
     }
 }
 
+/// Runs a call that makes things on the node (mounts, a netns, a shim) to its end even if the
+/// client goes away: tonic drops a handler's future when its stream is reset, and a call dropped
+/// half-way would leave what it made so far untracked. Its own error path undoes a failure.
+async fn to_completion<T: Send + 'static>(
+    call: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::spawn(call)
+        .await
+        .map_err(|e| Error::internal("CRI call task", e))?
+}
+
 fn unimplemented(rpc: &str) -> Status {
     Status::unimplemented(format!("{rpc} is not implemented by crisp yet"))
 }
@@ -47,11 +58,12 @@ impl RuntimeService for Cri {
         let config = req
             .config
             .ok_or_else(|| Error::InvalidArgument("RunPodSandbox: config is required".into()))?;
-        let id = self
-            .runtime
-            .run_pod_sandbox(config, req.runtime_handler)
-            .instrument(span)
-            .await?;
+        let runtime = self.runtime.clone();
+        let id = to_completion(
+            async move { runtime.run_pod_sandbox(config, req.runtime_handler).await }
+                .instrument(span),
+        )
+        .await?;
         Ok(Response::new(cri::RunPodSandboxResponse {
             pod_sandbox_id: id,
         }))
@@ -133,11 +145,12 @@ impl RuntimeService for Cri {
         let config = req
             .config
             .ok_or_else(|| Error::InvalidArgument("CreateContainer: config is required".into()))?;
-        let id = self
-            .runtime
-            .create_container(&req.pod_sandbox_id, config)
-            .instrument(span)
-            .await?;
+        let runtime = self.runtime.clone();
+        let id = to_completion(
+            async move { runtime.create_container(&req.pod_sandbox_id, config).await }
+                .instrument(span),
+        )
+        .await?;
         Ok(Response::new(cri::CreateContainerResponse {
             container_id: id,
         }))

@@ -88,7 +88,7 @@ impl Manager {
         // mountinfo is read once for all subsystems (or not at all where the caller pinned the
         // mount points, see `util::pin_subsystem_mount_points`): this runs in every container
         // start and exec, where twelve parses cost milliseconds. /proc/self/cgroup only matters
-        // for a path relative to our own cgroup: a subsystem with a mount point is one the
+        // for an empty path (our own cgroup): a subsystem with a mount point is one the
         // kernel has.
         let mount_points = util::list_subsystem_mount_points()?;
         let own_cgroups = if cgroup_path.as_os_str().is_empty() {
