@@ -73,39 +73,34 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[test]
-    fn proc_fallback_sees_an_exit_and_a_deadline() {
+    /// `wait` on a child that runs until killed: false by a deadline 50 ms away, true once the
+    /// child is killed (a zombie until reaped, which counts as exited).
+    fn check_with(wait: impl Fn(i32, Instant) -> bool) {
         let mut sleeper = std::process::Command::new("sleep")
             .arg("5")
             .spawn()
             .expect("sleep");
         let pid = sleeper.id() as i32;
         let t = Instant::now();
-        assert!(!poll_proc(pid, t + Duration::from_millis(30)));
+        assert!(!wait(pid, t + Duration::from_millis(50)));
+        assert!(t.elapsed() >= Duration::from_millis(50));
         sleeper.kill().expect("kill");
-        // A killed child is a zombie until reaped: exited all the same.
-        assert!(poll_proc(pid, Instant::now() + Duration::from_secs(5)));
+        assert!(wait(pid, Instant::now() + Duration::from_secs(5)));
         sleeper.wait().expect("reap");
     }
 
     #[test]
-    fn sees_an_exit_and_a_deadline() {
-        let mut sleeper = std::process::Command::new("sleep")
-            .arg("5")
-            .spawn()
-            .expect("sleep");
-        let pid = sleeper.id() as i32;
-        let t = Instant::now();
-        assert!(!wait_until(pid, t + Duration::from_millis(50)).expect("wait"));
-        assert!(t.elapsed() >= Duration::from_millis(50));
-        sleeper.kill().expect("kill");
-        assert!(wait_until(pid, Instant::now() + Duration::from_secs(5)).expect("wait"));
-        sleeper.wait().expect("reap");
-
+    fn pidfd_sees_an_exit_and_a_deadline() {
+        check_with(|pid, deadline| wait_until(pid, deadline).expect("wait"));
         let mut quick = std::process::Command::new("true").spawn().expect("true");
         let t = Instant::now();
         assert!(wait_until(quick.id() as i32, t + Duration::from_secs(5)).expect("wait"));
         assert!(t.elapsed() < Duration::from_secs(2));
         quick.wait().expect("reap");
+    }
+
+    #[test]
+    fn proc_fallback_sees_an_exit_and_a_deadline() {
+        check_with(poll_proc);
     }
 }
