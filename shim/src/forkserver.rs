@@ -42,8 +42,6 @@ const HELPER_FDS: [RawFd; 3] = [
     helper::CHILD_STDOUT_FD,
     helper::CHILD_STDERR_FD,
 ];
-/// Received fds are parked at or above this while the helper's fd table is laid out.
-const PARK_FD: RawFd = 64;
 
 /// The shim's handle on its fork server.
 pub struct ForkServer {
@@ -275,8 +273,8 @@ fn parse(request: &[u8], nfds: usize) -> Option<(Vec<RawFd>, Vec<OsString>)> {
     }
     let (targets, args) = rest.split_at(k);
     let targets: Vec<RawFd> = targets.iter().map(|&t| RawFd::from(t)).collect();
-    // Targets above stderr only: 0-2 are the helper's own stdio.
-    if targets.iter().any(|&t| !(3..PARK_FD).contains(&t)) {
+    // Only where helpers take the container's stdio: 0-2 are the helper's own.
+    if targets.iter().any(|t| !HELPER_FDS.contains(t)) {
         return None;
     }
     let args = args
@@ -404,30 +402,21 @@ fn helper_main(sock: &OwnedFd, fds: Vec<OwnedFd>, targets: &[RawFd], args: Vec<O
     // Not to be taken for the fork server (libcontainer renames its own children).
     let _ = nix::sys::prctl::set_name(c"shim-helper");
     let dests = [1, 2].into_iter().chain(targets.iter().copied());
-    let mut parked = Vec::with_capacity(fds.len());
-    for (fd, dest) in fds.iter().zip(dests) {
-        match nix::fcntl::fcntl(
-            fd.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(PARK_FD),
-        ) {
-            Ok(high) => parked.push((high, dest)),
-            Err(_) => exit_now(127),
-        }
+    let received: Vec<RawFd> = fds.into_iter().map(IntoRawFd::into_raw_fd).collect();
+    let pairs: Vec<(RawFd, RawFd)> = received.iter().copied().zip(dests).collect();
+    if helper::place_fds(&pairs).is_err() {
+        exit_now(127);
     }
-    // The originals and the socket may sit where the targets go.
-    drop(fds);
-    // SAFETY: closing our copy of the fork server's socket; the server keeps its own.
-    unsafe { libc::close(sock.as_raw_fd()) };
-    for (high, dest) in parked {
-        // dup2 leaves the new fd without FD_CLOEXEC, as the exec'd helper had its fds.
-        if nix::unistd::dup2(high, dest).is_err() {
-            exit_now(127);
-        }
-        let _ = nix::unistd::close(high);
-    }
-    // The placeholders no container fd replaced: an exec'd helper had nothing there either.
-    for fd in HELPER_FDS.iter().filter(|fd| !targets.contains(fd)) {
-        let _ = nix::unistd::close(*fd);
+    // The originals, our copy of the socket and the placeholders no container fd replaced go
+    // (an exec'd helper had nothing there either), unless a placed fd took their number.
+    let placed: Vec<RawFd> = pairs.iter().map(|(_, target)| *target).collect();
+    for fd in received
+        .into_iter()
+        .chain([sock.as_raw_fd()])
+        .chain(HELPER_FDS)
+        .filter(|fd| !placed.contains(fd))
+    {
+        let _ = nix::unistd::close(fd);
     }
     let code = match helper::parse_op(args) {
         Ok(op) => helper::run_op(op),

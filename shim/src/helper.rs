@@ -411,31 +411,48 @@ impl RuntimeHelper {
     }
 }
 
-/// Places `src` fds at `target` numbers in the child. Sources are first moved above every
-/// target so that one `dup2` cannot clobber a source another still needs.
+/// Where fds are parked while a helper's fd table is laid out: above every target.
+const PARK_FD: RawFd = 64;
+/// The most [`place_fds`] lays out: the helper's stdout and stderr and the container's three.
+const MAX_PLACED: usize = 5;
+
+/// Puts each `(src, target)` fd at `target`, without FD_CLOEXEC (so it survives an exec).
+/// Sources are first copied above every target, so that one `dup2` cannot clobber a source
+/// another still needs. Async-signal-safe (no allocation; fcntl, dup2 and close only): it runs
+/// between fork and exec for an exec'd helper, and in a helper cloned by the fork server.
+pub(crate) fn place_fds(fds: &[(RawFd, RawFd)]) -> std::io::Result<()> {
+    if fds.len() > MAX_PLACED {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut parked = [(-1, -1); MAX_PLACED];
+    for (slot, (src, target)) in parked.iter_mut().zip(fds) {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on an fd number takes no pointers.
+        let high = unsafe { libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, PARK_FD) };
+        if high < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        *slot = (high, *target);
+    }
+    for (high, target) in parked.iter().filter(|(h, _)| *h >= 0) {
+        // SAFETY: dup2 and close on fd numbers take no pointers; `high` is our own copy.
+        unsafe {
+            if libc::dup2(*high, *target) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(*high);
+        }
+    }
+    Ok(())
+}
+
+/// Places the fds at their targets in the exec'd helper.
 fn pass_fds(cmd: &mut Command, fds: Vec<(RawFd, RawFd)>) {
     if fds.is_empty() {
         return;
     }
-    // SAFETY: the closure runs between fork and exec and only calls fcntl/dup2, which are
-    // async-signal-safe; it allocates nothing (the Vec was built before fork).
+    // SAFETY: the closure runs between fork and exec and only calls `place_fds`, which is
+    // async-signal-safe; the Vec was built before fork.
     unsafe {
-        cmd.pre_exec(move || {
-            let mut moved = [(-1, -1); 3];
-            for (i, (src, target)) in fds.iter().enumerate().take(3) {
-                let high = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 64);
-                if high < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                moved[i] = (high, *target);
-            }
-            for (high, target) in moved.iter().filter(|(h, _)| *h >= 0) {
-                // dup2 clears FD_CLOEXEC on the new fd, so it survives exec.
-                if libc::dup2(*high, *target) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || place_fds(&fds));
     }
 }
