@@ -93,8 +93,12 @@ pub fn remove_tree(cgroup_path: &str) -> Vec<PathBuf> {
 /// that never comes, and nothing else would ever end it.
 pub fn kill_and_remove_tree(cgroup_path: &str) -> Vec<PathBuf> {
     const ATTEMPTS: u32 = 50;
-    let mut attempt = 0;
-    loop {
+    // Usually the shim's delete emptied it: then this is `remove_tree` and nothing more.
+    let mut left = remove_tree(cgroup_path);
+    for _ in 0..ATTEMPTS {
+        if left.is_empty() {
+            break;
+        }
         for pid in procs_in_tree(cgroup_path) {
             // Only pids read from the container's own cgroup; a process that exited in between
             // is ESRCH, which is fine.
@@ -103,13 +107,10 @@ pub fn kill_and_remove_tree(cgroup_path: &str) -> Vec<PathBuf> {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        let left = remove_tree(cgroup_path);
-        attempt += 1;
-        if left.is_empty() || attempt == ATTEMPTS {
-            return left;
-        }
         std::thread::sleep(std::time::Duration::from_millis(20));
+        left = remove_tree(cgroup_path);
     }
+    left
 }
 
 /// The processes in `cgroup_path` and the cgroups below it, in any hierarchy.
