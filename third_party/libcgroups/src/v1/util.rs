@@ -73,9 +73,10 @@ fn read_subsystem_mount_points() -> Result<Vec<PathBuf>, V1MountPointError> {
 pub fn list_supported_mount_points() -> Result<HashMap<ControllerType, PathBuf>, V1MountPointError>
 {
     let mut mount_paths = HashMap::with_capacity(CONTROLLERS.len());
-
+    // crisp: mountinfo read once, not once per controller.
+    let mount_points = list_subsystem_mount_points().unwrap_or_default();
     for controller in CONTROLLERS {
-        if let Ok(mount_point) = get_subsystem_mount_point(controller) {
+        if let Ok(mount_point) = subsystem_mount_point_in(controller, &mount_points) {
             mount_paths.insert(controller.to_owned(), mount_point);
         }
     }
