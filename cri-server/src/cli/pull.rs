@@ -8,6 +8,7 @@
 //! under the root lock, through the same code as crispd's (`ImagePulls`).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -132,20 +133,15 @@ async fn pull_here(
     auth: Option<AuthConfig>,
 ) -> Result<String> {
     let creds = Credentials::from_cri(auth)?;
-    let flusher = Flusher::default();
-    let pulls = ImagePulls::open(cfg, flusher.clone())?;
+    let pulls = Arc::new(ImagePulls::open(cfg, Flusher::default())?);
     // Subscribed before the pull starts, as over the socket.
     let snapshots: Snapshots = pulls.watch(spec)?.map(|s| s.map_err(Status::from)).boxed();
     let display = Display::start(snapshots);
     let pulled = pulls.pull(spec, &creds).await;
     // crispd writes pulled layers and its records back in the background; this process is
     // about to end.
-    let snap = pulls.snapshotter().clone();
-    let synced = tokio::task::spawn_blocking(move || {
-        flusher.flush_now();
-        snap.sync_pending()
-    })
-    .await;
+    let p = pulls.clone();
+    let synced = tokio::task::spawn_blocking(move || p.flush_to_disk()).await;
     display.end().await;
     let id = pulled
         .map(|p| p.record.id)

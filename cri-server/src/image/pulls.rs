@@ -28,6 +28,8 @@ pub struct ImagePulls {
     /// Pulls hold it shared, RemoveImage's deletion of layers and blobs exclusively.
     pub gc: tokio::sync::RwLock<()>,
     layer_sync: LayerSync,
+    /// Batches the records' fsyncs (shared with every other record store of the process).
+    flusher: Flusher,
 }
 
 /// How long after the last pull its layers are written back.
@@ -90,7 +92,7 @@ impl ImagePulls {
             Snapshotter::open(&cfg.root)
                 .map_err(|e| Error::internal("opening the snapshotter", e))?,
         );
-        let images = Arc::new(ImageStore::open(cfg.root.join("images"), flusher)?);
+        let images = Arc::new(ImageStore::open(cfg.root.join("images"), flusher.clone())?);
         let snapshotter_for_sync = snapshotter.clone();
         for img in images.list() {
             let missing = img.chain_ids.iter().find(|c| {
@@ -113,7 +115,16 @@ impl ImagePulls {
             puller,
             gc: tokio::sync::RwLock::new(()),
             layer_sync: LayerSync::start(snapshotter_for_sync),
+            flusher,
         })
+    }
+
+    /// Makes every record saved through the flusher so far (the images' and those of the stores
+    /// sharing it) and every pulled layer durable now, instead of when the background syncs
+    /// would: at crispd's shutdown, and at the end of `crispd images pull`.
+    pub fn flush_to_disk(&self) -> crisp_snapshotter::Result<()> {
+        self.flusher.flush_now();
+        self.snapshotter.sync_pending().map(drop)
     }
 
     pub fn snapshotter(&self) -> &Arc<Snapshotter> {

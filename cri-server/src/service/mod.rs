@@ -59,8 +59,6 @@ pub struct Runtime {
     streaming: std::sync::OnceLock<crisp_streaming::Server>,
     pod_store: RecordStore<SandboxRecord>,
     container_store: RecordStore<ContainerRecord>,
-    /// Fsyncs the records' saves in batches (see [`crate::store`]).
-    flusher: crate::store::Flusher,
     objects: Mutex<Objects>,
     /// Whether pods may have user namespaces (probed once, see `pod::userns::probe`).
     userns_supported: std::sync::OnceLock<bool>,
@@ -71,10 +69,10 @@ pub fn now_ns() -> i64 {
 }
 
 impl Runtime {
-    /// Makes every record saved so far, and every pulled layer, durable (at shutdown).
+    /// Makes every record saved so far, and every pulled layer, durable (at shutdown). The pod
+    /// and container stores share the image store's flusher.
     pub fn flush_to_disk(&self) {
-        self.flusher.flush_now();
-        if let Err(e) = self.pulls.snapshotter().sync_pending() {
+        if let Err(e) = self.pulls.flush_to_disk() {
             tracing::warn!(error = %e, "syncing pulled layers");
         }
     }
@@ -101,8 +99,7 @@ impl Runtime {
             events: events::channel(),
             streaming: std::sync::OnceLock::new(),
             pod_store: RecordStore::open(cfg.root.join("pods"), flusher.clone())?,
-            container_store: RecordStore::open(cfg.root.join("containers"), flusher.clone())?,
-            flusher,
+            container_store: RecordStore::open(cfg.root.join("containers"), flusher)?,
             cfg,
             shim_binary,
             snapshotter,
