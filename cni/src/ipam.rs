@@ -175,6 +175,23 @@ impl Ipam {
         self.leases_locked()
     }
 
+    /// Whether no address is leased. Every DEL asks, so this stops at the first lease and reads
+    /// none (an empty file is a lease torn by a crash, see `leases_locked`: not a lease).
+    pub fn is_empty(&self) -> Result<bool, IpamError> {
+        let _g = self.lock()?;
+        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let entry = entry.map_err(io_err(&self.dir))?;
+            let is_lease = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<Ipv4Addr>().is_ok());
+            if is_lease && entry.metadata().is_ok_and(|m| m.len() > 0) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The address held by `id`/`ifname`, if any.
     pub fn get(&self, id: &str, ifname: &str) -> Result<Option<Ipv4Addr>, IpamError> {
         Ok(self

@@ -207,25 +207,38 @@ pub fn install(tag: &str, nat: &[String], filter: &[String]) -> Result<(), Strin
 }
 
 fn install_locked(tag: &str, nat: &[String], filter: &[String]) -> Result<(), String> {
-    let saved_nat = save("nat")?;
-    let saved_filter = save("filter")?;
+    // A table with no rules to add is not read at all: a pod's hostPort rules are nat only,
+    // and the filter table can be large on a node with kube-proxy.
+    let saved = |table: &str, rules: &[String]| -> Result<String, String> {
+        if rules.is_empty() {
+            Ok(String::new())
+        } else {
+            save(table)
+        }
+    };
+    let saved_nat = saved("nat", nat)?;
+    let saved_filter = saved("filter", filter)?;
     let mut setup = String::new();
-    ensure_shared(
-        "nat",
-        &saved_nat,
-        &[
-            (NAT_POSTROUTING, "POSTROUTING", ""),
-            (NAT_HOSTPORTS, "PREROUTING", "-m addrtype --dst-type LOCAL "),
-            (NAT_HOSTPORTS, "OUTPUT", "-m addrtype --dst-type LOCAL "),
-        ],
-        &mut setup,
-    );
-    ensure_shared(
-        "filter",
-        &saved_filter,
-        &[(FILTER_FORWARD, "FORWARD", "")],
-        &mut setup,
-    );
+    if !nat.is_empty() {
+        ensure_shared(
+            "nat",
+            &saved_nat,
+            &[
+                (NAT_POSTROUTING, "POSTROUTING", ""),
+                (NAT_HOSTPORTS, "PREROUTING", "-m addrtype --dst-type LOCAL "),
+                (NAT_HOSTPORTS, "OUTPUT", "-m addrtype --dst-type LOCAL "),
+            ],
+            &mut setup,
+        );
+    }
+    if !filter.is_empty() {
+        ensure_shared(
+            "filter",
+            &saved_filter,
+            &[(FILTER_FORWARD, "FORWARD", "")],
+            &mut setup,
+        );
+    }
     if !setup.is_empty() {
         restore(&setup)?;
     }

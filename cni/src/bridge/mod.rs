@@ -412,9 +412,7 @@ fn remove_network_rules_if_unused(
     ipam: &Ipam,
 ) -> Result<(), PluginError> {
     iptables::remove_network_if_unused(&network_rules_stamp(r, conf), &conf.name, || {
-        ipam.leases()
-            .map(|l| l.is_empty())
-            .map_err(|e| e.to_string())
+        ipam.is_empty().map_err(|e| e.to_string())
     })
     .map_err(PluginError::generic)
 }
