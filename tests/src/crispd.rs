@@ -371,6 +371,24 @@ impl Crispd {
         self.dir.join("state")
     }
 
+    /// The pid in container `id`'s `shim.pid` (the shim writes it when it starts).
+    pub fn shim_pid(&self, id: &str) -> anyhow::Result<i32> {
+        let path = self.state().join("containers").join(id).join("shim.pid");
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        text.trim()
+            .parse()
+            .with_context(|| format!("{}: {text:?}", path.display()))
+    }
+
+    /// Whether the content store holds blob `digest`.
+    pub fn blob_stored(&self, digest: &str) -> bool {
+        self.root()
+            .join("content/blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+            .exists()
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.state().join("crisp.sock")
     }

@@ -17,6 +17,26 @@ pub const BUSYBOX: &str = "busybox";
 /// flowing across a restart or an upgrade).
 pub const TICKER: &str = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done";
 
+/// How many complete `tick N` lines a [`TICKER`]'s CRI log holds, checked to run 1, 2, 3, ...
+/// without a gap, each a full stdout record (the shim may be mid-line: only complete lines
+/// count).
+pub fn tick_count(log: &str) -> anyhow::Result<usize> {
+    let complete = match log.rfind('\n') {
+        Some(end) => &log[..=end],
+        None => "",
+    };
+    let lines = crate::parse_cri_log(complete).map_err(anyhow::Error::msg)?;
+    for (index, line) in lines.iter().enumerate() {
+        let want = format!("tick {}", index + 1);
+        anyhow::ensure!(
+            line.content == want && line.stream == "stdout" && line.tag == "F",
+            "line {} is {line:?}, want {want:?}",
+            index + 1
+        );
+    }
+    Ok(lines.len())
+}
+
 const NAMESPACE: &str = "crisp-test";
 
 pub struct TestPod {

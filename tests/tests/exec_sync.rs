@@ -139,10 +139,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     );
 
     // Helpers are cloned by the shim's fork server; if it is gone, they are exec'd instead.
-    let shim: i32 =
-        std::fs::read_to_string(crispd.state().join("containers").join(&id).join("shim.pid"))?
-            .trim()
-            .parse()?;
+    let shim = crispd.shim_pid(&id)?;
     let forkservers = crisp_tests::children_named(shim, "shim-forkserver");
     assert_eq!(forkservers.len(), 1, "shim {shim}: {forkservers:?}");
     nix::sys::signal::kill(

@@ -75,14 +75,6 @@ fn sha256(b: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(b)))
 }
 
-fn blob_stored(crispd: &Crispd, digest: &str) -> bool {
-    crispd
-        .root()
-        .join("content/blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"))
-        .exists()
-}
-
 root_test!(pull_multi_layer_image_and_run_it, multi_layer);
 
 async fn multi_layer(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
@@ -413,12 +405,12 @@ async fn corrupt_blob(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Resul
         "error names the registry: {s}"
     );
     assert!(image_status(&mut client, &image).await?.is_none());
-    assert!(!blob_stored(crispd, &top), "corrupt blob stored");
+    assert!(!crispd.blob_stored(&top), "corrupt blob stored");
     assert_no_partial_pull(&crispd.root())?;
 
     restore(&data)?;
     assert_eq!(client.pull(&image).await?, img.config);
-    assert!(blob_stored(crispd, &top));
+    assert!(crispd.blob_stored(&top));
     assert_no_partial_pull(&crispd.root())?;
     Ok(())
 }
@@ -483,7 +475,7 @@ async fn killed_mid_pull(crispd: &Crispd, registry: &mut TestRegistry) -> anyhow
     );
     let mut client = crispd.client().await?;
     assert!(image_status(&mut client, &image).await?.is_none());
-    assert!(!blob_stored(crispd, top));
+    assert!(!crispd.blob_stored(top));
     assert_no_partial_pull(&crispd.root())?;
 
     registry.restart()?;

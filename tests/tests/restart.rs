@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use crisp_tests::cri::{ContainerState, ListContainersRequest, ListPodSandboxRequest};
-use crisp_tests::{parse_cri_log, require_root, wait_for_file, Crispd, TestPod, BUSYBOX, TICKER};
+use crisp_tests::{require_root, tick_count, wait_for_file, Crispd, TestPod, BUSYBOX, TICKER};
 
 const DOWNTIME: Duration = Duration::from_secs(2);
 
@@ -92,24 +92,4 @@ async fn check(crispd: &mut Crispd) -> anyhow::Result<()> {
     tick_count(&log).context("ticker log after removal")?;
     crispd.assert_no_leaks();
     Ok(())
-}
-
-/// Number of complete `tick N` lines, checking that none was lost or
-/// reordered (N runs 1, 2, 3, ...) and that every line is valid CRI format.
-fn tick_count(log: &str) -> anyhow::Result<usize> {
-    // The shim may be mid-line; only complete lines count.
-    let complete = match log.rfind('\n') {
-        Some(end) => &log[..=end],
-        None => "",
-    };
-    let lines = parse_cri_log(complete).map_err(anyhow::Error::msg)?;
-    for (index, line) in lines.iter().enumerate() {
-        let want = format!("tick {}", index + 1);
-        anyhow::ensure!(
-            line.content == want && line.stream == "stdout" && line.tag == "F",
-            "line {} is {line:?}, want {want:?}",
-            index + 1
-        );
-    }
-    Ok(lines.len())
 }

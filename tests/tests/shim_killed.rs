@@ -25,12 +25,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         .start_container(&mut client, "bystander", &["sleep", "1000"])
         .await?;
     let container_pid = client.container_status(&victim).await?;
-    let info_pid = crispd
-        .state()
-        .join("containers")
-        .join(&victim)
-        .join("shim.pid");
-    let shim: i32 = std::fs::read_to_string(&info_pid)?.trim().parse()?;
+    let shim = crispd.shim_pid(&victim)?;
     let init: i32 = {
         let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(
             crispd
@@ -79,15 +74,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let idle = pod
         .create(&mut client, pod.container("idle", &["sleep", "4646"])?)
         .await?;
-    let idle_shim: i32 = std::fs::read_to_string(
-        crispd
-            .state()
-            .join("containers")
-            .join(&idle)
-            .join("shim.pid"),
-    )?
-    .trim()
-    .parse()?;
+    let idle_shim = crispd.shim_pid(&idle)?;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(idle_shim),
         nix::sys::signal::Signal::SIGKILL,

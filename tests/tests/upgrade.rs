@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context};
+use anyhow::{ensure, Context};
 use crisp_tests::cri::{
     ContainerState, ContainerStats, ContainerStatsRequest, ContainerStatus, ContainerStatusRequest,
     Image, ImageSpec, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListImagesRequest,
@@ -21,9 +21,9 @@ use crisp_tests::cri::{
     ReopenContainerLogRequest, StopContainerRequest,
 };
 use crisp_tests::{
-    bin_path, layered_image, parse_cri_log, process_alive, require_root, sh, upgrade_baseline,
-    wait_for_file, wait_until, Baseline, CriClient, Crispd, Entry, TestPod, TestRegistry, BUSYBOX,
-    TICKER,
+    bin_path, layered_image, parse_cri_log, process_alive, require_root, sh, tick_count,
+    upgrade_baseline, wait_for_file, wait_until, Baseline, CriClient, Crispd, Entry, TestPod,
+    TestRegistry, BUSYBOX, TICKER,
 };
 
 const PULLED_FILE: &str = "pulled by the old release";
@@ -157,10 +157,7 @@ async fn with_old_crispd(
     let mut pulled_blobs = vec![pulled_img.manifest.clone(), pulled_img.config.clone()];
     pulled_blobs.extend(pulled_img.layers.last().cloned());
     for blob in &pulled_blobs {
-        ensure!(
-            blob_stored(crispd, blob),
-            "{blob} of {pulled} is not stored"
-        );
+        ensure!(crispd.blob_stored(blob), "{blob} of {pulled} is not stored");
     }
 
     // A pod with the test network's IP and a pause process (a shared PID namespace), so the
@@ -209,7 +206,7 @@ async fn with_old_crispd(
     let orphan = pod
         .start_container(&mut client, "orphan", &["sleep", "4545"])
         .await?;
-    let orphan_shim = shim_pid(crispd, &orphan)?;
+    let orphan_shim = crispd.shim_pid(&orphan)?;
     let orphan_pid = verbose_pid(&mut client, &orphan).await?;
     ensure!(
         process_alive(orphan_pid),
@@ -227,7 +224,7 @@ async fn with_old_crispd(
     for id in ids.values() {
         statuses.insert(id.clone(), client.container_status(id).await?);
         if id.as_str() != ids["exited"] {
-            let pid = shim_pid(crispd, id)?;
+            let pid = crispd.shim_pid(id)?;
             ensure!(
                 same_file(&PathBuf::from(format!("/proc/{pid}/exe")), &old_shim),
                 "shim {pid} of {id} is not the baseline's crisp-shim"
@@ -335,7 +332,7 @@ async fn with_new_crispd(
     // The new crispd re-attached to the old shims rather than replacing them.
     for (id, &pid) in &before.shims {
         ensure!(
-            shim_pid(crispd, id)? == pid && process_alive(pid),
+            crispd.shim_pid(id)? == pid && process_alive(pid),
             "shim {pid} of {id} was replaced or died"
         );
     }
@@ -421,7 +418,7 @@ async fn with_new_crispd(
         })
         .await?;
     for blob in &before.pulled_blobs {
-        ensure!(!blob_stored(crispd, blob), "{blob} left after RemoveImage");
+        ensure!(!crispd.blob_stored(blob), "{blob} left after RemoveImage");
     }
     crispd.assert_no_leaks();
     for (id, &pid) in &before.shims {
@@ -447,7 +444,7 @@ async fn with_new_crispd(
     );
     let (code, out) = sh(&mut client, &sleeper, "echo fresh").await?;
     ensure!(code == 0 && out.trim() == "fresh", "exec: {code} {out:?}");
-    let pid = shim_pid(crispd, &sleeper)?;
+    let pid = crispd.shim_pid(&sleeper)?;
     ensure!(
         same_file(
             &PathBuf::from(format!("/proc/{pid}/exe")),
@@ -519,42 +516,9 @@ async fn verbose_pid(client: &mut CriClient, id: &str) -> anyhow::Result<i32> {
     Ok(i32::try_from(pid)?)
 }
 
-/// The pid in the container's `shim.pid` (the shim writes it when it starts).
-fn shim_pid(crispd: &Crispd, id: &str) -> anyhow::Result<i32> {
-    let path = crispd.state().join("containers").join(id).join("shim.pid");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    text.trim()
-        .parse()
-        .with_context(|| format!("{}: {text:?}", path.display()))
-}
-
 fn same_file(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }
-}
-
-fn blob_stored(crispd: &Crispd, digest: &str) -> bool {
-    crispd
-        .root()
-        .join("content/blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"))
-        .exists()
-}
-
-/// Complete `tick N` lines, checked to run 1, 2, 3, ... without a gap.
-fn tick_count(log: &str) -> anyhow::Result<usize> {
-    let complete = match log.rfind('\n') {
-        Some(end) => &log[..=end],
-        None => "",
-    };
-    let lines = parse_cri_log(complete).map_err(anyhow::Error::msg)?;
-    for (index, line) in lines.iter().enumerate() {
-        if line.content != format!("tick {}", index + 1) {
-            bail!("line {} is {line:?}", index + 1);
-        }
-    }
-    Ok(lines.len())
 }
