@@ -127,6 +127,13 @@ pub async fn ensure_image(target: &Target<'_>, pull: bool) -> anyhow::Result<()>
 /// Writes every dirty page back and lets the disk go quiet, so that no runtime's timings pay
 /// for the write-back of what ran before (the other runtime's pulls, earlier phases): with
 /// hundreds of MB dirty, every journal commit on the same file system waits behind it.
+///
+/// It also lets deletions age (the pull rounds delete the same thousands of files). ext4 does
+/// not reuse an inode deleted in the last 5 s (300 s more while its inode table block is
+/// dirty) and, without a journal (as on the machine the figures come from), scans past every
+/// such inode on each create: a pull right after the deletions spends most of its time in that
+/// scan (`recently_deleted` in perf), the benchmark's churn, not the runtime's. So: write
+/// everything back, then wait out the 5 s.
 pub async fn settle() {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     tokio::task::spawn_blocking(|| unsafe { libc::sync() })

@@ -350,12 +350,7 @@ pub async fn run(
     })
 }
 
-/// Lets the deletions of the previous round age before the next pull. ext4 does not reuse an
-/// inode deleted in the last 5 s (300 s more while its inode table block is dirty) and, without
-/// a journal (as on the machine the figures come from), scans past every such inode on each
-/// create: a pull right after deleting the same thousands of files spends most of its time in
-/// that scan (`recently_deleted` in perf), which is the benchmark's churn, not the runtime's.
-/// So: write everything back, then wait out the 5 s.
+/// RemoveImage of `image`.
 async fn remove(target: &Target<'_>, image: &str) -> anyhow::Result<()> {
     let mut client = connect(&target.socket).await?;
     client
