@@ -629,3 +629,19 @@ fn images_import_with(
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// `crispd_test!(name, body)`: a root-only test `name` that runs
+/// `body(&Crispd) -> anyhow::Result<()>` against a fresh crispd (a failure prints its log).
+#[macro_export]
+macro_rules! crispd_test {
+    ($name:ident, $body:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            if !$crate::require_root() {
+                return;
+            }
+            let crispd = $crate::Crispd::start().await.expect("starting crispd");
+            crispd.expect_ok($body(&crispd).await);
+        }
+    };
+}

@@ -5,19 +5,12 @@
 
 use crisp_tests::cri::{AttachRequest, ExecRequest, ExecSyncRequest};
 use crisp_tests::{
-    expect_code, require_root, ws_connect, ws_exec, ws_exec_with, CriClient, Crispd, TestPod,
+    crispd_test, expect_code, ws_connect, ws_exec, ws_exec_with, CriClient, Crispd, TestPod,
     BUSYBOX,
 };
 use std::time::Duration;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn attach_and_terminals() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(attach_and_terminals, check);
 
 /// Polls `stty size` until it shows `want` ("rows cols"): the resize travels separately from
 /// the process start, so the first reading may predate it.

@@ -7,18 +7,11 @@ use crisp_tests::cri::{
     StartContainerRequest, StopPodSandboxRequest,
 };
 use crisp_tests::{
-    container_config, expect_code, require_root, CriClient, Crispd, TestPod, BUSYBOX,
+    container_config, crispd_test, expect_code, CriClient, Crispd, TestPod, BUSYBOX,
 };
 use tonic::Code;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(bad_input, check);
 
 async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;

@@ -5,16 +5,9 @@
 use std::time::Duration;
 
 use crisp_tests::cri::{CreateContainerRequest, RunPodSandboxRequest};
-use crisp_tests::{require_root, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, Crispd, TestPod, BUSYBOX};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelled_calls() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(cancelled_calls, check);
 
 async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;

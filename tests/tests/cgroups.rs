@@ -4,16 +4,9 @@
 use std::time::Duration;
 
 use crisp_tests::cri::ContainerState;
-use crisp_tests::{require_root, wait_for_file, wait_until, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, wait_for_file, wait_until, Crispd, TestPod, BUSYBOX};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cgroups() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(cgroups, check);
 
 async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;

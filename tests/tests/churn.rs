@@ -1,7 +1,7 @@
 //! Churn: 500 pod create/start/stop/remove cycles. crispd's open files, threads and memory do
 //! not grow with them, and nothing is left on the host afterwards.
 
-use crisp_tests::{require_root, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, Crispd, TestPod, BUSYBOX};
 
 const CYCLES: usize = 500;
 /// Concurrent workers (see `run`), as kubelet starts several pods at once.
@@ -9,14 +9,7 @@ const WORKERS: usize = 4;
 /// Cycles before the baseline is taken: caches, lazily started tasks, the allocator's pools.
 const WARMUP: usize = 40;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn churn() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(churn, check);
 
 #[derive(Debug, Clone, Copy)]
 struct Usage {

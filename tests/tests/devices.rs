@@ -3,16 +3,9 @@
 //! container gets the host's devices, every capability and no masked paths.
 
 use crisp_tests::cri::{Device, LinuxContainerSecurityContext};
-use crisp_tests::{require_root, sh, with_sc, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, sh, with_sc, Crispd, TestPod, BUSYBOX};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn devices() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(devices, check);
 
 fn device(host: &str, container: &str, permissions: &str) -> Device {
     Device {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crisp_tests::cri::{ContainerEventResponse, ContainerEventType, GetEventsRequest};
-use crisp_tests::{require_root, CriClient, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, require_root, CriClient, Crispd, TestPod, BUSYBOX};
 use tokio_stream_lite::next;
 
 mod tokio_stream_lite {
@@ -19,14 +19,7 @@ mod tokio_stream_lite {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(events, check);
 
 async fn subscribe(
     client: &mut CriClient,

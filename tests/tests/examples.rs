@@ -9,16 +9,9 @@ use crisp_tests::cri::{
     Capability, Int64Value, LinuxContainerResources, LinuxContainerSecurityContext, Mount,
     PortMapping, Protocol, SecurityProfile,
 };
-use crisp_tests::{repo_root, require_root, wait_for_file, with_sc, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, repo_root, wait_for_file, with_sc, Crispd, TestPod, BUSYBOX};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn examples() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(examples, check);
 
 /// The `- |` block script of the manifest's container command, de-indented.
 fn block_script(manifest: &str) -> anyhow::Result<String> {

@@ -3,17 +3,10 @@
 use std::time::{Duration, Instant};
 
 use crisp_tests::cri::ExecSyncRequest;
-use crisp_tests::{require_root, CriClient, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, CriClient, Crispd, TestPod, BUSYBOX};
 use tonic::Code;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exec_sync() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(exec_sync, check);
 
 async fn exec(
     client: &mut CriClient,

@@ -2,17 +2,10 @@
 //! layers) and unpacked layers go, except what another image still holds.
 
 use crisp_tests::cri::{ImageSpec, RemoveImageRequest};
-use crisp_tests::{layered_image, require_root, Crispd, Entry, BUSYBOX};
+use crisp_tests::{crispd_test, layered_image, Crispd, Entry, BUSYBOX};
 use std::collections::HashSet;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn image_removal() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(image_removal, check);
 
 fn names(dir: &std::path::Path) -> anyhow::Result<HashSet<String>> {
     Ok(std::fs::read_dir(dir)?

@@ -3,16 +3,9 @@
 //! RemoveImage while a container still has them mounted; nothing stays mounted on the host.
 
 use crisp_tests::cri::{ImageSpec, Mount, RemoveImageRequest};
-use crisp_tests::{layered_image, require_root, sh, Crispd, Entry, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, layered_image, sh, Crispd, Entry, TestPod, BUSYBOX};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn image_volumes() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(image_volumes, check);
 
 fn image_mount(at: &str, image: &str) -> Mount {
     Mount {

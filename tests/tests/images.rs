@@ -3,18 +3,11 @@
 
 use anyhow::Context;
 use crisp_tests::cri::{ImageSpec, ImageStatusRequest, ListImagesRequest};
-use crisp_tests::{require_root, Crispd, BUSYBOX};
+use crisp_tests::{crispd_test, Crispd, BUSYBOX};
 
 const BUSYBOX_TAG: &str = "docker.io/library/busybox:latest";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn images() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(images, check);
 
 fn spec(image: &str) -> Option<ImageSpec> {
     Some(ImageSpec {

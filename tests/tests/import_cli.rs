@@ -1,7 +1,9 @@
 //! `crispd images import FILE`: straight into the store without a daemon, through the import
 //! dir with one.
 
-use crisp_tests::{busybox_layout, images_import, layered_image, require_root, Crispd, Entry};
+use crisp_tests::{
+    busybox_layout, crispd_test, images_import, layered_image, require_root, Crispd, Entry,
+};
 
 #[test]
 fn import_without_a_daemon() {
@@ -22,14 +24,7 @@ fn import_without_a_daemon() {
     assert_eq!(again, out);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn import_with_a_running_daemon() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(with_daemon(&crispd).await);
-}
+crispd_test!(import_with_a_running_daemon, with_daemon);
 
 async fn with_daemon(crispd: &Crispd) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;

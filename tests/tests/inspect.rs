@@ -6,17 +6,10 @@ use crisp_tests::cri::{
     ContainerStatusRequest, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode,
     NamespaceOption, PodSandboxStatusRequest,
 };
-use crisp_tests::{require_root, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, Crispd, TestPod, BUSYBOX};
 use serde_json::Value;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inspect() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(inspect, check);
 
 fn info(map: &std::collections::HashMap<String, String>) -> anyhow::Result<Value> {
     let raw = map

@@ -4,16 +4,9 @@
 use std::time::{Duration, Instant};
 
 use crisp_tests::cri::ReopenContainerLogRequest;
-use crisp_tests::{parse_cri_log, require_root, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, parse_cri_log, Crispd, TestPod, BUSYBOX};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logs() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(logs, check);
 
 async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;

@@ -5,18 +5,11 @@
 use crisp_tests::cri::{
     LinuxContainerSecurityContext, Mount, MountPropagation, StopContainerRequest,
 };
-use crisp_tests::{require_root, sh, with_sc, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, sh, with_sc, Crispd, TestPod, BUSYBOX};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mount_propagation() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(mount_propagation, check);
 
 /// A host directory made a shared mount point of its own (as a kubelet volume dir under a
 /// shared / is), unmounted with everything below it however the test ends.

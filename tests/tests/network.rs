@@ -10,16 +10,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crisp_tests::cri::{ExecSyncRequest, NamespaceMode, PortMapping, Protocol, StatusRequest};
-use crisp_tests::{require_root, CriClient, Crispd, Plugins, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, require_root, CriClient, Crispd, Plugins, TestPod, BUSYBOX};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn network() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(network, check);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_with_reference_plugins() {

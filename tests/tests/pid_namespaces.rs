@@ -7,16 +7,9 @@ use crisp_tests::cri::{
     LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
     NamespaceMode, NamespaceOption,
 };
-use crisp_tests::{process_alive, require_root, sh, with_sc, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, process_alive, sh, with_sc, Crispd, TestPod, BUSYBOX};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pid_namespaces() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(pid_namespaces, check);
 
 fn pid_mode(mode: NamespaceMode, target: &str) -> LinuxContainerSecurityContext {
     LinuxContainerSecurityContext {

@@ -12,21 +12,14 @@ use crisp_tests::cri::{
     RemoveContainerRequest, RemovePodSandboxRequest, StopPodSandboxRequest,
 };
 use crisp_tests::{
-    expect_code, parse_cri_log, require_root, wait_for_file, CriClient, Crispd, TestPod, BUSYBOX,
+    crispd_test, expect_code, parse_cri_log, wait_for_file, CriClient, Crispd, TestPod, BUSYBOX,
 };
 
 const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 const LOG_TIMEOUT: Duration = Duration::from_secs(5);
 const HOSTNAME: &str = "lifecycle-host";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pod_lifecycle() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(pod_lifecycle, check);
 
 async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;

@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use crisp_tests::cri::ContainerState;
-use crisp_tests::{
-    parse_cri_log, require_root, wait_for_file, CriClient, Crispd, TestPod, BUSYBOX,
-};
+use crisp_tests::{crispd_test, parse_cri_log, wait_for_file, CriClient, Crispd, TestPod, BUSYBOX};
 
 const LOG_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -22,14 +20,7 @@ echo ifaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ' ')
 echo loflags=$(cat /sys/class/net/lo/flags); \
 exec sleep 1000";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pod_namespaces() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(pod_namespaces, check);
 
 async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;

@@ -3,18 +3,11 @@
 //! are enforced; the runtime handlers advertise the feature.
 
 use crisp_tests::cri::{Mount, MountPropagation, StatusRequest};
-use crisp_tests::{require_root, sh, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, sh, Crispd, TestPod, BUSYBOX};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recursive_readonly() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(recursive_readonly, check);
 
 /// A tmpfs mounted for the test, unmounted however the test ends.
 struct TmpfsMount(PathBuf);

@@ -8,9 +8,9 @@ use anyhow::{bail, Context};
 use crisp_tests::cri::{AuthConfig, ImageSpec, ImageStatusRequest, PullImageRequest};
 use crisp_tests::registry_test as root_test;
 use crisp_tests::{
-    assert_no_partial_pull, busybox_layout, container_config, corrupt, expect_code, layered_image,
-    multi_arch_index, pseudo_random, require_root, restore, temp_layout, CriClient, Crispd, Entry,
-    TestPod, TestRegistry, BLACKHOLE_REGISTRY,
+    assert_no_partial_pull, busybox_layout, container_config, corrupt, crispd_test, expect_code,
+    layered_image, multi_arch_index, pseudo_random, require_root, restore, temp_layout, CriClient,
+    Crispd, Entry, TestPod, TestRegistry, BLACKHOLE_REGISTRY,
 };
 use sha2::{Digest as _, Sha256};
 use tonic::Code;
@@ -730,14 +730,7 @@ async fn concurrent(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_references_are_invalid_argument() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(invalid(&crispd).await);
-}
+crispd_test!(invalid_references_are_invalid_argument, invalid);
 
 async fn invalid(crispd: &Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;

@@ -8,16 +8,9 @@ use crisp_tests::cri::{
     ContainerState, ExecSyncRequest, HugepageLimit, LinuxContainerConfig, LinuxContainerResources,
     UpdateContainerResourcesRequest,
 };
-use crisp_tests::{require_root, CriClient, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, CriClient, Crispd, TestPod, BUSYBOX};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resources() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(resources, check);
 
 async fn read_in(client: &mut CriClient, id: &str, path: &str) -> anyhow::Result<String> {
     let r = client

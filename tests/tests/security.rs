@@ -6,17 +6,10 @@ use crisp_tests::cri::{
     Capability, Int64Value, LinuxContainerSecurityContext, Mount, NamespaceMode, NamespaceOption,
     SecurityProfile,
 };
-use crisp_tests::{require_root, sh, with_sc, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, sh, with_sc, Crispd, TestPod, BUSYBOX};
 use tonic::Code;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn security() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(security, check);
 
 fn status_line(status: &str, key: &str) -> String {
     status

@@ -3,16 +3,9 @@
 
 use std::time::Duration;
 
-use crisp_tests::{process_alive, require_root, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, process_alive, Crispd, TestPod, BUSYBOX};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shim_killed() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(shim_killed, check);
 
 async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;

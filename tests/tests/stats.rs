@@ -7,16 +7,9 @@ use crisp_tests::cri::{
     ContainerStatsFilter, ContainerStatsRequest, ExecSyncRequest, ListContainerStatsRequest,
     PodSandboxStatsRequest,
 };
-use crisp_tests::{require_root, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, Crispd, TestPod, BUSYBOX};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stats() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(stats, check);
 
 async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;

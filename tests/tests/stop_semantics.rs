@@ -7,19 +7,12 @@ use crisp_tests::cri::{
     ContainerState, ContainerStatusRequest, RemoveContainerRequest, StopContainerRequest,
     StopPodSandboxRequest,
 };
-use crisp_tests::{expect_code, require_root, CriClient, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, expect_code, CriClient, Crispd, TestPod, BUSYBOX};
 
 /// Slack on top of a stop timeout for crispd to notice the exit.
 const STOP_SLACK: Duration = Duration::from_secs(5);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stop_semantics() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(stop_semantics, check);
 
 async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;

@@ -2,16 +2,9 @@
 //! does it: Exec → URL → WebSocket v5; PortForward → URL → `portforward.k8s.io`.
 
 use crisp_tests::cri::{ExecRequest, ExecSyncRequest, PortForwardRequest};
-use crisp_tests::{require_root, ws_connect, ws_exec, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, ws_connect, ws_exec, Crispd, TestPod, BUSYBOX};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streaming() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(streaming, check);
 
 fn exec_req(id: &str, cmd: &[&str], stdin: bool) -> ExecRequest {
     ExecRequest {

@@ -5,16 +5,9 @@ use crisp_tests::cri::{
     CgroupDriver, NetworkConfig, RuntimeConfig, RuntimeConfigRequest, StatusRequest,
     UpdateRuntimeConfigRequest,
 };
-use crisp_tests::{expect_code, require_root, Crispd};
+use crisp_tests::{crispd_test, expect_code, Crispd};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn version_and_status() {
-    if !require_root() {
-        return;
-    }
-    let crispd = Crispd::start().await.expect("starting crispd");
-    crispd.expect_ok(check(&crispd).await);
-}
+crispd_test!(version_and_status, check);
 
 async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;
