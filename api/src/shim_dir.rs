@@ -51,6 +51,18 @@ impl ShimDir {
     pub fn attach_socket(&self) -> PathBuf {
         self.socket.with_extension("attach")
     }
+    /// Removes the sockets that live outside the directory (Task API, attach, the init's
+    /// console), which a shim that was killed, or shut down before it could clean up, leaves
+    /// behind.
+    pub fn remove_sockets(&self) {
+        for s in [
+            self.socket.clone(),
+            self.attach_socket(),
+            self.console_socket(""),
+        ] {
+            let _ = std::fs::remove_file(s);
+        }
+    }
     /// Where libcontainer sends the pty master of a terminal process (`exec_id` empty for the
     /// container's init); short for the same reason as the Task socket.
     pub fn console_socket(&self, exec_id: &str) -> PathBuf {

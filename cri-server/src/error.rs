@@ -33,6 +33,15 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// For the calls the CRI makes idempotent (stop and remove, since 1.31): an object that is
+/// gone, or went away while the call ran, is already where the caller wants it.
+pub fn ok_if_gone(r: Result<()>) -> Result<()> {
+    match r {
+        Err(Error::NotFound(_)) => Ok(()),
+        r => r,
+    }
+}
+
 impl Error {
     pub fn internal(context: impl std::fmt::Display, cause: impl std::fmt::Display) -> Error {
         Error::Internal(format!("{context}: {cause}"))

@@ -144,7 +144,7 @@ fn delete(flags: &HashMap<String, String>) -> Result<()> {
         eprintln!("containerd-shim-crisp-v2 delete {id}: {e}");
     }
     crate::rootfs::unmount_all(&bundle.join("rootfs"));
-    let _ = std::fs::remove_file(dir.socket());
+    dir.remove_sockets();
     let mut resp = containerd_shim_protos::api::DeleteResponse::new();
     // What containerd-shim-runc-v2 reports for a task it could not wait for: SIGKILL.
     resp.exit_status = 128 + 9;

@@ -141,15 +141,33 @@ pub fn prepare(req: StdioRequest<'_>) -> std::io::Result<Prepared> {
             }
             stdio.stdin = Some(r);
         }
-        StdioTarget::Null | StdioTarget::CriLog(_) => {}
+        // Without a stdin the process reads /dev/null: a missing fd would leave it the runtime
+        // helper's own (the pipe the shim reads the helper's answer from).
+        StdioTarget::Null | StdioTarget::CriLog(_) => stdio.stdin = Some(dev_null(false)?),
     }
     for (target, stream) in [
         (stdout, Stream::Stdout),
         (StdioTarget::parse(req.stderr), Stream::Stderr),
     ] {
-        let fd: Option<OwnedFd> = match target {
-            StdioTarget::Null | StdioTarget::Attach { .. } => None,
-            StdioTarget::Raw(p) => Some(open_raw(&p, true)?.into()),
+        let fd: OwnedFd = match target {
+            // Output nobody logs still reaches a container's attach clients.
+            StdioTarget::Null | StdioTarget::Attach { .. } if req.attach.is_some() => {
+                let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+                spawn_copier(
+                    File::from(r),
+                    stream,
+                    Out::Discard,
+                    req.attach.clone(),
+                    &done_tx,
+                )?;
+                io.copiers += 1;
+                w
+            }
+            // Never no fd: the process would inherit the runtime helper's stdout or stderr, and
+            // the shim's read of the helper's answer would wait for the container to exit
+            // (CreateContainer without a log path hung until its deadline).
+            StdioTarget::Null | StdioTarget::Attach { .. } => dev_null(true)?,
+            StdioTarget::Raw(p) => open_raw(&p, true)?.into(),
             StdioTarget::CriLog(p) => {
                 let log = shared_log(&mut io.log, p)?;
                 let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -161,12 +179,12 @@ pub fn prepare(req: StdioRequest<'_>) -> std::io::Result<Prepared> {
                     &done_tx,
                 )?;
                 io.copiers += 1;
-                Some(w)
+                w
             }
         };
         match stream {
-            Stream::Stdout => stdio.stdout = fd,
-            Stream::Stderr => stdio.stderr = fd,
+            Stream::Stdout => stdio.stdout = Some(fd),
+            Stream::Stderr => stdio.stderr = Some(fd),
         }
     }
     Ok(Prepared {
@@ -289,6 +307,14 @@ fn spawn_copier(
             let _ = done.send(());
         })?;
     Ok(())
+}
+
+fn dev_null(write: bool) -> std::io::Result<OwnedFd> {
+    Ok(OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open("/dev/null")?
+        .into())
 }
 
 /// FIFOs are opened read-write so the open does not block waiting for the other end.

@@ -65,8 +65,11 @@ cat > "$ROOTFS/etc/passwd" <<'PASSWD'
 root:x:0:0:root:/root:/bin/sh
 nobody:x:65534:65534:nobody:/nonexistent:/bin/false
 PASSWD
+# root is a member of wheel, as in upstream busybox images: tests of the image's group
+# memberships (SupplementalGroupsPolicy Merge and Strict) rely on it.
 cat > "$ROOTFS/etc/group" <<'GROUP'
 root:x:0:
+wheel:x:10:root
 nogroup:x:65534:
 GROUP
 chmod 0644 "$ROOTFS/etc/passwd" "$ROOTFS/etc/group"

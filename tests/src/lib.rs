@@ -44,6 +44,7 @@ mod network;
 mod pod;
 mod privileges;
 mod procs;
+mod raw_grpc;
 mod registry;
 mod stream_client;
 mod token_server;
@@ -59,6 +60,7 @@ pub use layout::{layered_image, multi_arch_index, pseudo_random, BuiltImage, Ent
 pub use pod::{expect_code, sh, tick_count, with_sc, TestPod, BUSYBOX, TICKER};
 pub use privileges::require_root;
 pub use procs::{children_named, process_alive};
+pub use raw_grpc::{unary_call, RawAnswer};
 pub use registry::{assert_no_partial_pull, corrupt, restore, temp_layout, TestRegistry};
 pub use token_server::{TokenRequest, TokenServer};
 pub use upgrade::{upgrade_baseline, Baseline, UPGRADE_FROM_VAR};

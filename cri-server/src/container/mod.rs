@@ -12,4 +12,4 @@ pub mod spec;
 pub mod staged_mounts;
 pub mod user;
 
-pub use record::{ContainerRecord, ContainerState};
+pub use record::{ContainerRecord, ContainerState, ProcessUser};

@@ -62,6 +62,46 @@ pub struct ContainerRecord {
     pub exit_code: i32,
     pub reason: String,
     pub message: String,
+    /// Who the container's first process starts as; absent in records of older versions.
+    #[serde(default)]
+    pub user: Option<ProcessUser>,
+}
+
+/// The identity a container's first process starts with (CRI `ContainerStatus.user`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+impl ProcessUser {
+    pub fn of_spec(spec: &oci_spec::runtime::Spec) -> Option<ProcessUser> {
+        let u = spec.process().as_ref()?.user();
+        Some(ProcessUser {
+            uid: u.uid(),
+            gid: u.gid(),
+            additional_gids: u.additional_gids().clone().unwrap_or_default(),
+        })
+    }
+
+    /// The CRI form, whose supplemental groups include the primary group (as `id -G` lists
+    /// it and containerd reports it).
+    pub fn to_cri(&self) -> k8s_cri::v1::ContainerUser {
+        let mut groups = vec![i64::from(self.gid)];
+        for g in &self.additional_gids {
+            if !groups.contains(&i64::from(*g)) {
+                groups.push(i64::from(*g));
+            }
+        }
+        k8s_cri::v1::ContainerUser {
+            linux: Some(k8s_cri::v1::LinuxContainerUser {
+                uid: i64::from(self.uid),
+                gid: i64::from(self.gid),
+                supplemental_groups: groups,
+            }),
+        }
+    }
 }
 
 impl ContainerRecord {

@@ -5,7 +5,9 @@ use crate::error::{Error, Result};
 use crate::pod::userns::IdMap;
 use crate::pod::{files, SandboxRecord};
 use crisp_snapshotter::image::ImageConfig;
-use k8s_cri::v1::{ContainerConfig, LinuxContainerResources, MountPropagation};
+use k8s_cri::v1::{
+    ContainerConfig, LinuxContainerResources, MountPropagation, SupplementalGroupsPolicy,
+};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
     LinuxDeviceType, LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder,
@@ -105,6 +107,18 @@ fn spec_err(e: impl std::fmt::Display) -> Error {
     Error::InvalidArgument(format!("building the OCI spec: {e}"))
 }
 
+/// Whether a `SupplementalGroupsPolicy` is Strict; a value this CRI version does not know is
+/// refused rather than read as the default.
+fn strict_groups(policy: i32) -> Result<bool> {
+    match SupplementalGroupsPolicy::try_from(policy) {
+        Ok(SupplementalGroupsPolicy::Merge) => Ok(false),
+        Ok(SupplementalGroupsPolicy::Strict) => Ok(true),
+        Err(_) => Err(Error::InvalidArgument(format!(
+            "supplemental_groups_policy {policy} is not supported (Merge or Strict)"
+        ))),
+    }
+}
+
 pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     let c = input.config;
     let sc = c
@@ -140,6 +154,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
             run_as_group: sc.run_as_group.as_ref().map(|v| v.value),
             run_as_username: &sc.run_as_username,
             supplemental_groups: &sc.supplemental_groups,
+            strict_groups: strict_groups(sc.supplemental_groups_policy)?,
             image_user: &input.image.user,
         },
     )?;

@@ -84,6 +84,9 @@ pub struct UserRequest<'a> {
     pub run_as_group: Option<i64>,
     pub run_as_username: &'a str,
     pub supplemental_groups: &'a [i64],
+    /// `SupplementalGroupsPolicy::Strict`: only the requested supplemental groups, none of the
+    /// image's `/etc/group` memberships (Merge, the default, adds both).
+    pub strict_groups: bool,
     pub image_user: &'a str,
 }
 
@@ -92,6 +95,14 @@ fn id32(what: &str, v: i64) -> Result<u32> {
 }
 
 pub fn resolve(rootfs: &Path, req: &UserRequest<'_>) -> Result<ResolvedUser> {
+    // As containerd: a group on its own would silently pair with the image's user.
+    if let Some(g) = req.run_as_group {
+        if req.run_as_user.is_none() && req.run_as_username.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "run_as_group {g} is set without run_as_user or run_as_username"
+            )));
+        }
+    }
     let users = passwd(rootfs);
     let by_name = |n: &str| users.iter().find(|u| u.name == n);
     let (mut uid, mut gid, mut username): (u32, Option<u32>, Option<String>);
@@ -155,7 +166,7 @@ pub fn resolve(rootfs: &Path, req: &UserRequest<'_>) -> Result<ResolvedUser> {
     }
     let gid = gid.unwrap_or(0);
     let mut additional: Vec<u32> = Vec::new();
-    if let Some(name) = &username {
+    if let Some(name) = username.as_ref().filter(|_| !req.strict_groups) {
         for (_, g, members) in groups(rootfs) {
             if members.iter().any(|m| m == name) && g != gid && !additional.contains(&g) {
                 additional.push(g);
@@ -203,6 +214,7 @@ mod tests {
             run_as_group: None,
             run_as_username: "",
             supplemental_groups: &[],
+            strict_groups: false,
             image_user,
         }
     }
@@ -232,6 +244,32 @@ mod tests {
         q.supplemental_groups = &[5, 6];
         let u = resolve(r.path(), &q).unwrap();
         assert_eq!((u.uid, u.gid, u.additional_gids), (1234, 77, vec![5, 6]));
+    }
+
+    #[test]
+    fn run_as_group_needs_a_user() {
+        let r = rootfs();
+        let mut q = req("app");
+        q.run_as_group = Some(77);
+        assert!(matches!(
+            resolve(r.path(), &q),
+            Err(Error::InvalidArgument(_))
+        ));
+        q.run_as_username = "app";
+        assert_eq!(resolve(r.path(), &q).unwrap().gid, 77);
+    }
+
+    #[test]
+    fn strict_groups_leave_out_the_images() {
+        let r = rootfs();
+        let mut q = req("app");
+        q.supplemental_groups = &[1234];
+        assert_eq!(
+            resolve(r.path(), &q).unwrap().additional_gids,
+            vec![50, 1234]
+        );
+        q.strict_groups = true;
+        assert_eq!(resolve(r.path(), &q).unwrap().additional_gids, vec![1234]);
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub fn container_status(c: &ContainerRecord) -> cri::ContainerStatus {
                 ..Default::default()
             }),
         image_id: c.image_id.clone(),
-        user: None,
+        user: c.user.as_ref().map(|u| u.to_cri()),
     }
 }
 

@@ -425,7 +425,10 @@ impl RuntimeService for Cri {
                     }),
                 })
                 .collect(),
-            features: Some(cri::RuntimeFeatures::default()),
+            // Merge and Strict, and the effective groups in ContainerStatus.user.
+            features: Some(cri::RuntimeFeatures {
+                supplemental_groups_policy: true,
+            }),
         }))
     }
 

@@ -4,8 +4,8 @@ use super::{now_ns, ContainerEntry, Runtime};
 use crate::container::shim_client::{Exit, Shim, TaskStdio};
 use crate::container::spec::{self, SpecInput};
 use crate::container::{idmapped_binds, image_volumes};
-use crate::container::{ContainerRecord, ContainerState};
-use crate::error::{Error, Result};
+use crate::container::{ContainerRecord, ContainerState, ProcessUser};
+use crate::error::{ok_if_gone, Error, Result};
 use crate::ids;
 use crate::pod::SandboxState;
 use crisp_api::{ShimDir, StdioTarget};
@@ -83,6 +83,7 @@ impl Runtime {
             exit_code: 0,
             reason: String::new(),
             message: String::new(),
+            user: None,
         };
         {
             let mut objs = self.objects();
@@ -111,8 +112,9 @@ impl Runtime {
 
         let result = self.materialise(&rec, &pod, &image, &dir).await;
         match result {
-            Ok((shim, pid)) => {
+            Ok((shim, pid, user)) => {
                 rec.pid = pid;
+                rec.user = user;
                 rec.state = rec.state.transition(ContainerState::Created)?;
                 self.container_store.save(&id, &rec)?;
                 if let Some(e) = self.objects().containers.get_mut(&id) {
@@ -138,7 +140,7 @@ impl Runtime {
         pod: &crate::pod::SandboxRecord,
         image: &crate::image::ImageRecord,
         dir: &ShimDir,
-    ) -> Result<(Shim, u32)> {
+    ) -> Result<(Shim, u32, Option<ProcessUser>)> {
         let bundle = dir.bundle();
         let rootfs = bundle.join("rootfs");
         let me = self.clone();
@@ -149,7 +151,7 @@ impl Runtime {
         let target_pidns = self.target_pid_namespace(&rec.config, &pod.id)?;
         // Debug-level step timings: what a slow create spent its time on.
         let began = std::time::Instant::now();
-        let setup = tokio::task::spawn_blocking(move || -> Result<()> {
+        let setup = tokio::task::spawn_blocking(move || -> Result<Option<ProcessUser>> {
             std::fs::create_dir_all(&rootfs)
                 .map_err(|e| Error::internal(format!("creating {}", rootfs.display()), e))?;
             let top = top
@@ -191,12 +193,12 @@ impl Runtime {
                     Error::internal(format!("creating log dir {}", parent.display()), e)
                 })?;
             }
-            Ok(())
+            Ok(ProcessUser::of_spec(&spec))
         });
         // The shim starts meanwhile (its exec and start-up are ~2.5 ms of a create). If the
         // setup fails, the caller's teardown stops it as it would a shim whose create failed.
         let (setup, shim) = tokio::join!(setup, Shim::spawn(&self.shim_binary, dir, &rec.id));
-        setup.map_err(|e| Error::internal("container setup task", e))??;
+        let user = setup.map_err(|e| Error::internal("container setup task", e))??;
         let shim = shim?;
         tracing::debug!(
             ms = began.elapsed().as_millis(),
@@ -244,7 +246,7 @@ impl Runtime {
             .await
             .map_err(|e| Error::internal("releasing staged mounts", e))?;
         }
-        Ok((shim, created?))
+        Ok((shim, created?, user))
     }
 
     /// For pid mode TARGET: the PID namespace of the named container, which must be running
@@ -469,7 +471,12 @@ impl Runtime {
         Ok(())
     }
 
+    /// Stops a container; one that does not exist (any more) counts as stopped.
     pub async fn stop_container(self: &Arc<Self>, id: &str, timeout_s: i64) -> Result<()> {
+        ok_if_gone(self.stop_existing_container(id, timeout_s).await)
+    }
+
+    async fn stop_existing_container(self: &Arc<Self>, id: &str, timeout_s: i64) -> Result<()> {
         let id = self.resolve_container(id)?;
         let op = self.entry_parts(&id)?.op;
         let _guard = op.lock().await;
@@ -509,12 +516,13 @@ impl Runtime {
         Ok(())
     }
 
+    /// Removes a container; one that does not exist (any more) counts as removed.
     pub async fn remove_container(self: &Arc<Self>, id: &str) -> Result<()> {
-        let id = match self.resolve_container(id) {
-            Ok(id) => id,
-            Err(Error::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        };
+        ok_if_gone(self.remove_existing_container(id).await)
+    }
+
+    async fn remove_existing_container(self: &Arc<Self>, id: &str) -> Result<()> {
+        let id = self.resolve_container(id)?;
         let op = self.entry_parts(&id)?.op;
         let _guard = op.lock().await;
         if let Err(e) = self.stop_locked(&id, 0).await {
@@ -566,7 +574,7 @@ impl Runtime {
             if let Err(e) = snapshotter.remove_active(&id) {
                 tracing::warn!(container = %id, error = %e, "removing writable layer");
             }
-            let _ = std::fs::remove_file(dir.socket());
+            dir.remove_sockets();
             let bundle = dir.bundle();
             let released = [
                 idmapped_binds::release(&bundle),

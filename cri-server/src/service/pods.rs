@@ -1,7 +1,7 @@
 //! Pod sandbox operations.
 
 use super::{now_ns, Runtime};
-use crate::error::{Error, Result};
+use crate::error::{ok_if_gone, Error, Result};
 use crate::ids;
 use crate::pod::namespaces::{self, Pinned, Wanted};
 use crate::pod::network;
@@ -292,7 +292,12 @@ impl Runtime {
             .ok_or_else(|| Error::NotFound(format!("pod sandbox {id} not found")))
     }
 
+    /// Stops a pod; one that does not exist (any more) counts as stopped.
     pub async fn stop_pod_sandbox(self: &Arc<Self>, id: &str) -> Result<()> {
+        ok_if_gone(self.stop_existing_pod(id).await)
+    }
+
+    async fn stop_existing_pod(self: &Arc<Self>, id: &str) -> Result<()> {
         let id = self.resolve_pod(id)?;
         for cid in self.containers_of(&id) {
             self.stop_container(&cid, 0).await?;
@@ -323,13 +328,13 @@ impl Runtime {
         Ok(())
     }
 
+    /// Removes a pod; one that does not exist (any more) counts as removed.
     pub async fn remove_pod_sandbox(self: &Arc<Self>, id: &str) -> Result<()> {
-        let id = match self.resolve_pod(id) {
-            Ok(id) => id,
-            // Removing what is already gone succeeds, as the CRI asks.
-            Err(Error::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        };
+        ok_if_gone(self.remove_existing_pod(id).await)
+    }
+
+    async fn remove_existing_pod(self: &Arc<Self>, id: &str) -> Result<()> {
+        let id = self.resolve_pod(id)?;
         for cid in self.containers_of(&id) {
             self.remove_container(&cid).await?;
         }
