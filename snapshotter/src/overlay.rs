@@ -4,11 +4,17 @@
 //! `lowerdir+` per layer: the legacy mount(2) option string is cut at one page, which a deep image
 //! (about 50 layers under crisp's root) already exceeds. Kernels without `lowerdir+` (before 6.8)
 //! or without the new API fall back to the legacy string, which works while it fits.
+//!
+//! Which of the two a kernel takes is learnt from the first mount that succeeds (crispd makes
+//! one at start, [`probe`]) and kept for the process: before 6.5 overlayfs did not parse the
+//! new API's keys itself, so `fsconfig` put `lowerdir+` into a legacy option page and only
+//! `FSCONFIG_CMD_CREATE` refused it (EINVAL), or `fsconfig` did once that page was full.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -93,6 +99,53 @@ fn check_path(p: &Path) -> Result<()> {
     }
 }
 
+/// How this kernel takes an overlay's layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerPassing {
+    /// The new mount API, one `lowerdir+` per layer (Linux 6.8+): any depth.
+    LowerdirPlus,
+    /// The legacy `lowerdir=a:b:..` string (older kernels): as many layers as fit one page.
+    OptionString,
+}
+
+static PASSING: OnceLock<LayerPassing> = OnceLock::new();
+
+/// How layers are passed, once a mount has succeeded.
+pub fn layer_passing() -> Option<LayerPassing> {
+    PASSING.get().copied()
+}
+
+fn learnt(p: LayerPassing) {
+    if PASSING.set(p).is_ok() {
+        tracing::info!(passing = ?p, "overlay layers are passed this way on this kernel");
+    }
+}
+
+/// Mounts a throwaway overlay in `scratch` (a directory on the filesystem the layers live on,
+/// created and removed here) to learn how this kernel takes layers.
+pub fn probe(scratch: &Path) -> Result<LayerPassing> {
+    let dirs: Vec<PathBuf> = ["l1", "l2", "upper", "work", "merged"]
+        .iter()
+        .map(|d| scratch.join(d))
+        .collect();
+    let io = |p: &Path, e: std::io::Error| Error::Sys {
+        context: format!("preparing the overlay probe in {}", p.display()),
+        source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    };
+    for d in &dirs {
+        std::fs::create_dir_all(d).map_err(|e| io(d, e))?;
+    }
+    let mounted = mount_overlay(&dirs[..2], &dirs[2], &dirs[3], &dirs[4]);
+    if mounted.is_ok() {
+        let _ = unmount(&dirs[4]);
+    }
+    let _ = std::fs::remove_dir_all(scratch);
+    mounted?;
+    layer_passing().ok_or(Error::Unsupported(
+        "the overlay probe mounted without learning how".into(),
+    ))
+}
+
 /// Mounts an overlay at `target`. `lowers` are top first, as overlayfs wants.
 pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
     if lowers.is_empty() {
@@ -101,13 +154,7 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Pat
             reason: "overlay needs at least one lower directory",
         });
     }
-    match new_api::mount(lowers, Some((upper, work)), target, None) {
-        Ok(()) => return Ok(()),
-        // No new mount API, or no `lowerdir+` (EINVAL from fsconfig): the legacy string.
-        Err(new_api::Failure::Unsupported) => {}
-        Err(f @ new_api::Failure::Failed { .. }) => return Err(f.into_error(target, lowers.len())),
-    }
-    mount_legacy(lowers, Some((upper, work)), target)
+    mount_either(lowers, Some((upper, work)), target)
 }
 
 /// Mounts a read-only overlay of `lowers` (top first; at least two, as overlayfs wants without
@@ -119,10 +166,46 @@ pub fn mount_readonly(lowers: &[PathBuf], target: &Path) -> Result<()> {
             reason: "a read-only overlay needs at least two lower directories",
         });
     }
-    match new_api::mount(lowers, None, target, None) {
-        Ok(()) => Ok(()),
-        Err(new_api::Failure::Unsupported) => mount_legacy(lowers, None, target),
-        Err(f) => Err(f.into_error(target, lowers.len())),
+    mount_either(lowers, None, target)
+}
+
+/// Through the new API with `lowerdir+` unless this kernel is known not to take it; a first
+/// refusal that the legacy string then gets past teaches that it does not.
+fn mount_either(
+    lowers: &[PathBuf],
+    upper_work: Option<(&Path, &Path)>,
+    target: &Path,
+) -> Result<()> {
+    if layer_passing() == Some(LayerPassing::OptionString) {
+        return mount_legacy(lowers, upper_work, target);
+    }
+    let refused = match new_api::mount(lowers, upper_work, target, None) {
+        Ok(()) => {
+            learnt(LayerPassing::LowerdirPlus);
+            return Ok(());
+        }
+        // No new mount API, or no `lowerdir+` (EINVAL from fsconfig).
+        Err(new_api::Failure::Unsupported) => None,
+        // Before 6.5 the keys went into a legacy option page: refused once it is full, or
+        // (`lowerdir+` unknown) at creation.
+        Err(
+            f @ new_api::Failure::Failed {
+                errno: Errno::EINVAL,
+                ..
+            },
+        ) if layer_passing().is_none() => Some(f),
+        Err(f) => return Err(f.into_error(target, lowers.len())),
+    };
+    match (mount_legacy(lowers, upper_work, target), refused) {
+        (Ok(()), _) => {
+            learnt(LayerPassing::OptionString);
+            Ok(())
+        }
+        // Too many layers for the string: the image is too deep for this kernel.
+        (Err(e @ Error::MountOptionsTooLong { .. }), _) => Err(e),
+        // Both refused: the overlay itself is at fault, as the new API's message tells best.
+        (Err(_), Some(f)) => Err(f.into_error(target, lowers.len())),
+        (Err(e), None) => Err(e),
     }
 }
 
@@ -532,6 +615,34 @@ mod tests {
         unmount(&target).unwrap();
         assert!(seen, "a lower is missing from the merged view");
         assert!(!target.join("f0").exists());
+    }
+
+    /// The probe mounts on every kernel and learns how; later mounts go the same way.
+    #[test]
+    fn probe_learns_the_layer_passing() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping: needs root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let passing = probe(&d.path().join("probe")).unwrap();
+        assert_eq!(layer_passing(), Some(passing));
+        assert!(!d.path().join("probe").exists());
+        let (l, u, w, t) = (
+            d.path().join("l"),
+            d.path().join("u"),
+            d.path().join("w"),
+            d.path().join("t"),
+        );
+        for p in [&l, &u, &w, &t] {
+            std::fs::create_dir_all(p).unwrap();
+        }
+        std::fs::write(l.join("f"), "x").unwrap();
+        mount_overlay(std::slice::from_ref(&l), &u, &w, &t).unwrap();
+        let seen = t.join("f").exists();
+        unmount(&t).unwrap();
+        assert!(seen);
+        eprintln!("this kernel: {passing:?}");
     }
 
     #[test]

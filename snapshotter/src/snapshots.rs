@@ -158,6 +158,12 @@ impl Snapshotter {
         Ok(s)
     }
 
+    /// Learns how this kernel takes overlay layers with a throwaway mount on the layers'
+    /// filesystem (see [`crate::overlay::probe`]).
+    pub fn probe_overlay(&self) -> Result<crate::overlay::LayerPassing> {
+        crate::overlay::probe(&self.tmp.join("overlay-probe"))
+    }
+
     /// Layers published without a sync: from this boot (crispd restarted, the page cache
     /// still holds them) they are synced now; from an earlier boot they may have lost data in
     /// the crash, so they go, with every layer built on them. Returns the dropped chains (their

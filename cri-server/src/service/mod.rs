@@ -109,6 +109,14 @@ impl Runtime {
             userns_supported: std::sync::OnceLock::new(),
         });
         rt.recover().await?;
+        let s = rt.snapshotter.clone();
+        match tokio::task::spawn_blocking(move || s.probe_overlay()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "overlay probe mount failed: containers cannot start")
+            }
+            Err(e) => tracing::warn!(error = %e, "overlay probe task"),
+        }
         let r = rt.clone();
         tokio::task::spawn_blocking(move || r.user_namespaces_supported())
             .await
