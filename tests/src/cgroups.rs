@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
-pub(crate) fn is_v2() -> bool {
+/// Whether the host runs cgroup v2 only (unified): containers then get their own cgroup
+/// namespace, and see their cgroup as `0::/`.
+pub fn is_v2() -> bool {
     Path::new(CGROUP_ROOT).join("cgroup.controllers").is_file()
 }
 

@@ -52,6 +52,7 @@ mod upgrade;
 mod wait;
 
 pub use bins::{bin_path, repo_root, target_dir};
+pub use cgroups::is_v2 as cgroup_v2;
 pub use cleanup::teardown_dir;
 pub use cri_log::{parse_cri_log, parse_cri_log_line, validate_cri_log_line, CriLogLine};
 pub use crispd::{images_command, images_import, Crispd, BLACKHOLE_REGISTRY};

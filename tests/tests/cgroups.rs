@@ -1,5 +1,5 @@
 //! Container processes live in cgroups below the configured cgroup parent,
-//! and see that path in their own /proc/self/cgroup.
+//! and see that path in their own /proc/self/cgroup (v1), or their own cgroup namespace (v2).
 
 use std::time::Duration;
 
@@ -46,8 +46,14 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         panic!("{e:#}; found {pids:?}: {:?}", cmdlines(&pids));
     }
 
-    let name = crispd.cgroup_name();
-    let log = wait_for_file(&pod.log_file("reader"), Duration::from_secs(5), |log| {
+    // v1: the container sees its path below the parent; v2: its own cgroup namespace, whose
+    // root is the container's cgroup.
+    let name = if crisp_tests::cgroup_v2() {
+        "0::/\n".to_string()
+    } else {
+        crispd.cgroup_name()
+    };
+    let log = wait_for_file(&pod.log_file("reader"), Duration::from_secs(30), |log| {
         log.contains(&name)
     })
     .await?;

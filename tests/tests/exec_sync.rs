@@ -68,8 +68,15 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     .await?;
     let out = String::from_utf8_lossy(&r.stdout).into_owned();
     let (init_cgroups, exec_cgroups) = out.split_once("---\n").unwrap_or_default();
+    // v2: the container's own cgroup namespace, whose root is its cgroup (another cgroup
+    // would show as `0::/../x`).
+    let own = if crisp_tests::cgroup_v2() {
+        init_cgroups == "0::/\n"
+    } else {
+        init_cgroups.contains("memory:/")
+    };
     assert!(
-        init_cgroups.contains("memory:/") && init_cgroups == exec_cgroups,
+        own && init_cgroups == exec_cgroups,
         "exec'd process is not in the container's cgroups:\n{out}"
     );
 

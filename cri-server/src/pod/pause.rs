@@ -22,8 +22,16 @@ pub struct Pause {
     pub pin: PathBuf,
 }
 
-/// Starts the pause of the pod whose directory is `dir`, in the pod's cgroup (where its
-/// resources are accounted, and where any cgroup sweep finds it). With `userns` (the pod's user
+/// The cgroup of a pod's pause, a leaf below the pod's: on cgroup v2 a process in the pod's
+/// own cgroup makes it a thread root once its threaded controllers (cpu, cpuset, pids) are
+/// enabled for the containers, and the kernel then refuses every container's cgroup as an
+/// invalid domain (EOPNOTSUPP). containerd likewise gives the sandbox a cgroup of its own.
+pub fn cgroup_of(pod_cgroup: &str) -> String {
+    format!("{}/pause", pod_cgroup.trim_end_matches('/'))
+}
+
+/// Starts the pause of the pod whose directory is `dir`, in its cgroup below the pod's `cgroup`
+/// (where its resources are accounted, and where any cgroup sweep finds it). With `userns` (the pod's user
 /// namespace pin) the PID namespace is made inside it, so that it belongs to the pod's user
 /// namespace and its containers may mount their /proc.
 pub fn start(shim: &Path, dir: &Path, cgroup: &str, userns: Option<&Path>) -> Result<Pause> {
@@ -63,7 +71,7 @@ pub fn start(shim: &Path, dir: &Path, cgroup: &str, userns: Option<&Path>) -> Re
             )))
         }
     };
-    for (hierarchy, e) in crate::cgroups::add_process(cgroup, pid) {
+    for (hierarchy, e) in crate::cgroups::add_process(&cgroup_of(cgroup), pid) {
         tracing::debug!(pid, hierarchy = %hierarchy.display(), error = %e, "pause left out of a cgroup");
     }
     match namespaces::pin_of_process(&dir.join("ns"), "pid", pid) {
@@ -78,7 +86,7 @@ pub fn start(shim: &Path, dir: &Path, cgroup: &str, userns: Option<&Path>) -> Re
 /// Kills the pause (and with it every process left in the pod's PID namespace) and unpins the
 /// namespace. The pid is only signalled while it still runs in the pinned namespace: after a
 /// reboot or a crash it may belong to someone else. Idempotent.
-pub fn stop(pin: &Path, pid: u32) {
+pub fn stop(pin: &Path, pid: u32, pod_cgroup: &str) {
     if pid > 0 && same_namespace(pin, pid) {
         if let Err(e) = kill(Pid::from_raw(pid as i32), Signal::SIGKILL) {
             tracing::warn!(pid, error = %e, "killing the pod's pause");
@@ -95,6 +103,11 @@ pub fn stop(pin: &Path, pid: u32) {
         pid: Some(pin.to_path_buf()),
         ..Default::default()
     });
+    // The pod's cgroup may be kubelet's, which crispd does not remove: the leaf is ours.
+    let left = crate::cgroups::remove_tree(&cgroup_of(pod_cgroup));
+    if !left.is_empty() {
+        tracing::warn!(?left, "the pause's cgroup is still busy");
+    }
 }
 
 fn same_namespace(pin: &Path, pid: u32) -> bool {

@@ -187,7 +187,7 @@ impl Runtime {
                 Ok(ips) => Ok((pinned, pause_pid, ips)),
                 Err(e) => {
                     if let Some(pin) = &pinned.pid {
-                        pause::stop(pin, pause_pid);
+                        pause::stop(pin, pause_pid, &cgroup_parent);
                     }
                     namespaces::remove(&pinned);
                     Err(e)
@@ -233,6 +233,7 @@ impl Runtime {
         pause::stop(
             &rec.pidns.clone().unwrap_or_else(|| rec.dir.join("ns/pid")),
             rec.pause_pid,
+            &rec.cgroup_parent,
         );
         namespaces::remove(&Pinned {
             net: rec.netns.clone().or_else(|| Some(rec.dir.join("ns/net"))),
@@ -310,7 +311,7 @@ impl Runtime {
                 me.detach_network(&r);
                 if let Some(pin) = &r.pidns {
                     // Ends whatever the containers left in the shared PID namespace.
-                    pause::stop(pin, r.pause_pid);
+                    pause::stop(pin, r.pause_pid, &r.cgroup_parent);
                 }
             })
             .await
