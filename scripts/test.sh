@@ -15,4 +15,8 @@ upgrade_from=$(scripts/build-upgrade-baseline.sh)
 export CRISP_UPGRADE_FROM=$upgrade_from
 # Bounded fuzzing of the reference parser, the layer unpacker and the spec builder (FUZZ_SECONDS).
 scripts/fuzz.sh
+# The Kubernetes CRI validation suite against a crispd of its own (critest from ../shared).
+scripts/critest.sh
 cargo nextest run --workspace --no-fail-fast "$@"
+# The cgroup- and mount-touching end-to-end tests again, on a cgroup v2 node's kernel (6.1).
+scripts/test-vm.sh
