@@ -9,6 +9,8 @@
 # Env: CRISPD=path      crispd to test (default target/debug/crispd; crisp-shim and crisp-bridge
 #                       are taken from next to it)
 #      CRITEST_KEEP=1   keep the run's root, state, registry storage and configs
+#      CRITEST_WORKDIR  where the run's root goes (default target/critest; in the cgroup v2 VM
+#                       a tmpfs such as /tmp, since overlay upper dirs cannot be on its 9p share)
 # Logs (kept, replaced by the next run): target/critest/logs/ — critest.log (its output),
 # critest.json (ginkgo's report), crispd.log, registry.log.
 #
@@ -52,7 +54,7 @@ IMAGES=$OUT/images
 
 # Unique per run, so that runs (and the integration tests' crispds) never share anything. The
 # state dir holds crispd's sockets: short, below the 107-byte sun_path limit.
-RUN=$OUT/run-$$
+RUN=${CRITEST_WORKDIR:-$OUT}/run-$$
 STATE=/run/crisp-critest-$$
 CGROUP=crisp-critest-$$
 SOCK=$STATE/crisp.sock

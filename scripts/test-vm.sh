@@ -20,6 +20,8 @@ if ((${#tests[@]} == 0)); then
     stats            # cgroup v2 stat files
     exec_sync        # exec joining the container's cgroup
     restart          # crispd killed and restarted with pods running
+    shim_killed
+    crash_mid_create # teardown kills what is left in a container's cgroup (cgroup.kill)
     stop_semantics
     security
     pid_namespaces
@@ -63,7 +65,11 @@ echo "guest: $(uname -r), $(stat -fc %T /sys/fs/cgroup)"
 for pair in $RUN; do
   t=${pair%%=*} bin=${pair#*=}
   start=$(date +%s)
-  if TMPDIR=/tmp "$bin" --test-threads 1 > "$OUT/$t.log" 2>&1; then r=ok; else r=FAILED; failed=1; fi
+  if TMPDIR=/tmp CRISP_TEST_SLOWDOWN=5 "$bin" --test-threads 1 > "$OUT/$t.log" 2>&1; then
+    r=ok
+  else
+    r=FAILED failed=1
+  fi
   echo "vm test $t: $r ($(( $(date +%s) - start )) s)"
 done
 exit $failed

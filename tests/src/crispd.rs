@@ -21,6 +21,20 @@ pub const BLACKHOLE_REGISTRY: &str = "http://127.0.0.1:9";
 
 /// How long crispd may take from spawn to answering `Version`.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `CRISP_TEST_SLOWDOWN` (default 1), by which crispd's start and stop bounds grow where the
+/// tests run under software emulation (scripts/test-vm.sh sets it).
+fn slowdown() -> u32 {
+    std::env::var("CRISP_TEST_SLOWDOWN")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+fn ready_timeout() -> Duration {
+    READY_TIMEOUT * slowdown()
+}
 /// How long `stop()` waits after SIGTERM before giving up.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Teardown is less patient: the test is over either way.
@@ -257,7 +271,7 @@ impl Crispd {
     pub async fn stop(&mut self) -> anyhow::Result<ExitStatus> {
         let mut child = self.child.take().context("stop: crispd is not running")?;
         procs::signal(child.id() as i32, Signal::SIGTERM);
-        let deadline = Instant::now() + STOP_TIMEOUT;
+        let deadline = Instant::now() + STOP_TIMEOUT * slowdown();
         loop {
             if let Some(status) = child.try_wait()? {
                 return Ok(status);
@@ -482,7 +496,7 @@ impl Crispd {
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let deadline = Instant::now() + ready_timeout();
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
@@ -497,7 +511,8 @@ impl Crispd {
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "crispd did not answer Version within {READY_TIMEOUT:?}; its log:\n{}",
+                    "crispd did not answer Version within {:?}; its log:\n{}",
+                    ready_timeout(),
                     self.crispd_log()
                 );
             }

@@ -99,6 +99,17 @@ pub fn kill_and_remove_tree(cgroup_path: &str) -> Vec<PathBuf> {
         if left.is_empty() {
             break;
         }
+        // cgroup v2 (5.14+): one write kills the whole subtree, forks in flight included.
+        for m in hierarchies() {
+            let Some(kill) = under(&m, cgroup_path)
+                .filter(|d| *d != m)
+                .map(|d| d.join("cgroup.kill"))
+                .filter(|k| k.is_file())
+            else {
+                continue;
+            };
+            let _ = std::fs::write(kill, "1");
+        }
         for pid in procs_in_tree(cgroup_path) {
             // Only pids read from the container's own cgroup; a process that exited in between
             // is ESRCH, which is fine.
