@@ -22,7 +22,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
             &[
                 "sh",
                 "-c",
-                "dd if=/dev/zero of=/filler bs=1M count=8 2>/dev/null; while true; do :; done",
+                "dd if=/dev/zero of=/filler bs=1M count=8 2>/dev/null; touch /filled; while true; do :; done",
             ],
         )
         .await?;
@@ -43,6 +43,15 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
             )
         }
     };
+    // The filler is complete before the samples (under emulation dd takes its time).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while crisp_tests::sh(&mut client, &burner, "test -e /filled").await?.0 != 0 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the filler was not written within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let first = get(&mut client, burner.clone()).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
