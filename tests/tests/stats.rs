@@ -45,7 +45,11 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     };
     // The filler is complete before the samples (under emulation dd takes its time).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while crisp_tests::sh(&mut client, &burner, "test -e /filled").await?.0 != 0 {
+    while crisp_tests::sh(&mut client, &burner, "test -e /filled")
+        .await?
+        .0
+        != 0
+    {
         anyhow::ensure!(
             std::time::Instant::now() < deadline,
             "the filler was not written within 30 s"
