@@ -39,7 +39,7 @@ undo() {
     exit 1
   fi
   # Whatever a crash may have left mounted under the root or state dir.
-  findmnt -rn -o TARGET | grep -E "^($root|$state)/" | sort -r | while read -r m; do
+  findmnt -rn -o TARGET | { grep -E "^($root|$state)/" || true; } | sort -r | while read -r m; do
     umount -l "$m"
   done
   rm -rf "$root" "$state" /var/log/crispd.log /var/log/pods/default_crisp-demo_*
