@@ -54,7 +54,7 @@ IMAGES=$OUT/images
 
 # Unique per run, so that runs (and the integration tests' crispds) never share anything. The
 # state dir holds crispd's sockets: short, below the 107-byte sun_path limit.
-RUN=${CRITEST_WORKDIR:-$OUT}/run-$$
+RUN=${CRITEST_WORKDIR:-$OUT}/crisp-critest-run-$$
 STATE=/run/crisp-critest-$$
 CGROUP=crisp-critest-$$
 SOCK=$STATE/crisp.sock
@@ -67,7 +67,8 @@ rm -rf "$RUN" "$LOGS"
 mkdir -p "$RUN" "$LOGS"
 
 # Shared memory ids, for removing the segments the HostIpc specs create on the host with
-# `ipcmk -M 1048576` and never remove.
+# `ipcmk -M 1048576` and never remove: any unattached 1 MiB segment new since the start goes
+# (on a shared machine another user's could be among them).
 shm_ids() {
     ipcs -m | awk '$2 ~ /^[0-9]+$/ { print $2, $5, $6 }'
 }
@@ -120,13 +121,14 @@ stop_pid() {
     if [[ -z $pid ]] || ! kill -0 "$pid" 2> /dev/null; then
         return 0
     fi
-    kill -TERM "$pid" 2> /dev/null
+    kill -TERM "$pid" 2> /dev/null || true
     for ((i = 0; i < 150; i++)); do
         kill -0 "$pid" 2> /dev/null || break
         sleep 0.1
     done
-    kill -KILL "$pid" 2> /dev/null
-    wait "$pid" 2> /dev/null
+    # Gone already, or reaped with its signal's status: neither may end a `set -e` caller.
+    kill -KILL "$pid" 2> /dev/null || true
+    wait "$pid" 2> /dev/null || true
     return 0
 }
 

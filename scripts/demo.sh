@@ -17,16 +17,23 @@ pidfile=/run/crisp/crispd.pid
 root=/var/lib/crisp
 state=/run/crisp
 
+marker=$root/.crisp-demo
+
 running_pid() {
-  local pid
+  local pid exe
   pid=$(cat "$pidfile" 2>/dev/null) || return 1
-  # Only our crispd: a reused pid must not be signalled.
-  [ -n "$pid" ] && [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$(realpath "$bin/crispd")" ] &&
-    echo "$pid"
+  # Only a crispd: a reused pid must not be signalled (a rebuilt binary reads "(deleted)").
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+  [ -n "$pid" ] && [ "$(basename "${exe% (deleted)}")" = crispd ] && echo "$pid"
 }
 
 undo() {
   local pid
+  # The root and state are the packaged install's too: remove only what the demo made.
+  if [ -d "$root" ] && [ ! -e "$marker" ]; then
+    echo "$root was not made by scripts/demo.sh: not removing it" >&2
+    exit 1
+  fi
   if pid=$(running_pid); then
     "$bin/crispctl" pods | awk '{print $1}' | while read -r id; do
       "$bin/crispctl" rm-pod "$id"
@@ -64,19 +71,22 @@ fi
 
 import=$root/import
 if [ ! -f "$import/busybox/index.json" ]; then
+  [ -d "$root" ] || { mkdir -p "$root" && touch "$marker"; }
   mkdir -p "$import"
   tests/images/build-busybox.sh "$import/busybox" >/dev/null
 fi
 
-if ! running_pid >/dev/null; then
+if ! running_pid >/dev/null && ! "$bin/crispctl" version >/dev/null 2>&1; then
   echo "starting crispd (log: /var/log/crispd.log)"
   mkdir -p "$state"
   setsid "$bin/crispd" >>/var/log/crispd.log 2>&1 < /dev/null &
-  echo $! > "$pidfile"
+  pid=$!
   for _ in $(seq 100); do
     "$bin/crispctl" version >/dev/null 2>&1 && break
     sleep 0.1
   done
+  kill -0 "$pid" 2>/dev/null || { echo "crispd exited; see /var/log/crispd.log" >&2; exit 1; }
+  echo "$pid" > "$pidfile"
 fi
 "$bin/crispctl" version
 "$bin/crispctl" demo --keep

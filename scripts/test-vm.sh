@@ -38,7 +38,7 @@ mkdir -p "$out"
 
 # The executables of the chosen integration tests (built already by scripts/test.sh; cargo
 # only links what is missing).
-cargo test -p crisp-tests --no-run --message-format=json 2>/dev/null |
+cargo test -p crisp-tests --no-run --message-format=json |
   python3 -c '
 import json, sys
 for line in sys.stdin:

@@ -132,14 +132,16 @@ pub fn probe(scratch: &Path) -> Result<LayerPassing> {
         context: format!("preparing the overlay probe in {}", p.display()),
         source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
     };
+    // A probe a crash interrupted may have left its mount.
+    let _ = umount2(&dirs[4], MntFlags::MNT_DETACH);
     for d in &dirs {
         std::fs::create_dir_all(d).map_err(|e| io(d, e))?;
     }
     let mounted = mount_overlay(&dirs[..2], &dirs[2], &dirs[3], &dirs[4]);
-    if mounted.is_ok() {
-        let _ = unmount(&dirs[4]);
+    // Never walk into a mount that is still there.
+    if mounted.is_err() || unmount(&dirs[4]).is_ok() {
+        let _ = std::fs::remove_dir_all(scratch);
     }
-    let _ = std::fs::remove_dir_all(scratch);
     mounted?;
     layer_passing().ok_or(Error::Unsupported(
         "the overlay probe mounted without learning how".into(),

@@ -26,7 +26,13 @@ fn build_busybox_layout() -> PathBuf {
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", lock_path.display()));
     lock_exclusive(&lock, &lock_path);
 
-    if layout.join("index.json").is_file() {
+    let script = repo_root().join("tests/images/build-busybox.sh");
+    let script_text =
+        fs::read(&script).unwrap_or_else(|e| panic!("cannot read {}: {e}", script.display()));
+    // The layout records the script it was built by: a changed script (say, another
+    // /etc/group) rebuilds it in a `target/` made before the change.
+    let stamp = images.join("busybox.script");
+    if layout.join("index.json").is_file() && fs::read(&stamp).ok() == Some(script_text.clone()) {
         return layout;
     }
     // No index.json means an earlier build died half-way; start over.
@@ -34,7 +40,6 @@ fn build_busybox_layout() -> PathBuf {
         fs::remove_dir_all(&layout)
             .unwrap_or_else(|e| panic!("cannot remove partial {}: {e}", layout.display()));
     }
-    let script = repo_root().join("tests/images/build-busybox.sh");
     let output = Command::new("bash")
         .arg(&script)
         .arg(&layout)
@@ -50,6 +55,8 @@ fn build_busybox_layout() -> PathBuf {
             String::from_utf8_lossy(&output.stderr),
         );
     }
+    fs::write(&stamp, &script_text)
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", stamp.display()));
     layout
     // `lock` is closed here, which releases the flock.
 }

@@ -28,6 +28,24 @@ pub fn hierarchies() -> Vec<PathBuf> {
         .collect()
 }
 
+/// Whether the node runs cgroup v2 alone (the unified hierarchy at /sys/fs/cgroup).
+pub fn unified() -> bool {
+    nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// Whether crispd itself runs in `cgroup_path` or below it (in the unified hierarchy), where a
+/// `cgroup.kill` would take it down too.
+fn holds_crispd(cgroup_path: &str) -> bool {
+    let target = cgroup_path.trim_end_matches('/');
+    std::fs::read_to_string("/proc/self/cgroup")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("0::"))
+        .any(|own| own == target || own.starts_with(&format!("{target}/")))
+}
+
 /// Whether libcgroups can set hugepage limits here: always on a cgroup v2 host; on cgroup v1
 /// only if a v1 hierarchy has the hugetlb controller (a hybrid host may have it in its cgroup2
 /// tree alone, where the v1 manager cannot use it and refuses the limits).
@@ -99,8 +117,12 @@ pub fn kill_and_remove_tree(cgroup_path: &str) -> Vec<PathBuf> {
         if left.is_empty() {
             break;
         }
-        // cgroup v2 (5.14+): one write kills the whole subtree, forks in flight included.
-        for m in hierarchies() {
+        // cgroup v2 (5.14+): one write kills the whole subtree, forks in flight included;
+        // never where crispd itself runs (the pid walk below spares it).
+        for m in hierarchies()
+            .into_iter()
+            .filter(|_| !holds_crispd(cgroup_path))
+        {
             let Some(kill) = under(&m, cgroup_path)
                 .filter(|d| *d != m)
                 .map(|d| d.join("cgroup.kill"))

@@ -260,7 +260,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
             namespaces.push(ns(typ, Some(p.clone()))?);
         }
     }
-    if is_cgroup_v2() {
+    if crate::cgroups::unified() {
         // As Docker and containerd do on v2: the container sees its own cgroup as the root.
         namespaces.push(ns(LinuxNamespaceType::Cgroup, None)?);
     }
@@ -745,12 +745,6 @@ fn clamp_oom_score_adj(wanted: i64) -> i32 {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(-1000);
     wanted.clamp(current.max(-1000), 1000) as i32
-}
-
-fn is_cgroup_v2() -> bool {
-    nix::sys::statfs::statfs("/sys/fs/cgroup")
-        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-        .unwrap_or(false)
 }
 
 #[cfg(test)]

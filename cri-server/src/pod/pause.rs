@@ -22,12 +22,13 @@ pub struct Pause {
     pub pin: PathBuf,
 }
 
-/// The cgroup of a pod's pause, a leaf below the pod's: on cgroup v2 a process in the pod's
-/// own cgroup makes it a thread root once its threaded controllers (cpu, cpuset, pids) are
-/// enabled for the containers, and the kernel then refuses every container's cgroup as an
-/// invalid domain (EOPNOTSUPP). containerd likewise gives the sandbox a cgroup of its own.
-pub fn cgroup_of(pod_cgroup: &str) -> String {
-    format!("{}/pause", pod_cgroup.trim_end_matches('/'))
+/// The cgroup of a pod's pause. On cgroup v2 a leaf below the pod's: a process in the pod's own
+/// cgroup makes it a thread root once its threaded controllers (cpu, cpuset, pids) are enabled
+/// for the containers, and the kernel then refuses every container's cgroup as an invalid
+/// domain (EOPNOTSUPP); containerd likewise gives the sandbox a cgroup of its own. On v1 the
+/// pod's own, where a new cpuset cgroup would have no cpus to join.
+pub fn cgroup_of(pod_cgroup: &str) -> Option<String> {
+    crate::cgroups::unified().then(|| format!("{}/pause", pod_cgroup.trim_end_matches('/')))
 }
 
 /// Starts the pause of the pod whose directory is `dir`, in its cgroup below the pod's `cgroup`
@@ -71,7 +72,8 @@ pub fn start(shim: &Path, dir: &Path, cgroup: &str, userns: Option<&Path>) -> Re
             )))
         }
     };
-    for (hierarchy, e) in crate::cgroups::add_process(&cgroup_of(cgroup), pid) {
+    let own = cgroup_of(cgroup).unwrap_or_else(|| cgroup.to_string());
+    for (hierarchy, e) in crate::cgroups::add_process(&own, pid) {
         tracing::debug!(pid, hierarchy = %hierarchy.display(), error = %e, "pause left out of a cgroup");
     }
     match namespaces::pin_of_process(&dir.join("ns"), "pid", pid) {
@@ -104,9 +106,11 @@ pub fn stop(pin: &Path, pid: u32, pod_cgroup: &str) {
         ..Default::default()
     });
     // The pod's cgroup may be kubelet's, which crispd does not remove: the leaf is ours.
-    let left = crate::cgroups::remove_tree(&cgroup_of(pod_cgroup));
-    if !left.is_empty() {
-        tracing::warn!(?left, "the pause's cgroup is still busy");
+    if let Some(leaf) = cgroup_of(pod_cgroup) {
+        let left = crate::cgroups::remove_tree(&leaf);
+        if !left.is_empty() {
+            tracing::warn!(?left, "the pause's cgroup is still busy");
+        }
     }
 }
 

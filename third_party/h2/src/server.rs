@@ -1707,7 +1707,7 @@ impl proto::Peer for Peer {
                 // crisp patch: gRPC clients on a unix socket send its path as the authority
                 // (grpc-go before 1.61 percent-encoded, C-core as is); a request without an
                 // authority is valid, so such a value is dropped instead of resetting the
-                // stream. CONNECT needs one and still fails below.
+                // stream. CONNECT needs one and fails here.
                 Err(why) if !is_connect => {
                     tracing::debug!("ignoring malformed authority ({:?}): {}", authority, why);
                 }
