@@ -207,6 +207,14 @@ pub fn add_process(cgroup_path: &str, pid: u32) -> Vec<(PathBuf, std::io::Error)
 
 /// Checks a cgroup path given in a request before it is used to build paths.
 pub fn check_path(p: &str) -> Result<(), String> {
+    // A systemd slice is what kubelet sends with `cgroupDriver: systemd`, which crisp does not
+    // implement yet: say so rather than only that the path is not absolute.
+    if p.ends_with(".slice") && !p.contains('/') {
+        return Err(format!(
+            "cgroup parent {p:?} is a systemd slice: crisp supports the cgroupfs driver only \
+             (set kubelet's cgroupDriver to cgroupfs)"
+        ));
+    }
     if !p.starts_with('/') {
         return Err(format!(
             "cgroup parent {p:?} must be an absolute cgroupfs path"
@@ -230,6 +238,8 @@ mod tests {
             PathBuf::from("/sys/fs/cgroup/memory/crisp/pod")
         );
         assert!(check_path("relative").is_err());
+        let slice = check_path("kubepods-besteffort-pod1.slice").unwrap_err();
+        assert!(slice.contains("cgroupfs driver only"), "{slice}");
         assert!(check_path("/kubepods/../x").is_err());
     }
 
