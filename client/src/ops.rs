@@ -8,7 +8,7 @@ use k8s_cri::v1::{
     CreateContainerRequest, ImageSpec, ListContainersRequest, ListPodSandboxRequest, PodSandbox,
     PodSandboxConfig, PodSandboxStatus, PodSandboxStatusRequest, PullImageRequest,
     RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopPodSandboxRequest, VersionRequest, VersionResponse,
+    StatusRequest, StatusResponse, StopPodSandboxRequest, VersionRequest, VersionResponse,
 };
 
 use crate::{CriClient, Error};
@@ -27,6 +27,16 @@ impl CriClient {
             .version(request)
             .await
             .map_err(Error::rpc("Version"))?
+            .into_inner())
+    }
+
+    /// The runtime's conditions, handlers and features (not verbose).
+    pub async fn status(&mut self) -> Result<StatusResponse, Error> {
+        Ok(self
+            .runtime
+            .status(StatusRequest { verbose: false })
+            .await
+            .map_err(Error::rpc("Status"))?
             .into_inner())
     }
 

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crisp_tests::cri::{ExecSyncRequest, NamespaceMode, PortMapping, Protocol, StatusRequest};
+use crisp_tests::cri::{ExecSyncRequest, NamespaceMode, PortMapping, Protocol};
 use crisp_tests::{crispd_test, require_root, CriClient, Crispd, Plugins, TestPod, BUSYBOX};
 
 crispd_test!(network, check);
@@ -57,11 +57,7 @@ fn http_get(port: u16) -> anyhow::Result<String> {
 
 async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;
-    let status = client
-        .runtime
-        .status(StatusRequest { verbose: false })
-        .await?
-        .into_inner();
+    let status = client.status().await?;
     let net_ready = status
         .status
         .iter()

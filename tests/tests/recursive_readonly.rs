@@ -2,7 +2,7 @@
 //! mount stays writable unless the mount is recursive read-only; the CRI's rules for the flag
 //! are enforced; the runtime handlers advertise the feature.
 
-use crisp_tests::cri::{Mount, MountPropagation, StatusRequest};
+use crisp_tests::cri::{Mount, MountPropagation};
 use crisp_tests::{crispd_test, sh, Crispd, TestPod, BUSYBOX};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::path::{Path, PathBuf};
@@ -45,11 +45,7 @@ fn volume(host: &Path, at: &str, recursive: bool, propagation: MountPropagation)
 
 async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;
-    let status = client
-        .runtime
-        .status(StatusRequest { verbose: false })
-        .await?
-        .into_inner();
+    let status = client.status().await?;
     assert!(
         status.runtime_handlers.iter().all(|h| h
             .features

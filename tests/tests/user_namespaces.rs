@@ -5,8 +5,7 @@
 
 use crisp_tests::cri::{
     Capability, IdMapping, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, Mount, NamespaceMode, NamespaceOption, StatusRequest,
-    UserNamespace,
+    LinuxSandboxSecurityContext, Mount, NamespaceMode, NamespaceOption, UserNamespace,
 };
 use crisp_tests::{require_root, sh, with_sc, Crispd, TestPod, BUSYBOX};
 use std::os::unix::fs::MetadataExt;
@@ -59,11 +58,7 @@ fn container_ns(opts: NamespaceOption) -> LinuxContainerSecurityContext {
 
 async fn check(crispd: &mut Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;
-    let status = client
-        .runtime
-        .status(StatusRequest { verbose: false })
-        .await?
-        .into_inner();
+    let status = client.status().await?;
     let features = status
         .runtime_handlers
         .iter()

@@ -3,7 +3,7 @@
 //! groups) and Strict (only the requested ones), the identity reported in
 //! `ContainerStatus.user`, and the feature advertised in `Status`.
 
-use crisp_client::cri::{Int64Value, LinuxContainerSecurityContext, StatusRequest};
+use crisp_client::cri::{Int64Value, LinuxContainerSecurityContext};
 use crisp_tests::{crispd_test, expect_code, sh, with_sc, Crispd, TestPod, BUSYBOX};
 use tonic::Code;
 
@@ -20,11 +20,7 @@ fn sorted_ids(s: &str) -> Vec<i64> {
 
 async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;
-    let status = client
-        .runtime
-        .status(StatusRequest { verbose: false })
-        .await?
-        .into_inner();
+    let status = client.status().await?;
     assert!(
         status
             .features
