@@ -3,7 +3,6 @@
 //! makes NetworkReady false with a reason and pod creation fail clearly, and fixing the config
 //! is picked up without a restart.
 
-use crisp_tests::cri::StatusRequest;
 use crisp_tests::{require_root, CriClient, Crispd, TestPod};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,11 +16,7 @@ async fn network_failures() {
 }
 
 async fn network_ready(client: &mut CriClient) -> anyhow::Result<(bool, String)> {
-    let status = client
-        .runtime
-        .status(StatusRequest { verbose: false })
-        .await?
-        .into_inner();
+    let status = client.status().await?;
     let c = status
         .status
         .iter()

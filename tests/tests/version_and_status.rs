@@ -2,8 +2,7 @@
 
 use anyhow::Context;
 use crisp_tests::cri::{
-    CgroupDriver, NetworkConfig, RuntimeConfig, RuntimeConfigRequest, StatusRequest,
-    UpdateRuntimeConfigRequest,
+    CgroupDriver, NetworkConfig, RuntimeConfig, RuntimeConfigRequest, UpdateRuntimeConfigRequest,
 };
 use crisp_tests::{crispd_test, expect_code, Crispd};
 
@@ -17,11 +16,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     assert_eq!(version.runtime_api_version, "v1");
     assert!(!version.runtime_version.is_empty(), "{version:?}");
 
-    let status = client
-        .runtime
-        .status(StatusRequest { verbose: false })
-        .await?
-        .into_inner();
+    let status = client.status().await?;
     let conditions = status.status.context("Status without status")?.conditions;
     let ready = conditions
         .iter()
