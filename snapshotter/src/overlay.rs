@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use crate::error::{Error, Result};
+use crate::error::{io_ctx, Error, Result};
 
 /// mount(2) copies at most one page of option data, including the NUL.
 const MAX_OPTIONS_LEN: usize = 4096;
@@ -128,14 +128,12 @@ pub fn probe(scratch: &Path) -> Result<LayerPassing> {
         .iter()
         .map(|d| scratch.join(d))
         .collect();
-    let io = |p: &Path, e: std::io::Error| Error::Sys {
-        context: format!("preparing the overlay probe in {}", p.display()),
-        source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-    };
     // A probe a crash interrupted may have left its mount.
     let _ = umount2(&dirs[4], MntFlags::MNT_DETACH);
     for d in &dirs {
-        std::fs::create_dir_all(d).map_err(|e| io(d, e))?;
+        std::fs::create_dir_all(d).map_err(io_ctx(|| {
+            format!("preparing the overlay probe in {}", d.display())
+        }))?;
     }
     let mounted = mount_overlay(&dirs[..2], &dirs[2], &dirs[3], &dirs[4]);
     // Never walk into a mount that is still there.

@@ -113,23 +113,26 @@ pub fn kill_and_remove_tree(cgroup_path: &str) -> Vec<PathBuf> {
     const ATTEMPTS: u32 = 50;
     // Usually the shim's delete emptied it: then this is `remove_tree` and nothing more.
     let mut left = remove_tree(cgroup_path);
+    if left.is_empty() {
+        return left;
+    }
+    // cgroup v2 (5.14+): one write kills the whole subtree, forks in flight included; never
+    // where crispd itself runs (the pid walk below spares it).
+    let kill_files: Vec<PathBuf> = if holds_crispd(cgroup_path) {
+        Vec::new()
+    } else {
+        hierarchies()
+            .into_iter()
+            .filter_map(|m| under(&m, cgroup_path).filter(|d| *d != m))
+            .map(|d| d.join("cgroup.kill"))
+            .filter(|k| k.is_file())
+            .collect()
+    };
     for _ in 0..ATTEMPTS {
         if left.is_empty() {
             break;
         }
-        // cgroup v2 (5.14+): one write kills the whole subtree, forks in flight included;
-        // never where crispd itself runs (the pid walk below spares it).
-        for m in hierarchies()
-            .into_iter()
-            .filter(|_| !holds_crispd(cgroup_path))
-        {
-            let Some(kill) = under(&m, cgroup_path)
-                .filter(|d| *d != m)
-                .map(|d| d.join("cgroup.kill"))
-                .filter(|k| k.is_file())
-            else {
-                continue;
-            };
+        for kill in &kill_files {
             let _ = std::fs::write(kill, "1");
         }
         for pid in procs_in_tree(cgroup_path) {

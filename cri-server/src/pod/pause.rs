@@ -105,8 +105,9 @@ pub fn stop(pin: &Path, pid: u32, pod_cgroup: &str) {
         pid: Some(pin.to_path_buf()),
         ..Default::default()
     });
-    // The pod's cgroup may be kubelet's, which crispd does not remove: the leaf is ours.
-    if let Some(leaf) = cgroup_of(pod_cgroup) {
+    // The pod's cgroup may be kubelet's, which crispd does not remove: the leaf is ours. A pod
+    // without a pause (pid 0: none, or stopped already) has none to remove.
+    if let Some(leaf) = cgroup_of(pod_cgroup).filter(|_| pid > 0) {
         let left = crate::cgroups::remove_tree(&leaf);
         if !left.is_empty() {
             tracing::warn!(?left, "the pause's cgroup is still busy");
