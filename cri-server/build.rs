@@ -1,5 +1,5 @@
 //! Generates crisp's own gRPC service (`proto/pull_progress.proto`). A .proto with
-//! tonic-prost-build rather than hand-written prost messages and service glue: k8s-cri already
+//! tonic-prost-build rather than hand-written prost messages and service glue: the CRI API crate (cri-api/) already
 //! builds its protos with the same crate and `protoc`, so this adds no crate to the tree and
 //! keeps the wire contract in one readable file.
 

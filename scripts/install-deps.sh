@@ -5,7 +5,7 @@ set -euo pipefail
 
 # What building and running crispd needs (scripts/demo.sh installs only these: --run).
 run_pkgs=(
-  protobuf-compiler      # k8s-cri generates its gRPC code with protoc
+  protobuf-compiler      # cri-api and cri-server generate their gRPC code with protoc
   libseccomp-dev pkg-config  # youki's libcontainer links libseccomp
   busybox-static         # the demo and test images are built from it
   iproute2 util-linux    # ip / ip netns, mount tools

@@ -16,8 +16,9 @@ tests=("$@")
 if ((${#tests[@]} == 0)); then
   tests=(
     pod_lifecycle    # namespaces, the overlay rootfs (kernel 6.1: the legacy option string)
-    resources        # every LinuxContainerResources field, live updates
-    stats            # cgroup v2 stat files
+    resources        # every LinuxContainerResources field, live updates, pod resize
+    stats            # cgroup v2 stat files, PSI
+    current_kubelet  # env bytes, stop signals, Stream* lists over the newest CRI
     exec_sync        # exec joining the container's cgroup
     restart          # crispd killed and restarted with pods running
     shim_killed

@@ -5,13 +5,15 @@
 //! record in, and the way crispd asks the shim to write a CRI log. All three are defined here so
 //! neither side can drift from the other. A fourth, the attach socket, carries a running
 //! container's stdio between the shim and crispd's streaming server ([`attach`]). Small
-//! pieces the other crates share live here too ([`atomic_file`], [`boot`], [`process_exit`]).
+//! pieces the other crates share live here too ([`atomic_file`], [`boot`], [`process_exit`]),
+//! and the one annotation crispd passes to the shim's executor ([`raw_env`]).
 
 pub mod atomic_file;
 pub mod attach;
 pub mod boot;
 pub mod exit_record;
 pub mod process_exit;
+pub mod raw_env;
 pub mod shim_dir;
 pub mod stdio_target;
 

@@ -1,6 +1,6 @@
 use std::path::Path;
 
-use k8s_cri::v1::{
+use crisp_cri_api::v1::{
     ContainerConfig, ContainerMetadata, ImageSpec, LinuxContainerConfig,
     LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
     NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,

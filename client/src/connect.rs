@@ -1,8 +1,8 @@
 use std::path::Path;
 
+use crisp_cri_api::v1::image_service_client::ImageServiceClient;
+use crisp_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 

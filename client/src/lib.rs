@@ -12,4 +12,4 @@ pub use connect::{channel, connect, CriClient};
 pub use error::Error;
 
 /// Re-exported so users of this crate name the same generated CRI types.
-pub use k8s_cri::v1 as cri;
+pub use crisp_cri_api::v1 as cri;

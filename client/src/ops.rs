@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1::{
+use crisp_cri_api::v1::{
     Container, ContainerConfig, ContainerState, ContainerStatus, ContainerStatusRequest,
     CreateContainerRequest, ImageSpec, ListContainersRequest, ListPodSandboxRequest, PodSandbox,
     PodSandboxConfig, PodSandboxStatus, PodSandboxStatusRequest, PullImageRequest,

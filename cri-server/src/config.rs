@@ -25,6 +25,22 @@ pub struct Config {
     pub cni: CniSection,
     pub streaming: StreamingSection,
     pub metrics: MetricsSection,
+    pub cdi: CdiSection,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CdiSection {
+    /// Where CDI spec files are read from; a later directory wins over an earlier one.
+    pub spec_dirs: Vec<PathBuf>,
+}
+
+impl Default for CdiSection {
+    fn default() -> Self {
+        CdiSection {
+            spec_dirs: vec![PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -140,6 +156,7 @@ impl Default for Config {
             cni: CniSection::default(),
             streaming: StreamingSection::default(),
             metrics: MetricsSection::default(),
+            cdi: CdiSection::default(),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The CRI → OCI spec builder (`cri-server/src/container/spec.rs`) on arbitrary container and
-//! pod configs. k8s-cri's prost types do not derive `Arbitrary`, so the input is a mirror of the
+//! pod configs. The CRI prost types do not derive `Arbitrary`, so the input is a mirror of the
 //! fields the builder reads, mapped onto them.
 //!
 //! What touches the host is pinned to a fixture directory: mount sources (the builder creates a
@@ -15,11 +15,11 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
+use crisp_cri_api::v1 as cri;
 use crisp_cri_server::container::spec::{self, SpecInput, DEFAULT_CAPS};
 use crisp_cri_server::pod::userns::{IdMap, IdRange};
 use crisp_cri_server::pod::{SandboxRecord, SandboxState};
 use crisp_snapshotter::ImageConfig;
-use k8s_cri::v1 as cri;
 use libfuzzer_sys::fuzz_target;
 use oci_spec::runtime::{Capability, Spec};
 use std::collections::{HashMap, HashSet};
@@ -31,7 +31,8 @@ struct Input {
     command: Vec<String>,
     args: Vec<String>,
     working_dir: String,
-    envs: Vec<(String, String)>,
+    /// Values as bytes, as the CRI sends them (not necessarily UTF-8).
+    envs: Vec<(String, Vec<u8>)>,
     mounts: Vec<MountIn>,
     tty: bool,
     linux: Option<LinuxIn>,

@@ -157,7 +157,8 @@ fn builder_with_stdio(
     let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_root_path(root)
         .map_err(|e| e.to_string())?
-        .with_console_socket(console_socket);
+        .with_console_socket(console_socket)
+        .with_executor(crate::executor::CrispExecutor);
     // SAFETY: the parent dup'ed exactly these fds into place for us and nothing else in this
     // process owns them; ownership moves to the builder, which closes them.
     unsafe {

@@ -17,6 +17,7 @@ mod attach;
 mod console;
 mod containerd_v2;
 mod cri_log;
+mod executor;
 mod forkserver;
 mod helper;
 mod oom;

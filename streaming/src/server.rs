@@ -113,7 +113,7 @@ impl Server {
     }
 
     /// URL for an `Exec` response. Rejects what kubelet rejects.
-    pub fn get_exec(&self, req: k8s_cri::v1::ExecRequest) -> Result<String, StreamingError> {
+    pub fn get_exec(&self, req: crisp_cri_api::v1::ExecRequest) -> Result<String, StreamingError> {
         if req.container_id.is_empty() {
             return Err(StreamingError::InvalidRequest("container_id is empty"));
         }
@@ -135,7 +135,10 @@ impl Server {
     }
 
     /// URL for an `Attach` response.
-    pub fn get_attach(&self, req: k8s_cri::v1::AttachRequest) -> Result<String, StreamingError> {
+    pub fn get_attach(
+        &self,
+        req: crisp_cri_api::v1::AttachRequest,
+    ) -> Result<String, StreamingError> {
         if req.container_id.is_empty() {
             return Err(StreamingError::InvalidRequest("container_id is empty"));
         }
@@ -156,7 +159,7 @@ impl Server {
     /// URL for a `PortForward` response.
     pub fn get_port_forward(
         &self,
-        req: k8s_cri::v1::PortForwardRequest,
+        req: crisp_cri_api::v1::PortForwardRequest,
     ) -> Result<String, StreamingError> {
         if req.pod_sandbox_id.is_empty() {
             return Err(StreamingError::InvalidRequest("pod_sandbox_id is empty"));

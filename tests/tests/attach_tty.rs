@@ -31,6 +31,7 @@ async fn exec_url(client: &mut CriClient, req: ExecRequest) -> anyhow::Result<St
 /// `tty`, which merges it into stdout).
 async fn attach_url(client: &mut CriClient, id: &str, tty: bool) -> anyhow::Result<String> {
     let req = AttachRequest {
+        audit_request_id: String::new(),
         container_id: id.to_string(),
         stdin: true,
         stdout: true,
@@ -52,6 +53,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let url = exec_url(
         &mut client,
         ExecRequest {
+            audit_request_id: String::new(),
             container_id: idle.clone(),
             cmd: vec!["sh".into(), "-c".into(), wait_for_size("40 100")],
             tty: true,
@@ -71,6 +73,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let url = exec_url(
         &mut client,
         ExecRequest {
+            audit_request_id: String::new(),
             container_id: idle.clone(),
             cmd: vec![
                 "sh".into(),
@@ -116,6 +119,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
 
     // Attaching to a container that is no longer running, or with the wrong tty, is refused.
     let attach_req = |id: &str, tty: bool| AttachRequest {
+        audit_request_id: String::new(),
         container_id: id.to_string(),
         stdin: false,
         stdout: true,
@@ -160,6 +164,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let url = exec_url(
         &mut client,
         ExecRequest {
+            audit_request_id: String::new(),
             container_id: idle.clone(),
             cmd: vec!["sleep".into(), "4242".into()],
             tty: false,

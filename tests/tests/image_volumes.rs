@@ -1,6 +1,7 @@
 //! Image volumes (CRI `Mount.image`, KEP-4639): an image's filesystem, whiteouts applied, mounted
-//! read-only into a container; the CRI's rules for the field; the image's layers outlive a
-//! RemoveImage while a container still has them mounted; nothing stays mounted on the host.
+//! read-only into a container, whole or an `image_sub_path` of it; `image_ref` in the status;
+//! the CRI's rules for the fields; the image's layers outlive a RemoveImage while a container
+//! still has them mounted; nothing stays mounted on the host.
 
 use crisp_tests::cri::{ImageSpec, Mount, RemoveImageRequest};
 use crisp_tests::{crispd_test, layered_image, sh, Crispd, Entry, TestPod, BUSYBOX};
@@ -69,6 +70,47 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         !mounts.contains("image-volumes"),
         "staged image volume left mounted on the host:\n{mounts}"
     );
+
+    // ContainerStatus names each volume's image by its id (kubelet shows it as the digest).
+    let status = client.container_status(&reader).await?;
+    let vol = status
+        .mounts
+        .iter()
+        .find(|m| m.container_path == "/vol")
+        .ok_or_else(|| anyhow::anyhow!("no /vol in the status mounts {:?}", status.mounts))?;
+    let vol_ref = vol.image.as_ref().map(|i| i.image_ref.as_str());
+    assert_eq!(vol_ref, Some(image_ref.as_str()), "image_ref of the volume");
+
+    // image_sub_path: only that directory of the image, resolved inside it.
+    let mut sub = pod.container("sub", &["sleep", "3600"])?;
+    let mut m = image_mount("/sub", &image_ref);
+    m.image_sub_path = "data".into();
+    sub.mounts.push(m);
+    let sub = pod.create(&mut client, sub).await?;
+    client.start_container(&sub).await?;
+    let (_, listing) = sh(&mut client, &sub, "ls /sub").await?;
+    assert_eq!(
+        listing.split_whitespace().collect::<Vec<_>>(),
+        ["added", "kept"],
+        "the sub path's contents"
+    );
+    for (path, code, what) in [
+        (
+            "data/nope",
+            "NotFound",
+            "a sub path the image does not have",
+        ),
+        ("../etc", "InvalidArgument", "a sub path with .."),
+        ("/data", "InvalidArgument", "an absolute sub path"),
+    ] {
+        let mut c = pod.container("badsub", &["true"])?;
+        let mut m = image_mount("/sub", &image_ref);
+        m.image_sub_path = path.into();
+        c.mounts.push(m);
+        let e = pod.create(&mut client, c).await.expect_err(what);
+        let e = format!("{e:#}");
+        assert!(e.contains(code) && e.contains(path), "{what}: {e}");
+    }
 
     // Removing the image keeps the layers the running container has mounted.
     client

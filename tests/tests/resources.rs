@@ -1,14 +1,15 @@
 //! Resource limits checked from inside the container: the memory limit and CPU quota in the
-//! container's own cgroup, UpdateContainerResources applied live, and an OOM kill reported as
-//! `OOMKilled` with exit code 137.
+//! container's own cgroup, UpdateContainerResources applied live, an OOM kill reported as
+//! `OOMKilled` with exit code 137, and UpdatePodSandboxResources (in-place pod resize) setting
+//! the pod's cgroup to its containers' limits plus the overhead.
 
 use std::time::Duration;
 
 use crisp_tests::cri::{
     ContainerState, ExecSyncRequest, HugepageLimit, LinuxContainerConfig, LinuxContainerResources,
-    UpdateContainerResourcesRequest,
+    UpdateContainerResourcesRequest, UpdatePodSandboxResourcesRequest,
 };
-use crisp_tests::{crispd_test, CriClient, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, expect_code, CriClient, Crispd, TestPod, BUSYBOX};
 
 crispd_test!(resources, check);
 
@@ -142,7 +143,93 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     assert_eq!(status.exit_code, 137);
     assert_eq!(status.reason, "OOMKilled");
 
+    resize_pod(&mut client, crispd, &pod).await?;
+
     client.stop_and_remove_pod(&pod.id).await?;
     crispd.assert_no_leaks();
+    Ok(())
+}
+
+/// The pod cgroup's memory limit and CPU quota, read on the host.
+fn pod_limits_on_host(crispd: &Crispd, pod_id: &str) -> anyhow::Result<(String, String)> {
+    let cg = pod_cgroup(crispd, pod_id);
+    let (mem, cpu) = if crisp_tests::cgroup_v2() {
+        (
+            format!("/sys/fs/cgroup/{cg}/memory.max"),
+            format!("/sys/fs/cgroup/{cg}/cpu.max"),
+        )
+    } else {
+        (
+            format!("/sys/fs/cgroup/memory/{cg}/memory.limit_in_bytes"),
+            format!("/sys/fs/cgroup/cpu/{cg}/cpu.cfs_quota_us"),
+        )
+    };
+    Ok((
+        std::fs::read_to_string(mem)?.trim().to_string(),
+        std::fs::read_to_string(cpu)?.trim().to_string(),
+    ))
+}
+
+async fn resize_pod(client: &mut CriClient, crispd: &Crispd, pod: &TestPod) -> anyhow::Result<()> {
+    let request = |pod_sandbox_id: &str| UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: pod_sandbox_id.to_string(),
+        // Above every container's quota: cgroup v1 refuses a parent quota below a child's.
+        resources: Some(LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 200_000,
+            cpu_shares: 1024,
+            memory_limit_in_bytes: 512 << 20,
+            ..Default::default()
+        }),
+        overhead: Some(LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 10_000,
+            memory_limit_in_bytes: 16 << 20,
+            ..Default::default()
+        }),
+    };
+    client
+        .runtime
+        .update_pod_sandbox_resources(request(&pod.id))
+        .await?;
+    let (mem, quota) = pod_limits_on_host(crispd, &pod.id)?;
+    assert_eq!(mem, (528u64 << 20).to_string(), "pod memory limit");
+    assert!(quota.starts_with("210000"), "pod CPU quota {quota}");
+    // The containers keep theirs.
+    let running = client.list_containers().await?;
+    let limited = running
+        .iter()
+        .find(|c| c.metadata.as_ref().is_some_and(|m| m.name == "limited"))
+        .map(|c| c.id.clone())
+        .ok_or_else(|| anyhow::anyhow!("container limited not listed"))?;
+    let status = client.container_status(&limited).await?;
+    let reported = status
+        .resources
+        .and_then(|r| r.linux)
+        .map(|l| l.memory_limit_in_bytes);
+    assert_eq!(reported, Some(128 << 20));
+
+    let unknown = client
+        .runtime
+        .update_pod_sandbox_resources(request("no-such-pod"))
+        .await;
+    expect_code(unknown, tonic::Code::NotFound, "resize of an unknown pod")?;
+    let without = client
+        .runtime
+        .update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: pod.id.clone(),
+            ..Default::default()
+        })
+        .await;
+    let status = expect_code(
+        without,
+        tonic::Code::InvalidArgument,
+        "resize without resources",
+    )?;
+    assert!(
+        status.message().contains("resources"),
+        "{}",
+        status.message()
+    );
     Ok(())
 }

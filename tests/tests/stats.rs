@@ -95,6 +95,25 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         layer.is_some_and(|b| b >= 8 << 20),
         "writable layer {layer:?}"
     );
+    // PSI (cgroup v2 with a kernel that keeps it): the burner has been runnable for a while.
+    let psi_kept = std::path::Path::new("/proc/pressure/cpu").exists();
+    if crisp_tests::cgroup_v2() && psi_kept {
+        let cpu_psi = second.cpu.as_ref().and_then(|c| c.psi.as_ref());
+        let some = cpu_psi.and_then(|p| p.some.as_ref());
+        assert!(some.is_some(), "no CPU PSI in {:?}", second.cpu);
+        let memory_psi = second.memory.as_ref().and_then(|m| m.psi.as_ref());
+        assert!(memory_psi.is_some_and(|p| p.some.is_some() && p.full.is_some()));
+        let io_psi = second.io.as_ref().and_then(|io| io.psi.as_ref());
+        assert!(io_psi.is_some(), "no I/O PSI in {:?}", second.io);
+        assert!(second.io.as_ref().is_some_and(|io| io.timestamp > 0));
+    } else {
+        assert!(second.cpu.as_ref().is_some_and(|c| c.psi.is_none()));
+        assert!(
+            second.io.is_none(),
+            "I/O usage without PSI: {:?}",
+            second.io
+        );
+    }
 
     let listed = client
         .runtime
@@ -159,6 +178,11 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         .map(|v| v.value);
     assert!(procs.is_some_and(|n| n >= 2), "process count {procs:?}");
     assert_eq!(pstats.containers.len(), 2);
+    if crisp_tests::cgroup_v2() && psi_kept {
+        let pod_psi = pstats.memory.as_ref().and_then(|m| m.psi.as_ref());
+        assert!(pod_psi.is_some(), "no memory PSI for the pod");
+        assert!(pstats.io.as_ref().and_then(|io| io.psi.as_ref()).is_some());
+    }
 
     // The same figures as CRI metrics (kubelet's PodAndContainerStatsFromCRI).
     let descriptors = client

@@ -14,6 +14,7 @@ fn exec_req(id: &str, cmd: &[&str], stdin: bool) -> ExecRequest {
         stdin,
         stdout: true,
         stderr: true,
+        ..Default::default()
     }
 }
 

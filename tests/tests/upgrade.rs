@@ -459,11 +459,13 @@ async fn with_new_crispd(
 }
 
 /// A container status without what a release may start reporting on purpose (resources from
-/// the cgroup, the process's user): the rest must not change across an upgrade.
+/// the cgroup, the process's user, the stop signal in effect): the rest must not change across
+/// an upgrade.
 fn comparable(status: &ContainerStatus) -> ContainerStatus {
     ContainerStatus {
         resources: None,
         user: None,
+        stop_signal: 0,
         ..status.clone()
     }
 }

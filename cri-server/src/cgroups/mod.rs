@@ -1,10 +1,13 @@
 //! Pod-level cgroups on the cgroupfs driver. Container cgroups are created, limited and removed
-//! by libcontainer inside the shim (through libcgroups); crispd only decides where they go and
-//! removes the pod-level directory it made once its containers are gone.
+//! by libcontainer inside the shim (through libcgroups); crispd decides where they go, sets a
+//! pod's limits when kubelet resizes it ([`limits`]) and removes the pod-level directory it
+//! made once its containers are gone.
 //!
 //! Both layouts are handled by walking every mounted cgroup hierarchy: cgroup v1 (one mount per
 //! controller, as on this CI host) and v2 (a single unified mount).
 
+pub mod limits;
+pub mod psi;
 pub mod stats;
 
 use std::path::{Path, PathBuf};

@@ -2,9 +2,10 @@
 //! crispd reads cgroupfs directly rather than asking each shim: ListContainerStats runs every
 //! few seconds per node and file reads are far cheaper than an RPC per container.
 
+use super::psi::{self, CgroupPressure};
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CgroupUsage {
     pub cpu_ns: Option<u64>,
     pub memory_usage: Option<u64>,
@@ -14,6 +15,8 @@ pub struct CgroupUsage {
     pub page_faults: Option<u64>,
     pub major_page_faults: Option<u64>,
     pub pids: Option<u64>,
+    /// v2 only.
+    pub pressure: CgroupPressure,
 }
 
 fn rel(path: &str) -> Option<PathBuf> {
@@ -72,6 +75,7 @@ fn read_v1(root: &Path, rel: &Path) -> CgroupUsage {
         page_faults: get(&stat, "total_pgfault"),
         major_page_faults: get(&stat, "total_pgmajfault"),
         pids: read_u64(&root.join("pids").join(rel).join("pids.current")),
+        pressure: CgroupPressure::default(),
     }
 }
 
@@ -88,6 +92,7 @@ fn read_v2(dir: &Path) -> CgroupUsage {
         page_faults: get(&stat, "pgfault"),
         major_page_faults: get(&stat, "pgmajfault"),
         pids: read_u64(&dir.join("pids.current")),
+        pressure: psi::read(dir),
     }
 }
 

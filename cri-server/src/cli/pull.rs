@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use crisp_cri_api::v1::image_service_client::ImageServiceClient;
+use crisp_cri_api::v1::{AuthConfig, ImageSpec, PullImageRequest};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::{AuthConfig, ImageSpec, PullImageRequest};
 use tokio::sync::oneshot;
 use tonic::{Code, Status};
 

@@ -6,8 +6,8 @@
 //! in the README, because it is weaker than containerd's `cri-containerd.apparmor.d`.
 
 use crate::error::{Error, Result};
-use k8s_cri::v1::security_profile::ProfileType;
-use k8s_cri::v1::LinuxContainerSecurityContext;
+use crisp_cri_api::v1::security_profile::ProfileType;
+use crisp_cri_api::v1::LinuxContainerSecurityContext;
 
 fn enabled() -> bool {
     std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
@@ -73,7 +73,7 @@ fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::SecurityProfile;
+    use crisp_cri_api::v1::SecurityProfile;
 
     fn sc(t: ProfileType, name: &str) -> LinuxContainerSecurityContext {
         LinuxContainerSecurityContext {

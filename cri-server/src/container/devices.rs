@@ -4,7 +4,7 @@
 //! the asked permissions.
 
 use crate::error::{Error, Result};
-use k8s_cri::v1::Device;
+use crisp_cri_api::v1::Device;
 use nix::sys::stat::{major, minor, SFlag};
 use oci_spec::runtime::{
     LinuxDevice, LinuxDeviceBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType,

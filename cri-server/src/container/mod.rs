@@ -2,6 +2,7 @@
 //! and the client side of the per-container shim.
 
 pub mod apparmor;
+pub mod cdi;
 pub mod devices;
 pub mod idmapped_binds;
 pub mod image_volumes;
@@ -10,6 +11,7 @@ pub mod seccomp;
 pub mod shim_client;
 pub mod spec;
 pub mod staged_mounts;
+pub mod stop_signal;
 pub mod user;
 
 pub use record::{ContainerRecord, ContainerState, ProcessUser};

@@ -7,7 +7,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use k8s_cri::v1::ContainerConfig;
+use crisp_cri_api::v1::ContainerConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -32,8 +32,8 @@ impl ContainerState {
         }
     }
 
-    pub fn to_cri(self) -> k8s_cri::v1::ContainerState {
-        use k8s_cri::v1::ContainerState as C;
+    pub fn to_cri(self) -> crisp_cri_api::v1::ContainerState {
+        use crisp_cri_api::v1::ContainerState as C;
         match self {
             ContainerState::Creating | ContainerState::Created => C::ContainerCreated,
             ContainerState::Running => C::ContainerRunning,
@@ -51,7 +51,7 @@ pub struct ContainerRecord {
     /// The image as the request named it, and its resolved id.
     pub image_name: String,
     pub image_id: String,
-    /// The signal `StopContainer` sends first (from the image's StopSignal).
+    /// The signal `StopContainer` sends first (`container::stop_signal::effective`).
     pub stop_signal: i32,
     /// Full path of the CRI log file, if the pod asked for logs.
     pub log_path: Option<PathBuf>,
@@ -87,15 +87,15 @@ impl ProcessUser {
 
     /// The CRI form, whose supplemental groups include the primary group (as `id -G` lists
     /// it and containerd reports it).
-    pub fn to_cri(&self) -> k8s_cri::v1::ContainerUser {
+    pub fn to_cri(&self) -> crisp_cri_api::v1::ContainerUser {
         let mut groups = vec![i64::from(self.gid)];
         for g in &self.additional_gids {
             if !groups.contains(&i64::from(*g)) {
                 groups.push(i64::from(*g));
             }
         }
-        k8s_cri::v1::ContainerUser {
-            linux: Some(k8s_cri::v1::LinuxContainerUser {
+        crisp_cri_api::v1::ContainerUser {
+            linux: Some(crisp_cri_api::v1::LinuxContainerUser {
                 uid: i64::from(self.uid),
                 gid: i64::from(self.gid),
                 supplemental_groups: groups,

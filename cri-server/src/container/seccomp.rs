@@ -9,8 +9,8 @@
 //! lacks already stop most of these, the filter makes the kernel attack surface smaller still.
 
 use crate::error::{Error, Result};
-use k8s_cri::v1::security_profile::ProfileType;
-use k8s_cri::v1::LinuxContainerSecurityContext;
+use crisp_cri_api::v1::security_profile::ProfileType;
+use crisp_cri_api::v1::LinuxContainerSecurityContext;
 use oci_spec::runtime::LinuxSeccomp;
 
 const DENIED: &[&str] = &[
@@ -136,7 +136,7 @@ fn localhost(path: &str) -> Result<LinuxSeccomp> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::SecurityProfile;
+    use crisp_cri_api::v1::SecurityProfile;
 
     fn sc(profile_type: ProfileType, r: &str) -> LinuxContainerSecurityContext {
         LinuxContainerSecurityContext {

@@ -4,17 +4,17 @@ use super::user::{self, ResolvedUser, UserRequest};
 use crate::error::{Error, Result};
 use crate::pod::userns::IdMap;
 use crate::pod::{files, SandboxRecord};
-use crisp_snapshotter::image::ImageConfig;
-use k8s_cri::v1::{
+use crisp_cri_api::v1::{
     ContainerConfig, LinuxContainerResources, MountPropagation, SupplementalGroupsPolicy,
 };
+use crisp_snapshotter::image::ImageConfig;
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
     LinuxDeviceType, LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder,
     LinuxNamespaceType, LinuxResources, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder,
     RootBuilder, Spec, UserBuilder,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -177,7 +177,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
     let mut process = ProcessBuilder::default()
         .terminal(c.tty)
         .args(args)
-        .env(env)
+        .env(env.entries)
         .cwd(cwd)
         .user(
             UserBuilder::default()
@@ -205,6 +205,12 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
 
     let mut spec = Spec::default();
     spec.set_hostname(None);
+    if !env.raw.is_empty() {
+        spec.set_annotations(Some(HashMap::from([(
+            crisp_api::raw_env::ANNOTATION.to_string(),
+            crisp_api::raw_env::encode(&env.raw),
+        )])));
+    }
     spec.set_process(Some(process));
     spec.set_root(Some(
         RootBuilder::default()
@@ -229,20 +235,20 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec> {
         .as_ref()
         .map(|n| n.pid)
         .unwrap_or_default();
-    match k8s_cri::v1::NamespaceMode::try_from(pid_mode) {
-        Ok(k8s_cri::v1::NamespaceMode::Node) => {}
+    match crisp_cri_api::v1::NamespaceMode::try_from(pid_mode) {
+        Ok(crisp_cri_api::v1::NamespaceMode::Node) => {}
         // POD is the CRI's default (kubelet always says CONTAINER unless the pod shares its
         // process namespace); in a pod made without a shared one, that means a private one.
-        Ok(k8s_cri::v1::NamespaceMode::Pod) => {
+        Ok(crisp_cri_api::v1::NamespaceMode::Pod) => {
             namespaces.push(ns(LinuxNamespaceType::Pid, input.pod.pidns.clone())?);
         }
-        Ok(k8s_cri::v1::NamespaceMode::Target) => {
+        Ok(crisp_cri_api::v1::NamespaceMode::Target) => {
             let target = input.target_pidns.clone().ok_or_else(|| {
                 Error::InvalidArgument("pid namespace mode TARGET without a target".into())
             })?;
             namespaces.push(ns(LinuxNamespaceType::Pid, Some(target))?);
         }
-        Ok(k8s_cri::v1::NamespaceMode::Container) => {
+        Ok(crisp_cri_api::v1::NamespaceMode::Container) => {
             namespaces.push(ns(LinuxNamespaceType::Pid, None)?);
         }
         Err(_) => {
@@ -404,8 +410,16 @@ fn command_line(c: &ContainerConfig, image: &ImageConfig) -> Result<Vec<String>>
     Ok(args)
 }
 
+/// The environment for `process.env`, and the exact bytes of the values that are not UTF-8
+/// (see `crisp_api::raw_env`).
+struct Environment {
+    entries: Vec<String>,
+    raw: BTreeMap<String, Vec<u8>>,
+}
+
 /// The image's Env, then the CRI envs, a later key replacing an earlier one.
-fn environment(c: &ContainerConfig, image: &ImageConfig) -> Result<Vec<String>> {
+fn environment(c: &ContainerConfig, image: &ImageConfig) -> Result<Environment> {
+    let mut raw = BTreeMap::new();
     let mut env: Vec<(String, String)> = Vec::new();
     fn put(env: &mut Vec<(String, String)>, k: &str, entry: String) {
         match env.iter_mut().find(|(key, _)| key == k) {
@@ -427,14 +441,20 @@ fn environment(c: &ContainerConfig, image: &ImageConfig) -> Result<Vec<String>> 
         if kv.key.is_empty()
             || kv.key.contains('=')
             || kv.key.contains('\0')
-            || kv.value.contains('\0')
+            || kv.value.contains(&0)
         {
             return Err(Error::InvalidArgument(format!(
                 "invalid environment variable {:?}",
                 kv.key
             )));
         }
-        put(&mut env, &kv.key, format!("{}={}", kv.key, kv.value));
+        let value = String::from_utf8_lossy(&kv.value);
+        if std::str::from_utf8(&kv.value).is_err() {
+            raw.insert(kv.key.clone(), kv.value.clone());
+        } else {
+            raw.remove(&kv.key);
+        }
+        put(&mut env, &kv.key, format!("{}={value}", kv.key));
     }
     if !env.iter().any(|(k, _)| k == "PATH") {
         put(
@@ -447,12 +467,15 @@ fn environment(c: &ContainerConfig, image: &ImageConfig) -> Result<Vec<String>> 
     if c.tty && !env.iter().any(|(k, _)| k == "TERM") {
         put(&mut env, "TERM", "TERM=xterm".into());
     }
-    Ok(env.into_iter().map(|(_, e)| e).collect())
+    Ok(Environment {
+        entries: env.into_iter().map(|(_, e)| e).collect(),
+        raw,
+    })
 }
 
 fn capabilities(
     privileged: bool,
-    req: Option<&k8s_cri::v1::Capability>,
+    req: Option<&crisp_cri_api::v1::Capability>,
 ) -> Result<HashSet<Capability>> {
     // "All" is what crispd itself may grant, as containerd does for privileged containers: a
     // capability outside our bounding set (CAP_SYS_RESOURCE on some hosts) cannot be given and
@@ -560,7 +583,7 @@ fn device_rules(privileged: bool) -> Result<Vec<oci_spec::runtime::LinuxDeviceCg
 /// none), and its ids must exist in it (setuid to an unmapped id fails only at start, obscurely).
 fn check_in_user_namespace(
     map: &IdMap,
-    sc: &k8s_cri::v1::LinuxContainerSecurityContext,
+    sc: &crisp_cri_api::v1::LinuxContainerSecurityContext,
     uid: u32,
     gid: u32,
     additional_gids: &[u32],
@@ -750,7 +773,7 @@ fn clamp_oom_score_adj(wanted: i64) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_cri::v1::KeyValue;
+    use crisp_cri_api::v1::KeyValue;
 
     fn image() -> ImageConfig {
         ImageConfig {
@@ -791,7 +814,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            environment(&c, &image()).unwrap(),
+            environment(&c, &image()).unwrap().entries,
             ["PATH=/bin", "A=2", "B=3"]
         );
         c.envs = vec![KeyValue {
@@ -799,6 +822,26 @@ mod tests {
             value: "x".into(),
         }];
         assert!(environment(&c, &image()).is_err());
+    }
+
+    #[test]
+    fn env_bytes_that_are_not_utf8_travel_beside_the_spec_env() {
+        let c = ContainerConfig {
+            envs: vec![
+                KeyValue {
+                    key: "RAW".into(),
+                    value: vec![b'a', 0xff],
+                },
+                KeyValue {
+                    key: "TEXT".into(),
+                    value: "é".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        let env = environment(&c, &image()).unwrap();
+        assert_eq!(env.entries, ["PATH=/bin", "A=1", "RAW=a\u{fffd}", "TEXT=é"]);
+        assert_eq!(env.raw, BTreeMap::from([("RAW".into(), vec![b'a', 0xff])]));
     }
 
     #[test]
@@ -819,7 +862,9 @@ mod tests {
             ..image()
         };
         assert_eq!(
-            environment(&ContainerConfig::default(), &img).unwrap(),
+            environment(&ContainerConfig::default(), &img)
+                .unwrap()
+                .entries,
             [
                 "BARE",
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -829,7 +874,7 @@ mod tests {
 
     #[test]
     fn capability_add_drop() {
-        let req = k8s_cri::v1::Capability {
+        let req = crisp_cri_api::v1::Capability {
             drop_capabilities: vec!["ALL".into()],
             add_capabilities: vec!["NET_BIND_SERVICE".into()],
             ..Default::default()
@@ -839,7 +884,7 @@ mod tests {
             caps.into_iter().collect::<Vec<_>>(),
             [Capability::NetBindService]
         );
-        let bad = k8s_cri::v1::Capability {
+        let bad = crisp_cri_api::v1::Capability {
             add_capabilities: vec!["NOPE".into()],
             ..Default::default()
         };

@@ -4,7 +4,7 @@ use crate::container::ContainerRecord;
 use crate::image::ImageRecord;
 use crate::pod::SandboxRecord;
 use crate::service::pod_state_to_cri;
-use k8s_cri::v1 as cri;
+use crisp_cri_api::v1 as cri;
 
 pub fn pod(p: &SandboxRecord) -> cri::PodSandbox {
     cri::PodSandbox {
@@ -86,6 +86,7 @@ pub fn container_status(c: &ContainerRecord) -> cri::ContainerStatus {
         labels: c.config.labels.clone(),
         annotations: c.config.annotations.clone(),
         mounts: c.config.mounts.clone(),
+        stop_signal: crate::container::stop_signal::to_cri(c.stop_signal) as i32,
         log_path: c
             .log_path
             .as_ref()

@@ -1,10 +1,10 @@
 //! CRI `ImageService`.
 
-use super::{convert, Cri};
+use super::{convert, in_batches, Cri, ListStream};
 use crate::error::Error;
 use crate::image::pull::auth::Credentials;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_server::ImageService;
+use crisp_cri_api::v1 as cri;
+use crisp_cri_api::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
@@ -16,15 +16,10 @@ fn image_name(spec: Option<cri::ImageSpec>, rpc: &str) -> Result<String, Error> 
         .ok_or_else(|| Error::InvalidArgument(format!("{rpc}: image is required")))
 }
 
-#[tonic::async_trait]
-impl ImageService for Cri {
-    async fn list_images(
-        &self,
-        req: Request<cri::ListImagesRequest>,
-    ) -> R<cri::ListImagesResponse> {
-        let wanted = req
-            .into_inner()
-            .filter
+impl Cri {
+    /// ListImages and StreamImages.
+    fn images(&self, filter: Option<cri::ImageFilter>) -> Vec<cri::Image> {
+        let wanted = filter
             .and_then(|f| f.image)
             .map(|s| s.image)
             .filter(|s| !s.is_empty());
@@ -32,9 +27,31 @@ impl ImageService for Cri {
             Some(w) => self.runtime.image_status(&w).into_iter().collect(),
             None => self.runtime.list_images(),
         };
+        images.iter().map(convert::image).collect()
+    }
+}
+
+#[tonic::async_trait]
+impl ImageService for Cri {
+    async fn list_images(
+        &self,
+        req: Request<cri::ListImagesRequest>,
+    ) -> R<cri::ListImagesResponse> {
         Ok(Response::new(cri::ListImagesResponse {
-            images: images.iter().map(convert::image).collect(),
+            images: self.images(req.into_inner().filter),
         }))
+    }
+
+    type StreamImagesStream = ListStream<cri::StreamImagesResponse>;
+
+    async fn stream_images(
+        &self,
+        req: Request<cri::StreamImagesRequest>,
+    ) -> R<Self::StreamImagesStream> {
+        let images = self.images(req.into_inner().filter);
+        Ok(Response::new(in_batches(images, |images| {
+            cri::StreamImagesResponse { images }
+        })))
     }
 
     async fn image_status(

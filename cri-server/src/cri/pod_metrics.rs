@@ -4,7 +4,7 @@
 //!
 //! Values are `UInt64Value`s, so CPU time is whole seconds, as CRI-O reports it.
 
-use k8s_cri::v1 as cri;
+use crisp_cri_api::v1 as cri;
 
 struct Series {
     name: &'static str,

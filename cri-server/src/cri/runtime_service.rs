@@ -1,9 +1,9 @@
 //! CRI `RuntimeService`.
 
-use super::{convert, Cri};
+use super::{convert, in_batches, Cri, ListStream};
 use crate::error::Error;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_server::RuntimeService;
+use crisp_cri_api::v1 as cri;
+use crisp_cri_api::v1::runtime_service_server::RuntimeService;
 use std::pin::Pin;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -30,6 +30,32 @@ async fn to_completion<T: Send + 'static>(
 
 fn unimplemented(rpc: &str) -> Status {
     Status::unimplemented(format!("{rpc} is not implemented by crisp yet"))
+}
+
+impl Cri {
+    /// ListPodSandbox and StreamPodSandboxes.
+    fn pods(&self, filter: Option<cri::PodSandboxFilter>) -> Vec<cri::PodSandbox> {
+        self.runtime
+            .list_pods(filter.as_ref())
+            .iter()
+            .map(convert::pod)
+            .collect()
+    }
+
+    /// ListContainers and StreamContainers.
+    fn containers(&self, filter: Option<cri::ContainerFilter>) -> Vec<cri::Container> {
+        self.runtime
+            .list_containers(filter.as_ref())
+            .iter()
+            .map(convert::container)
+            .collect()
+    }
+
+    /// ListPodSandboxMetrics and StreamPodSandboxMetrics.
+    async fn pod_metrics(&self) -> Vec<cri::PodSandboxMetrics> {
+        let pods = self.runtime.list_pod_stats(None).await;
+        pods.iter().map(super::pod_metrics::of_pod).collect()
+    }
 }
 
 #[tonic::async_trait]
@@ -126,14 +152,20 @@ impl RuntimeService for Cri {
         &self,
         req: Request<cri::ListPodSandboxRequest>,
     ) -> R<cri::ListPodSandboxResponse> {
-        let filter = req.into_inner().filter;
-        let items = self
-            .runtime
-            .list_pods(filter.as_ref())
-            .iter()
-            .map(convert::pod)
-            .collect();
+        let items = self.pods(req.into_inner().filter);
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
+    }
+
+    type StreamPodSandboxesStream = ListStream<cri::StreamPodSandboxesResponse>;
+
+    async fn stream_pod_sandboxes(
+        &self,
+        req: Request<cri::StreamPodSandboxesRequest>,
+    ) -> R<Self::StreamPodSandboxesStream> {
+        let items = self.pods(req.into_inner().filter);
+        Ok(Response::new(in_batches(items, |pod_sandboxes| {
+            cri::StreamPodSandboxesResponse { pod_sandboxes }
+        })))
     }
 
     async fn create_container(
@@ -193,14 +225,20 @@ impl RuntimeService for Cri {
         &self,
         req: Request<cri::ListContainersRequest>,
     ) -> R<cri::ListContainersResponse> {
-        let filter = req.into_inner().filter;
-        let containers = self
-            .runtime
-            .list_containers(filter.as_ref())
-            .iter()
-            .map(convert::container)
-            .collect();
+        let containers = self.containers(req.into_inner().filter);
         Ok(Response::new(cri::ListContainersResponse { containers }))
+    }
+
+    type StreamContainersStream = ListStream<cri::StreamContainersResponse>;
+
+    async fn stream_containers(
+        &self,
+        req: Request<cri::StreamContainersRequest>,
+    ) -> R<Self::StreamContainersStream> {
+        let items = self.containers(req.into_inner().filter);
+        Ok(Response::new(in_batches(items, |containers| {
+            cri::StreamContainersResponse { containers }
+        })))
     }
 
     async fn container_status(
@@ -352,6 +390,19 @@ impl RuntimeService for Cri {
         Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
+    type StreamContainerStatsStream = ListStream<cri::StreamContainerStatsResponse>;
+
+    async fn stream_container_stats(
+        &self,
+        req: Request<cri::StreamContainerStatsRequest>,
+    ) -> R<Self::StreamContainerStatsStream> {
+        let filter = req.into_inner().filter;
+        let stats = self.runtime.list_container_stats(filter.as_ref()).await;
+        Ok(Response::new(in_batches(stats, |container_stats| {
+            cri::StreamContainerStatsResponse { container_stats }
+        })))
+    }
+
     async fn pod_sandbox_stats(
         &self,
         req: Request<cri::PodSandboxStatsRequest>,
@@ -370,6 +421,19 @@ impl RuntimeService for Cri {
         let filter = req.into_inner().filter;
         let stats = self.runtime.list_pod_stats(filter.as_ref()).await;
         Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
+    }
+
+    type StreamPodSandboxStatsStream = ListStream<cri::StreamPodSandboxStatsResponse>;
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        req: Request<cri::StreamPodSandboxStatsRequest>,
+    ) -> R<Self::StreamPodSandboxStatsStream> {
+        let filter = req.into_inner().filter;
+        let stats = self.runtime.list_pod_stats(filter.as_ref()).await;
+        Ok(Response::new(in_batches(stats, |pod_sandbox_stats| {
+            cri::StreamPodSandboxStatsResponse { pod_sandbox_stats }
+        })))
     }
 
     async fn update_runtime_config(
@@ -428,6 +492,9 @@ impl RuntimeService for Cri {
             // Merge and Strict, and the effective groups in ContainerStatus.user.
             features: Some(cri::RuntimeFeatures {
                 supplemental_groups_policy: true,
+                // RunPodSandbox refuses a user namespace with the host's network (as kubelet's
+                // own validation did before this feature).
+                user_namespaces_host_network: false,
             }),
         }))
     }
@@ -474,10 +541,42 @@ impl RuntimeService for Cri {
         &self,
         _req: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> R<cri::ListPodSandboxMetricsResponse> {
-        let pods = self.runtime.list_pod_stats(None).await;
         Ok(Response::new(cri::ListPodSandboxMetricsResponse {
-            pod_metrics: pods.iter().map(super::pod_metrics::of_pod).collect(),
+            pod_metrics: self.pod_metrics().await,
         }))
+    }
+
+    type StreamPodSandboxMetricsStream = ListStream<cri::StreamPodSandboxMetricsResponse>;
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _req: Request<cri::StreamPodSandboxMetricsRequest>,
+    ) -> R<Self::StreamPodSandboxMetricsStream> {
+        let metrics = self.pod_metrics().await;
+        Ok(Response::new(in_batches(metrics, |pod_sandbox_metrics| {
+            cri::StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            }
+        })))
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        req: Request<cri::UpdatePodSandboxResourcesRequest>,
+    ) -> R<cri::UpdatePodSandboxResourcesResponse> {
+        let req = req.into_inner();
+        let span = tracing::info_span!("UpdatePodSandboxResources", pod = %req.pod_sandbox_id);
+        let runtime = self.runtime.clone();
+        to_completion(
+            async move {
+                runtime
+                    .update_pod_resources(&req.pod_sandbox_id, req.overhead, req.resources)
+                    .await
+            }
+            .instrument(span),
+        )
+        .await?;
+        Ok(Response::new(cri::UpdatePodSandboxResourcesResponse {}))
     }
 
     async fn runtime_config(

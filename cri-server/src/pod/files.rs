@@ -2,7 +2,7 @@
 //! and `/etc/hosts`.
 
 use crate::error::{Context, Error, Result};
-use k8s_cri::v1::DnsConfig;
+use crisp_cri_api::v1::DnsConfig;
 use std::path::Path;
 
 pub const HOSTNAME: &str = "hostname";

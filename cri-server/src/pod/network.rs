@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crisp_cni::ipam::Ipv4Net;
 use crisp_cni::runtime::{CniConfig, CniRuntime, ConfList, PodNetwork, PortMapping};
-use k8s_cri::v1::{PodSandboxConfig, Protocol};
+use crisp_cri_api::v1::{PodSandboxConfig, Protocol};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;

@@ -7,7 +7,7 @@
 //! `RemovePodSandbox` deletes the record from either Ready or NotReady.
 
 use crate::error::{Error, Result};
-use k8s_cri::v1::PodSandboxConfig;
+use crisp_cri_api::v1::PodSandboxConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 

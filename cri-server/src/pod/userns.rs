@@ -8,7 +8,7 @@
 
 use super::namespaces::{self, Pinned, Wanted};
 use crate::error::{Error, Result};
-use k8s_cri::v1::{IdMapping, NamespaceMode, UserNamespace};
+use crisp_cri_api::v1::{IdMapping, NamespaceMode, UserNamespace};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;

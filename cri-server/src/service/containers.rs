@@ -9,7 +9,7 @@ use crate::error::{ok_if_gone, Error, Result};
 use crate::ids;
 use crate::pod::SandboxState;
 use crisp_api::{ShimDir, StdioTarget};
-use k8s_cri::v1::{ContainerConfig, ContainerEventType, ContainerFilter, NamespaceMode};
+use crisp_cri_api::v1::{ContainerConfig, ContainerEventType, ContainerFilter, NamespaceMode};
 use std::os::fd::AsFd;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ impl Runtime {
     pub async fn create_container(
         self: &Arc<Self>,
         pod_id: &str,
-        config: ContainerConfig,
+        mut config: ContainerConfig,
     ) -> Result<String> {
         let meta = config
             .metadata
@@ -64,6 +64,7 @@ impl Runtime {
             Error::NotFound(format!("image {image_name:?} not found: pull it first"))
         })?;
         let log_path = log_path(&pod.config.log_directory, &config.log_path)?;
+        image_volumes::resolve(&mut config.mounts, &self.images)?;
 
         let id = ids::new_id();
         let dir = self.shim_dir(&id);
@@ -74,7 +75,10 @@ impl Runtime {
             state: ContainerState::Creating,
             image_name,
             image_id: image.id.clone(),
-            stop_signal: stop_signal(&image.config.stop_signal)?,
+            stop_signal: crate::container::stop_signal::effective(
+                &config,
+                &image.config.stop_signal,
+            )?,
             log_path: log_path.clone(),
             pid: 0,
             created_at_ns: now_ns(),
@@ -183,6 +187,11 @@ impl Runtime {
                 target_pidns,
                 image_volumes: &image_volumes,
             })?;
+            crate::container::cdi::inject(
+                &mut spec,
+                &crate::container::cdi::requested(&config),
+                &crate::container::cdi::Registry::new(me.cfg.cdi.spec_dirs.clone()),
+            )?;
             if let Some(userns) = &pod2.userns {
                 idmapped_binds::stage(&mut spec, &bundle, userns)?;
             }
@@ -642,24 +651,6 @@ fn log_path(log_directory: &str, rel: &str) -> Result<Option<PathBuf>> {
     Ok(Some(Path::new(log_directory).join(rel_path)))
 }
 
-/// An image's StopSignal (`SIGQUIT`, `QUIT` or `3`); SIGTERM when unset.
-fn stop_signal(s: &str) -> Result<i32> {
-    if s.is_empty() {
-        return Ok(libc::SIGTERM);
-    }
-    if let Ok(n) = s.parse::<i32>() {
-        return Ok(n);
-    }
-    let name = if s.starts_with("SIG") {
-        s.to_string()
-    } else {
-        format!("SIG{s}")
-    };
-    name.parse::<nix::sys::signal::Signal>()
-        .map(|sig| sig as i32)
-        .map_err(|_| Error::InvalidArgument(format!("image StopSignal {s:?} is not a signal")))
-}
-
 impl Runtime {
     /// ReopenContainerLog: the shim (which writes the log) reopens it by path after kubelet
     /// rotated it away. Only for running containers: for others nothing may create a new file.
@@ -702,7 +693,7 @@ impl Runtime {
     pub async fn update_container_resources(
         self: &Arc<Self>,
         id: &str,
-        resources: k8s_cri::v1::LinuxContainerResources,
+        resources: crisp_cri_api::v1::LinuxContainerResources,
     ) -> Result<()> {
         let id = self.resolve_container(id)?;
         let op = self.entry_parts(&id)?.op;
@@ -742,14 +733,5 @@ mod tests {
         assert!(log_path("/var/log/pods/x", "../../etc/passwd").is_err());
         assert!(log_path("/var/log/pods/x", "/etc/passwd").is_err());
         assert_eq!(log_path("", "c.log").unwrap(), None);
-    }
-
-    #[test]
-    fn stop_signals() {
-        assert_eq!(stop_signal("").unwrap(), libc::SIGTERM);
-        assert_eq!(stop_signal("SIGQUIT").unwrap(), libc::SIGQUIT);
-        assert_eq!(stop_signal("INT").unwrap(), libc::SIGINT);
-        assert_eq!(stop_signal("9").unwrap(), 9);
-        assert!(stop_signal("NOPE").is_err());
     }
 }

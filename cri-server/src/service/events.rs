@@ -6,8 +6,8 @@
 
 use super::{now_ns, Runtime};
 use crate::cri::convert;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::ContainerEventType;
+use crisp_cri_api::v1 as cri;
+use crisp_cri_api::v1::ContainerEventType;
 use tokio::sync::broadcast;
 
 /// Events a subscriber may lag behind before it starts losing them.

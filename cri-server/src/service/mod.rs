@@ -7,6 +7,7 @@ mod events;
 mod exec;
 pub use pods::pod_state_to_cri;
 mod images;
+mod pod_resources;
 mod pods;
 mod recovery;
 mod stats;
@@ -54,7 +55,7 @@ pub struct Runtime {
     pulls: Arc<ImagePulls>,
     network: crate::pod::network::Network,
     cpu_samples: stats::CpuSamples,
-    events: tokio::sync::broadcast::Sender<k8s_cri::v1::ContainerEventResponse>,
+    events: tokio::sync::broadcast::Sender<crisp_cri_api::v1::ContainerEventResponse>,
     /// Set once at startup, after the runtime exists (the server holds a weak reference back).
     streaming: std::sync::OnceLock<crisp_streaming::Server>,
     pod_store: RecordStore<SandboxRecord>,

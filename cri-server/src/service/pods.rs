@@ -8,7 +8,7 @@ use crate::pod::network;
 use crate::pod::pause;
 use crate::pod::userns::{self, IdMap};
 use crate::pod::{files, SandboxRecord, SandboxState};
-use k8s_cri::v1::{ContainerEventType, NamespaceMode, PodSandboxConfig, PodSandboxFilter};
+use crisp_cri_api::v1::{ContainerEventType, NamespaceMode, PodSandboxConfig, PodSandboxFilter};
 use std::sync::Arc;
 
 impl Runtime {
@@ -381,9 +381,9 @@ impl Runtime {
     }
 }
 
-pub fn pod_state_to_cri(s: SandboxState) -> k8s_cri::v1::PodSandboxState {
+pub fn pod_state_to_cri(s: SandboxState) -> crisp_cri_api::v1::PodSandboxState {
     match s {
-        SandboxState::Ready => k8s_cri::v1::PodSandboxState::SandboxReady,
-        _ => k8s_cri::v1::PodSandboxState::SandboxNotready,
+        SandboxState::Ready => crisp_cri_api::v1::PodSandboxState::SandboxReady,
+        _ => crisp_cri_api::v1::PodSandboxState::SandboxNotready,
     }
 }

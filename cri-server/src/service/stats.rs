@@ -2,11 +2,12 @@
 //! nano-cores over the last interval), memory, writable layer, processes and pod network.
 
 use super::{now_ns, Runtime};
+use crate::cgroups::psi::{Pressure, PsiLine};
 use crate::cgroups::stats::{self, CgroupUsage};
 use crate::container::ContainerRecord;
 use crate::error::Result;
 use crate::pod::SandboxRecord;
-use k8s_cri::v1 as cri;
+use crisp_cri_api::v1 as cri;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -34,6 +35,26 @@ fn v(x: Option<u64>) -> Option<cri::UInt64Value> {
     x.map(|value| cri::UInt64Value { value })
 }
 
+fn psi(p: Option<Pressure>) -> Option<cri::PsiStats> {
+    let data = |l: PsiLine| cri::PsiData {
+        total: l.total_us.saturating_mul(1000),
+        avg10: l.avg10,
+        avg60: l.avg60,
+        avg300: l.avg300,
+    };
+    p.map(|p| cri::PsiStats {
+        full: p.full.map(data),
+        some: Some(data(p.some)),
+    })
+}
+
+fn io(u: &CgroupUsage, at: i64) -> Option<cri::IoUsage> {
+    u.pressure.io.map(|p| cri::IoUsage {
+        timestamp: at,
+        psi: psi(Some(p)),
+    })
+}
+
 impl Runtime {
     fn cpu_memory(&self, key: &str, u: &CgroupUsage, at: i64) -> (cri::CpuUsage, cri::MemoryUsage) {
         let cpu = cri::CpuUsage {
@@ -42,6 +63,7 @@ impl Runtime {
             usage_nano_cores: v(u
                 .cpu_ns
                 .and_then(|c| self.cpu_samples.nano_cores(key, at, c))),
+            psi: psi(u.pressure.cpu),
         };
         let memory = cri::MemoryUsage {
             timestamp: at,
@@ -54,6 +76,7 @@ impl Runtime {
             rss_bytes: v(u.rss),
             page_faults: v(u.page_faults),
             major_page_faults: v(u.major_page_faults),
+            psi: psi(u.pressure.memory),
         };
         (cpu, memory)
     }
@@ -86,6 +109,7 @@ impl Runtime {
                 inodes_used: v(Some(layer.inodes)),
             }),
             swap: None,
+            io: io(&usage, at),
         }
     }
 
@@ -168,6 +192,7 @@ impl Runtime {
                     process_count: v(usage.pids),
                 }),
                 containers,
+                io: io(&usage, at),
             }),
             windows: None,
         }

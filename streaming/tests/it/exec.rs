@@ -2,14 +2,15 @@
 
 use std::time::Duration;
 
+use crisp_cri_api::v1::{AttachRequest, ExecRequest};
 use crisp_streaming::TermSize;
-use k8s_cri::v1::{AttachRequest, ExecRequest};
 
 use crate::client::{self, ExecReq, T};
 use crate::fake;
 
 fn exec_req(cmd: &[&str], stdin: bool, stdout: bool, stderr: bool, tty: bool) -> ExecRequest {
     ExecRequest {
+        audit_request_id: String::new(),
         container_id: "c1".into(),
         cmd: cmd.iter().map(|s| s.to_string()).collect(),
         tty,

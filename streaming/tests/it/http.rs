@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use crisp_cri_api::v1::{AttachRequest, ExecRequest, PortForwardRequest};
 use crisp_streaming::StreamingError;
-use k8s_cri::v1::{AttachRequest, ExecRequest, PortForwardRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::{self, ExecReq, T};

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use crisp_cri_api::v1::PortForwardRequest;
 use crisp_streaming::spdy::{self, Headers, Role};
-use k8s_cri::v1::PortForwardRequest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::{self, T};

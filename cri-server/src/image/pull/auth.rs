@@ -35,7 +35,7 @@ impl std::fmt::Debug for Credentials {
 
 impl Credentials {
     /// Converts CRI's `AuthConfig`.
-    pub fn from_cri(auth: Option<k8s_cri::v1::AuthConfig>) -> Result<Credentials> {
+    pub fn from_cri(auth: Option<crisp_cri_api::v1::AuthConfig>) -> Result<Credentials> {
         let Some(a) = auth else {
             return Ok(Credentials::default());
         };
@@ -81,7 +81,7 @@ impl Credentials {
         let Some((host, a)) = auths.iter().find(|(k, _)| normalize_server(k) == want) else {
             return Ok(None);
         };
-        let cri = k8s_cri::v1::AuthConfig {
+        let cri = crisp_cri_api::v1::AuthConfig {
             username: a.username.clone(),
             password: a.password.clone(),
             auth: a.auth.clone(),
@@ -152,8 +152,8 @@ fn normalize_server(s: &str) -> String {
 mod tests {
     use super::*;
 
-    fn cri(server: &str, user: &str) -> k8s_cri::v1::AuthConfig {
-        k8s_cri::v1::AuthConfig {
+    fn cri(server: &str, user: &str) -> crisp_cri_api::v1::AuthConfig {
+        crisp_cri_api::v1::AuthConfig {
             server_address: server.into(),
             username: user.into(),
             password: "pw".into(),
@@ -190,13 +190,13 @@ mod tests {
 
     #[test]
     fn auth_field_and_identity_token() {
-        let a = k8s_cri::v1::AuthConfig {
+        let a = crisp_cri_api::v1::AuthConfig {
             auth: "dTpwOnc=".into(), // u:p:w
             ..Default::default()
         };
         let c = Credentials::from_cri(Some(a)).unwrap();
         assert_eq!((c.username.as_str(), c.password.as_str()), ("u", "p:w"));
-        let a = k8s_cri::v1::AuthConfig {
+        let a = crisp_cri_api::v1::AuthConfig {
             identity_token: "t".into(),
             server_address: "r.io".into(),
             ..Default::default()
