@@ -21,6 +21,7 @@ test_pkgs=(
   docker-registry skopeo  # registry pull tests and critest: a local registry, pushed to with skopeo
   apache2-utils openssl  # htpasswd (bcrypt) and a throwaway CA for the registry auth and TLS tests
   jq                     # scripts/critest.sh reads ginkgo's JSON report
+  criu                   # CheckpointContainer's `criu check` (tests/tests/current_kubelet.rs)
   # tests/images/critest/build.sh: the critest images' programs and the libraries copied into
   # them (busybox, nginx and apache2-bin it downloads and unpacks itself, never installs)
   gcc libc6-dev procps libcrypt1 libpcre2-8-0 libssl3 zlib1g libapr1 libaprutil1 libexpat1

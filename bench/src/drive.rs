@@ -37,6 +37,9 @@ pub struct Metrics {
     pub pods: Option<PodMetrics>,
     #[serde(flatten)]
     pub pull: Option<crate::pull::PullMetrics>,
+    /// Median ms per CRI call (the per-call phase).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calls: Option<crate::calls::CallMetrics>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -11,6 +11,7 @@
 //! Everything it creates (temp dir, mounts, bridges cbench0/cbench1, cgroups,
 //! processes) is removed on exit, including on error and Ctrl-C.
 
+mod calls;
 mod cni;
 mod drive;
 mod procs;
@@ -60,6 +61,10 @@ struct Opts {
     /// Only the pull phase (no pods).
     #[arg(long)]
     pull_only: bool,
+    /// Rounds of the per-call phase: each CRI call timed on its own (a small image pulled and
+    /// removed, pod and container lifecycles one call at a time); 0: no per-call phase.
+    #[arg(long, default_value_t = 20)]
+    calls: usize,
 }
 
 #[derive(Default)]
@@ -254,6 +259,14 @@ async fn bench(
         }));
         each_runtime(run, opts, bin_dir, &images, Phase::Pulls(&setup), results).await;
     }
+    if opts.calls > 0 && !opts.pull_only {
+        let dir = run.dir.clone();
+        let setup = tokio::task::spawn_blocking(move || calls::CallsSetup::start(&dir))
+            .await
+            .context("per-call setup task")?
+            .context("setting up the per-call phase")?;
+        each_runtime(run, opts, bin_dir, &images, Phase::Calls(&setup), results).await;
+    }
     Ok(())
 }
 
@@ -262,13 +275,16 @@ async fn bench(
 enum Phase<'a> {
     Pods,
     Pulls(&'a pull::PullSetup),
+    Calls(&'a calls::CallsSetup),
 }
 
 impl Phase<'_> {
-    fn pull_setup(&self) -> Option<&pull::PullSetup> {
+    /// The registry hosts dir the daemon is started with, for the phases that pull.
+    fn hosts_dir(&self) -> Option<&Path> {
         match self {
             Phase::Pods => None,
-            Phase::Pulls(setup) => Some(setup),
+            Phase::Pulls(setup) => Some(&setup.hosts_dir),
+            Phase::Calls(setup) => Some(&setup.hosts_dir),
         }
     }
 
@@ -276,6 +292,7 @@ impl Phase<'_> {
         match self {
             Phase::Pods => format!("{daemon}.log"),
             Phase::Pulls(_) => format!("{daemon}-pulls.log"),
+            Phase::Calls(_) => format!("{daemon}-calls.log"),
         }
     }
 }
@@ -383,11 +400,7 @@ async fn bench_crisp(
     phase: Phase<'_>,
     m: &mut Metrics,
 ) -> anyhow::Result<()> {
-    run.start_crispd(
-        bin_dir,
-        busybox,
-        phase.pull_setup().map(|p| p.hosts_dir.as_path()),
-    )?;
+    run.start_crispd(bin_dir, busybox, phase.hosts_dir())?;
     let socket = run.crisp_socket();
     wait_ready(run, true, &socket).await?;
     let marker = run.marker();
@@ -422,7 +435,7 @@ async fn bench_containerd(
     phase: Phase<'_>,
     m: &mut Metrics,
 ) -> anyhow::Result<()> {
-    run.start_containerd(phase.pull_setup().map(|p| p.hosts_dir.as_path()))?;
+    run.start_containerd(phase.hosts_dir())?;
     let socket = run.containerd_socket();
     wait_ready(run, false, &socket).await?;
     run.containerd_import(busybox)?;
@@ -490,6 +503,7 @@ async fn measure(
             };
             m.pull = Some(pull::run(target, setup, opts.pulls, forget).await?);
         }
+        Phase::Calls(setup) => m.calls = Some(calls::run(target, setup, opts.calls).await?),
     }
     Ok(())
 }
@@ -516,6 +530,12 @@ fn write_report(opts: &Opts, results: &Results) -> anyhow::Result<()> {
     );
     println!();
     print!("{}", report::table(&rows));
+    let crisp_calls = results.crisp.as_ref().and_then(|m| m.calls.as_ref());
+    let containerd_calls = results.containerd.as_ref().and_then(|m| m.calls.as_ref());
+    if crisp_calls.is_some() || containerd_calls.is_some() {
+        println!();
+        print!("{}", calls::table(crisp_calls, containerd_calls));
+    }
     for note in &results.notes {
         println!("note: {note}");
     }

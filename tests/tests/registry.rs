@@ -243,6 +243,34 @@ async fn auth(crispd: &Crispd, registry: &TestRegistry) -> anyhow::Result<()> {
         .into_inner();
     assert!(ok.image_ref.starts_with("sha256:"), "{ok:?}");
     assert!(image_status(&mut client, &image).await?.is_some());
+
+    // crispd keeps registry clients between pulls: never one that alice's pull authenticated
+    // for a pull that brings other credentials, or none.
+    client
+        .image
+        .remove_image(crisp_tests::cri::RemoveImageRequest {
+            image: Some(crisp_tests::cri::ImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+        })
+        .await?;
+    let wrong = client
+        .image
+        .pull_image(pull_request(&image, Some(("alice", "wrong"))))
+        .await;
+    expect_code(
+        wrong,
+        Code::Unauthenticated,
+        "a wrong password after alice's pull",
+    )?;
+    let anonymous = client.image.pull_image(pull_request(&image, None)).await;
+    expect_code(
+        anonymous,
+        Code::Unauthenticated,
+        "no credentials after alice's pull",
+    )?;
+    assert!(image_status(&mut client, &image).await?.is_none());
     Ok(())
 }
 

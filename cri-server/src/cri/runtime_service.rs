@@ -28,10 +28,6 @@ async fn to_completion<T: Send + 'static>(
         .map_err(|e| Error::internal("CRI call task", e))?
 }
 
-fn unimplemented(rpc: &str) -> Status {
-    Status::unimplemented(format!("{rpc} is not implemented by crisp yet"))
-}
-
 impl Cri {
     /// ListPodSandbox and StreamPodSandboxes.
     fn pods(&self, filter: Option<cri::PodSandboxFilter>) -> Vec<cri::PodSandbox> {
@@ -501,9 +497,15 @@ impl RuntimeService for Cri {
 
     async fn checkpoint_container(
         &self,
-        _req: Request<cri::CheckpointContainerRequest>,
+        req: Request<cri::CheckpointContainerRequest>,
     ) -> R<cri::CheckpointContainerResponse> {
-        Err(unimplemented("CheckpointContainer"))
+        let req = req.into_inner();
+        let span = tracing::info_span!("CheckpointContainer", container = %req.container_id);
+        self.runtime
+            .checkpoint_container(&req.container_id, &req.location)
+            .instrument(span)
+            .await?;
+        Ok(Response::new(cri::CheckpointContainerResponse {}))
     }
 
     type GetContainerEventsStream = Pin<

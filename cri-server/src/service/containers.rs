@@ -381,7 +381,10 @@ impl Runtime {
                 }
             };
             match exit {
-                Ok(exit) => me.record_exit(&id, exit, String::new()),
+                Ok(exit) => {
+                    me.record_exit(&id, exit, String::new());
+                    me.release_when_exited(id);
+                }
                 Err(e) => me.record_exit(
                     &id,
                     Exit {
@@ -489,7 +492,51 @@ impl Runtime {
         let id = self.resolve_container(id)?;
         let op = self.entry_parts(&id)?.op;
         let _guard = op.lock().await;
-        self.stop_locked(&id, timeout_s).await
+        self.stop_locked(&id, timeout_s).await?;
+        self.release_exited_locked(&id).await;
+        Ok(())
+    }
+
+    /// What an exited container no longer needs, released as soon as it exits (containerd's
+    /// exit handler deletes the task the same way): the runtime's state and cgroup (the shim's
+    /// Task delete), the shim itself, and the rootfs mount. Its record, logs and writable layer
+    /// stay for ContainerStatus and logs until RemoveContainer, which then has little left to
+    /// do. Called with the container's op lock held; best effort: whatever is left here,
+    /// RemoveContainer's teardown removes.
+    async fn release_exited_locked(&self, id: &str) {
+        let Ok(EntryView { rec, shim, .. }) = self.entry_parts(id) else {
+            return;
+        };
+        let Some(shim) = shim.filter(|_| rec.state == ContainerState::Exited) else {
+            return;
+        };
+        if let Err(e) = shim.delete().await {
+            tracing::warn!(container = %id, error = %e, "releasing an exited container: shim delete");
+            return;
+        }
+        shim.shutdown().await;
+        if let Some(e) = self.objects().containers.get_mut(id) {
+            e.shim = None;
+        }
+        let rootfs = self.shim_dir(id).bundle().join("rootfs");
+        let unmounted =
+            tokio::task::spawn_blocking(move || crisp_snapshotter::overlay::unmount(&rootfs)).await;
+        if let Ok(Err(e)) = unmounted {
+            tracing::warn!(container = %id, error = %e, "releasing an exited container: rootfs");
+        }
+        tracing::debug!(container = %id, "exited container released");
+    }
+
+    /// For a container that exits on its own (no StopContainer holds its lock).
+    fn release_when_exited(self: &Arc<Self>, id: String) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let Ok(op) = me.entry_parts(&id).map(|e| e.op) else {
+                return;
+            };
+            let _guard = op.lock().await;
+            me.release_exited_locked(&id).await;
+        });
     }
 
     async fn stop_locked(&self, id: &str, timeout_s: i64) -> Result<()> {
@@ -550,6 +597,8 @@ impl Runtime {
 
     /// Tears down everything a container made, tolerating a shim that is already gone.
     pub(super) async fn destroy_container(&self, rec: &ContainerRecord, shim: Option<Shim>) {
+        // Debug-level step timings, as for a create.
+        let began = std::time::Instant::now();
         let dir = self.shim_dir(&rec.id);
         let shim = match shim {
             Some(s) => Some(s),
@@ -559,7 +608,12 @@ impl Runtime {
             if let Err(e) = shim.delete().await {
                 tracing::warn!(container = %rec.id, error = %e, "shim delete");
             }
+            tracing::debug!(
+                us = began.elapsed().as_micros(),
+                "shim deleted the container"
+            );
             shim.shutdown().await;
+            tracing::debug!(us = began.elapsed().as_micros(), "shim shut down");
         }
         let cgroup = self
             .objects()
@@ -576,13 +630,16 @@ impl Runtime {
                 }
             }
             crate::container::shim_client::kill_recorded_shim(&dir);
+            tracing::debug!(us = began.elapsed().as_micros(), "cgroup removed");
             let rootfs = dir.bundle().join("rootfs");
             if let Err(e) = crisp_snapshotter::overlay::unmount(&rootfs) {
                 tracing::warn!(container = %id, error = %e, "unmounting rootfs");
             }
+            tracing::debug!(us = began.elapsed().as_micros(), "rootfs unmounted");
             if let Err(e) = snapshotter.remove_active(&id) {
                 tracing::warn!(container = %id, error = %e, "removing writable layer");
             }
+            tracing::debug!(us = began.elapsed().as_micros(), "writable layer removed");
             dir.remove_sockets();
             let bundle = dir.bundle();
             let released = [
@@ -600,9 +657,11 @@ impl Runtime {
             }
         })
         .await;
+        tracing::debug!(us = began.elapsed().as_micros(), "container dir removed");
         if let Err(e) = self.container_store.remove(&rec.id) {
             tracing::warn!(container = %rec.id, error = %e, "removing container record");
         }
+        tracing::debug!(us = began.elapsed().as_micros(), "container record removed");
     }
 
     pub fn list_containers(&self, filter: Option<&ContainerFilter>) -> Vec<ContainerRecord> {

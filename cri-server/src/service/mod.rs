@@ -2,6 +2,7 @@
 //! layer (`crate::cri`) is a thin translation on top of these.
 
 mod attach;
+mod checkpoint;
 mod containers;
 mod events;
 mod exec;

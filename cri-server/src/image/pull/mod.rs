@@ -17,6 +17,7 @@
 //! watchers; see `progress.rs`.
 
 pub mod auth;
+mod clients;
 pub mod hosts;
 mod inflight;
 mod ingest;
@@ -59,6 +60,7 @@ pub struct Puller {
     locks: KeyedLocks,
     progress: Arc<Progress>,
     platform: PlatformSpec,
+    clients: clients::ClientCache,
 }
 
 /// Aborts the layer tasks of a pull that is given up (error or cancelled RPC); an aborted
@@ -90,6 +92,7 @@ impl Puller {
             locks: KeyedLocks::default(),
             progress: Arc::default(),
             platform: PlatformSpec::default(),
+            clients: clients::ClientCache::default(),
         }
     }
 
@@ -120,7 +123,8 @@ impl Puller {
             None
         };
         let creds = configured.as_ref().unwrap_or(creds);
-        let session = Arc::new(Session::new(registry, repository, endpoints, creds).await);
+        let session =
+            Arc::new(Session::new(registry, repository, endpoints, creds, &self.clients).await);
         let digest = r
             .digest
             .as_deref()

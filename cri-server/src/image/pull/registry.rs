@@ -4,8 +4,8 @@
 //!
 //! Built on `oci-client` for the distribution API and its token dance, but only its raw
 //! manifest fetch and blob *stream* are used: its `pull()` holds whole layers in memory.
-//! Clients are per pull, not shared: `oci-client` keeps the first credentials it saw for a
-//! registry, and two pulls may carry different ones.
+//! Clients are kept between pulls per endpoint and credentials (`clients.rs`): `oci-client`
+//! keeps the first credentials it saw for a registry, and two pulls may carry different ones.
 
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 
 use super::auth::Credentials;
+use super::clients::ClientCache;
 use super::hosts::{Endpoint, Scheme};
 use super::ingest::{ingest_stream, IngestError};
 use super::progress::LayerProgress;
@@ -61,17 +62,11 @@ impl Session {
         repository: &str,
         endpoints: Vec<Endpoint>,
         creds: &Credentials,
+        clients: &ClientCache,
     ) -> Session {
         let mut remotes = Vec::new();
         let mut setup_errors = Vec::new();
         for ep in endpoints {
-            let client = match client_for(&ep) {
-                Ok(c) => c,
-                Err(e) => {
-                    setup_errors.push((ep.url(), Kind::Other(e)));
-                    continue;
-                }
-            };
             let auth = match creds.identity_token_for(registry, &ep.host) {
                 None => creds.for_endpoint(registry, &ep.host),
                 Some(refresh) => match identity_auth(&ep, repository, refresh).await {
@@ -82,6 +77,13 @@ impl Session {
                         continue;
                     }
                 },
+            };
+            let client = match clients.get(&ep, &auth, client_for) {
+                Ok(c) => c,
+                Err(e) => {
+                    setup_errors.push((ep.url(), Kind::Other(e)));
+                    continue;
+                }
             };
             remotes.push(Remote {
                 auth,
@@ -441,7 +443,7 @@ pub(super) fn chain_msg(e: &dyn std::error::Error) -> String {
     m
 }
 
-fn client_for(ep: &Endpoint) -> Result<oci_client::Client, String> {
+pub(super) fn client_for(ep: &Endpoint) -> Result<oci_client::Client, String> {
     let mut extra = Vec::new();
     for p in &ep.ca {
         let data = std::fs::read(p).map_err(|e| format!("reading CA {}: {e}", p.display()))?;
