@@ -74,6 +74,23 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let quota = read_in(&mut client, &id, quota_file).await?;
     assert!(quota.starts_with("50000"), "quota {quota}");
 
+    // cgroup v2: the `unified` map, as kubelet (1.32+, singleProcessOOMKill off) sends
+    // memory.oom.group so that an OOM kill takes the whole container.
+    if v2 {
+        let mut grouped = pod.container("oomgroup", &["sleep", "1000"])?;
+        let mut linux = limited(64 << 20, 0);
+        if let Some(r) = linux.resources.as_mut() {
+            r.unified.insert("memory.oom.group".into(), "1".into());
+        }
+        grouped.linux = Some(linux);
+        let grouped = pod.create(&mut client, grouped).await?;
+        client.start_container(&grouped).await?;
+        assert_eq!(
+            read_in(&mut client, &grouped, "/sys/fs/cgroup/memory.oom.group").await?,
+            "1"
+        );
+    }
+
     client
         .runtime
         .update_container_resources(UpdateContainerResourcesRequest {

@@ -215,7 +215,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         ours.metrics
             .iter()
             .any(|m| m.name == "container_network_transmit_bytes_total"
-                && m.label_values == ["eth0"]
+                && m.label_values.last().is_some_and(|i| i == "eth0")
                 && m.value.as_ref().is_some_and(|v| v.value > 0)),
         "pod metrics {:?}",
         ours.metrics
@@ -235,6 +235,45 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         burner_ws.is_some_and(|v| v > 0),
         "burner working set {burner_ws:?}"
     );
+    // The series of kubelet's /metrics/cadvisor, each value with a label per descriptor key
+    // (container, id, image, name, namespace, pod, then the series' own).
+    let burner_metrics = &ours
+        .container_metrics
+        .iter()
+        .find(|c| c.container_id == burner)
+        .ok_or_else(|| anyhow::anyhow!("no metrics for the burner"))?
+        .metrics;
+    for name in [
+        "container_cpu_user_seconds_total",
+        "container_cpu_cfs_periods_total",
+        "container_memory_cache",
+        "container_memory_failures_total",
+        "container_threads",
+        "container_fs_usage_bytes",
+        "container_start_time_seconds",
+    ] {
+        let m = burner_metrics
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| anyhow::anyhow!("no {name} for the burner: {burner_metrics:?}"))?;
+        let d = descriptors
+            .iter()
+            .find(|d| d.name == name)
+            .ok_or_else(|| anyhow::anyhow!("no descriptor for {name}"))?;
+        assert_eq!(d.label_keys.len(), m.label_values.len(), "{name}");
+        assert_eq!(
+            &m.label_values[..6][5],
+            "stats",
+            "{name}: {:?}",
+            m.label_values
+        );
+    }
+    let fs = burner_metrics
+        .iter()
+        .find(|m| m.name == "container_fs_usage_bytes")
+        .and_then(|m| m.value.as_ref())
+        .map(|v| v.value);
+    assert!(fs.is_some_and(|b| b >= 8 << 20), "writable layer {fs:?}");
 
     client.stop_and_remove_pod(&pod.id).await?;
     crispd.assert_no_leaks();

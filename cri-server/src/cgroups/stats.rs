@@ -17,6 +17,28 @@ pub struct CgroupUsage {
     pub pids: Option<u64>,
     /// v2 only.
     pub pressure: CgroupPressure,
+    /// What kubelet's cAdvisor-named metrics add (ListPodSandboxMetrics).
+    pub detail: UsageDetail,
+}
+
+/// The figures only the CRI metrics carry, in cAdvisor's terms.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct UsageDetail {
+    pub cpu_user_ns: Option<u64>,
+    pub cpu_system_ns: Option<u64>,
+    /// CFS bandwidth: periods, periods throttled, and time throttled.
+    pub cfs_periods: Option<u64>,
+    pub cfs_throttled_periods: Option<u64>,
+    pub cfs_throttled_ns: Option<u64>,
+    /// Page cache, mapped files, swap in use.
+    pub memory_cache: Option<u64>,
+    pub memory_mapped_file: Option<u64>,
+    pub memory_swap: Option<u64>,
+    /// Times the limit was hit (v1 `memory.failcnt`, v2 `memory.events` max).
+    pub memory_failcnt: Option<u64>,
+    /// Peak usage (v1 `max_usage_in_bytes`, v2 `memory.peak`, 5.19+).
+    pub memory_max_usage: Option<u64>,
+    pub oom_kills: Option<u64>,
 }
 
 fn rel(path: &str) -> Option<PathBuf> {
@@ -76,6 +98,27 @@ fn read_v1(root: &Path, rel: &Path) -> CgroupUsage {
         major_page_faults: get(&stat, "total_pgmajfault"),
         pids: read_u64(&root.join("pids").join(rel).join("pids.current")),
         pressure: CgroupPressure::default(),
+        detail: detail_v1(root, rel, &stat),
+    }
+}
+
+fn detail_v1(root: &Path, rel: &Path, mem_stat: &[(String, u64)]) -> UsageDetail {
+    let mem = root.join("memory").join(rel);
+    // cpuacct.stat counts USER_HZ ticks (100 per second on Linux).
+    let ticks = stat_map(&root.join("cpuacct").join(rel).join("cpuacct.stat"));
+    let cpu = stat_map(&root.join("cpu").join(rel).join("cpu.stat"));
+    UsageDetail {
+        cpu_user_ns: get(&ticks, "user").map(|t| t * 10_000_000),
+        cpu_system_ns: get(&ticks, "system").map(|t| t * 10_000_000),
+        cfs_periods: get(&cpu, "nr_periods"),
+        cfs_throttled_periods: get(&cpu, "nr_throttled"),
+        cfs_throttled_ns: get(&cpu, "throttled_time"),
+        memory_cache: get(mem_stat, "total_cache"),
+        memory_mapped_file: get(mem_stat, "total_mapped_file"),
+        memory_swap: get(mem_stat, "total_swap"),
+        memory_failcnt: read_u64(&mem.join("memory.failcnt")),
+        memory_max_usage: read_u64(&mem.join("memory.max_usage_in_bytes")),
+        oom_kills: get(&stat_map(&mem.join("memory.oom_control")), "oom_kill"),
     }
 }
 
@@ -93,6 +136,26 @@ fn read_v2(dir: &Path) -> CgroupUsage {
         major_page_faults: get(&stat, "pgmajfault"),
         pids: read_u64(&dir.join("pids.current")),
         pressure: psi::read(dir),
+        detail: detail_v2(dir, &stat),
+    }
+}
+
+fn detail_v2(dir: &Path, mem_stat: &[(String, u64)]) -> UsageDetail {
+    let cpu = stat_map(&dir.join("cpu.stat"));
+    let events = stat_map(&dir.join("memory.events"));
+    let us = |k: &str| get(&cpu, k).map(|u| u * 1000);
+    UsageDetail {
+        cpu_user_ns: us("user_usec"),
+        cpu_system_ns: us("system_usec"),
+        cfs_periods: get(&cpu, "nr_periods"),
+        cfs_throttled_periods: get(&cpu, "nr_throttled"),
+        cfs_throttled_ns: us("throttled_usec"),
+        memory_cache: get(mem_stat, "file"),
+        memory_mapped_file: get(mem_stat, "file_mapped"),
+        memory_swap: read_u64(&dir.join("memory.swap.current")),
+        memory_failcnt: get(&events, "max"),
+        memory_max_usage: read_u64(&dir.join("memory.peak")),
+        oom_kills: get(&events, "oom_kill"),
     }
 }
 

@@ -49,7 +49,7 @@ impl Cri {
 
     /// ListPodSandboxMetrics and StreamPodSandboxMetrics.
     async fn pod_metrics(&self) -> Vec<cri::PodSandboxMetrics> {
-        let pods = self.runtime.list_pod_stats(None).await;
+        let pods = self.runtime.pod_samples().await;
         pods.iter().map(super::pod_metrics::of_pod).collect()
     }
 }

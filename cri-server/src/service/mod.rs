@@ -12,6 +12,7 @@ mod pod_resources;
 mod pods;
 mod recovery;
 mod stats;
+pub use stats::{ContainerSample, Interface, PodSample};
 pub mod streaming;
 
 use crate::config::Config;

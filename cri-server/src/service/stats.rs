@@ -199,14 +199,88 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// The figures behind ListPodSandboxMetrics, for every pod.
+    pub async fn pod_samples(&self) -> Vec<PodSample> {
+        let mut out = Vec::new();
+        for pod in self.list_pods(None) {
+            let at = now_ns();
+            let cgroup = pod.cgroup_parent.clone();
+            let usage = stats::read(&cgroup);
+            let interfaces = match pod.netns.clone() {
+                Some(ns) => tokio::task::spawn_blocking(move || net_dev_in(&ns))
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|i| i.name != "lo")
+                    .collect(),
+                None => Vec::new(),
+            };
+            let containers = self
+                .list_containers(Some(&cri::ContainerFilter {
+                    pod_sandbox_id: pod.id.clone(),
+                    ..Default::default()
+                }))
+                .into_iter()
+                .filter(|c| c.state == crate::container::ContainerState::Running)
+                .map(|rec| {
+                    let cgroup = format!("{}/{}", cgroup.trim_end_matches('/'), rec.id);
+                    let layer = self.snapshotter.active_usage(&rec.id).unwrap_or_default();
+                    ContainerSample {
+                        usage: stats::read(&cgroup),
+                        cgroup,
+                        layer_bytes: layer.bytes,
+                        layer_inodes: layer.inodes,
+                        rec,
+                    }
+                })
+                .collect();
+            out.push(PodSample {
+                pod,
+                at,
+                usage,
+                cgroup,
+                interfaces,
+                containers,
+            });
+        }
+        out
+    }
+}
+
 /// One interface's counters from `/proc/net/dev`.
-#[derive(Debug, PartialEq, Eq)]
-struct Interface {
-    name: String,
-    rx_bytes: u64,
-    rx_errors: u64,
-    tx_bytes: u64,
-    tx_errors: u64,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errors: u64,
+    pub tx_dropped: u64,
+}
+
+/// One pod's figures for the CRI metrics (ListPodSandboxMetrics): its cgroup, its network
+/// namespace's interfaces, and each running container's cgroup and writable layer.
+pub struct PodSample {
+    pub pod: SandboxRecord,
+    pub at: i64,
+    pub usage: CgroupUsage,
+    pub cgroup: String,
+    pub interfaces: Vec<Interface>,
+    pub containers: Vec<ContainerSample>,
+}
+
+pub struct ContainerSample {
+    pub rec: ContainerRecord,
+    pub cgroup: String,
+    pub usage: CgroupUsage,
+    pub layer_bytes: u64,
+    pub layer_inodes: u64,
 }
 
 fn parse_net_dev(text: &str) -> Vec<Interface> {
@@ -221,9 +295,13 @@ fn parse_net_dev(text: &str) -> Vec<Interface> {
             Some(Interface {
                 name: name.trim().to_string(),
                 rx_bytes: *f.first()?,
+                rx_packets: *f.get(1)?,
                 rx_errors: *f.get(2)?,
+                rx_dropped: *f.get(3)?,
                 tx_bytes: *f.get(8)?,
+                tx_packets: *f.get(9)?,
                 tx_errors: *f.get(10)?,
+                tx_dropped: *f.get(11)?,
             })
         })
         .collect()
@@ -275,9 +353,13 @@ mod tests {
             Interface {
                 name: "eth0".into(),
                 rx_bytes: 5000,
+                rx_packets: 10,
                 rx_errors: 2,
+                rx_dropped: 0,
                 tx_bytes: 3000,
-                tx_errors: 1
+                tx_packets: 8,
+                tx_errors: 1,
+                tx_dropped: 0,
             }
         );
     }
