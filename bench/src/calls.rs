@@ -67,16 +67,7 @@ impl CallsSetup {
         registry
             .push(&format!("oci:{}:v1", layout.display()), REPO_TAG, &[])
             .context("pushing the small image")?;
-        let hosts_dir = dir.join("certs.d-calls");
-        let host_dir = hosts_dir.join(registry.host());
-        std::fs::create_dir_all(&host_dir)?;
-        std::fs::write(
-            host_dir.join("hosts.toml"),
-            format!(
-                "server = \"http://{h}\"\n\n[host.\"http://{h}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-                h = registry.host()
-            ),
-        )?;
+        let hosts_dir = crate::pull::hosts_dir_for(&registry, &dir.join("certs.d-calls"))?;
         Ok(CallsSetup {
             image: format!("{}/{REPO_TAG}", registry.host()),
             _registry: registry,

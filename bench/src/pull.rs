@@ -192,6 +192,21 @@ fn layer_files(rng: &mut Rng) -> Vec<Vec<(String, Vec<u8>)>> {
     layers
 }
 
+/// A hosts dir (containerd's `certs.d` layout, read by both runtimes) at `dir` that sends the
+/// registry's name to it over plain HTTP.
+pub fn hosts_dir_for(registry: &TestRegistry, dir: &Path) -> anyhow::Result<PathBuf> {
+    let host_dir = dir.join(registry.host());
+    std::fs::create_dir_all(&host_dir)?;
+    std::fs::write(
+        host_dir.join("hosts.toml"),
+        format!(
+            "server = \"http://{h}\"\n\n[host.\"http://{h}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            h = registry.host()
+        ),
+    )?;
+    Ok(dir.to_path_buf())
+}
+
 /// A layer's tar entries for its files.
 fn entries(files: &[(String, Vec<u8>)]) -> Vec<Entry<'_>> {
     files
@@ -234,16 +249,7 @@ impl PullSetup {
         registry
             .push(&format!("oci:{}:v2", layout_v2.display()), REPO_TAG_V2, &[])
             .context("pushing the second image")?;
-        let hosts_dir = dir.join("certs.d");
-        let host_dir = hosts_dir.join(registry.host());
-        std::fs::create_dir_all(&host_dir)?;
-        std::fs::write(
-            host_dir.join("hosts.toml"),
-            format!(
-                "server = \"http://{h}\"\n\n[host.\"http://{h}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-                h = registry.host()
-            ),
-        )?;
+        let hosts_dir = hosts_dir_for(&registry, &dir.join("certs.d"))?;
         Ok(PullSetup {
             image: format!("{}/{REPO_TAG}", registry.host()),
             image_v2: format!("{}/{REPO_TAG_V2}", registry.host()),

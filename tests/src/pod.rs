@@ -172,3 +172,20 @@ pub fn with_sc(
     });
     c
 }
+
+/// StopContainer with `timeout` seconds; returns how long the call took.
+pub async fn timed_stop(
+    client: &mut CriClient,
+    id: &str,
+    timeout: i64,
+) -> anyhow::Result<std::time::Duration> {
+    let started = std::time::Instant::now();
+    client
+        .runtime
+        .stop_container(crate::cri::StopContainerRequest {
+            container_id: id.to_string(),
+            timeout,
+        })
+        .await?;
+    Ok(started.elapsed())
+}

@@ -3,17 +3,16 @@
 //! runtime features crispd reports, and what CheckpointContainer answers.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use crisp_tests::cri::{
     CheckpointContainerRequest, ExecSyncRequest, KeyValue, ListContainerStatsRequest,
     ListImagesRequest, ListPodSandboxMetricsRequest, ListPodSandboxStatsRequest, Signal,
-    StopContainerRequest, StreamContainerStatsRequest, StreamContainersRequest,
-    StreamImagesRequest, StreamPodSandboxMetricsRequest, StreamPodSandboxStatsRequest,
-    StreamPodSandboxesRequest,
+    StreamContainerStatsRequest, StreamContainersRequest, StreamImagesRequest,
+    StreamPodSandboxMetricsRequest, StreamPodSandboxStatsRequest, StreamPodSandboxesRequest,
 };
-use crisp_tests::{crispd_test, expect_code, CriClient, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, expect_code, timed_stop, CriClient, Crispd, TestPod, BUSYBOX};
 
 crispd_test!(current_kubelet, check);
 
@@ -89,18 +88,6 @@ async fn env_bytes(client: &mut CriClient, pod: &TestPod) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn stop(client: &mut CriClient, id: &str, timeout: i64) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    client
-        .runtime
-        .stop_container(StopContainerRequest {
-            container_id: id.to_string(),
-            timeout,
-        })
-        .await?;
-    Ok(started.elapsed())
-}
-
 /// `ContainerConfig.stop_signal` is what StopContainer sends; ContainerStatus reports it.
 async fn stop_signals(client: &mut CriClient, pod: &TestPod) -> anyhow::Result<()> {
     // Exits 7 on SIGUSR1; SIGTERM (ignored) would leave it to the SIGKILL after 30 s.
@@ -115,7 +102,7 @@ async fn stop_signals(client: &mut CriClient, pod: &TestPod) -> anyhow::Result<(
     );
     // Let the shell install its traps.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let took = stop(client, &id, 30).await?;
+    let took = timed_stop(client, &id, 30).await?;
     let status = client.container_status(&id).await?;
     assert_eq!(status.exit_code, 7, "stopped by {took:?}: {status:?}");
     assert!(took < Duration::from_secs(20), "took {took:?}");

@@ -1,13 +1,12 @@
 //! StopContainer / RemoveContainer / StopPodSandbox semantics: graceful stop,
 //! SIGKILL after the timeout, idempotent stop, forced removal.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crisp_tests::cri::{
-    ContainerState, ContainerStatusRequest, RemoveContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest,
+    ContainerState, ContainerStatusRequest, RemoveContainerRequest, StopPodSandboxRequest,
 };
-use crisp_tests::{crispd_test, expect_code, CriClient, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{crispd_test, expect_code, timed_stop, CriClient, Crispd, TestPod, BUSYBOX};
 
 /// Slack on top of a stop timeout for crispd to notice the exit.
 const STOP_SLACK: Duration = Duration::from_secs(5);
@@ -25,7 +24,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         .start_container(&mut client, "sleeper", &["sleep", "1000"])
         .await?;
     assert_running(&mut client, &sleeper).await?;
-    let elapsed = stop(&mut client, &sleeper, 2).await?;
+    let elapsed = timed_stop(&mut client, &sleeper, 2).await?;
     assert!(
         elapsed < Duration::from_secs(2) + STOP_SLACK,
         "took {elapsed:?}"
@@ -46,7 +45,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         )
         .await?;
     assert_running(&mut client, &stubborn).await?;
-    let elapsed = stop(&mut client, &stubborn, 1).await?;
+    let elapsed = timed_stop(&mut client, &stubborn, 1).await?;
     assert!(
         elapsed >= Duration::from_secs(1),
         "SIGKILL came early: {elapsed:?}"
@@ -60,7 +59,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     assert_eq!(status.exit_code, 137);
 
     // Stopping what already stopped is not an error.
-    stop(&mut client, &sleeper, 2).await?;
+    timed_stop(&mut client, &sleeper, 2).await?;
 
     let doomed = pod
         .start_container(&mut client, "doomed", &["sleep", "1000"])
@@ -111,19 +110,6 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     client.stop_and_remove_pod(&pod.id).await?;
     crispd.assert_no_leaks();
     Ok(())
-}
-
-/// StopContainer with `timeout` seconds; returns how long the call took.
-async fn stop(client: &mut CriClient, id: &str, timeout: i64) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    client
-        .runtime
-        .stop_container(StopContainerRequest {
-            container_id: id.to_string(),
-            timeout,
-        })
-        .await?;
-    Ok(started.elapsed())
 }
 
 async fn assert_running(client: &mut CriClient, id: &str) -> anyhow::Result<()> {
