@@ -1,6 +1,6 @@
 //! Pod-level cgroups on the cgroupfs driver. Container cgroups are created, limited and removed
-//! by libcontainer inside the shim (through libcgroups); crispd decides where they go, sets a
-//! pod's limits when kubelet resizes it ([`limits`]) and removes the pod-level directory it
+//! by libcontainer inside the shim (through libcgroups); crispd decides where they go, sets the
+//! limits of a pod cgroup it made when the pod is resized ([`limits`]) and removes the pod-level directory it
 //! made once its containers are gone.
 //!
 //! Both layouts are handled by walking every mounted cgroup hierarchy: cgroup v1 (one mount per

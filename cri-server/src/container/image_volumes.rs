@@ -80,10 +80,15 @@ fn sub_path_in(root: &Path, sub: &str, image: &str, container_path: &str) -> Res
     })?;
     // SAFETY: openat2 returned a fresh fd that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // The fd's path: where the resolution ended, which RESOLVE_IN_ROOT keeps below `root`.
-    let resolved = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .map_err(|e| Error::internal(format!("image_sub_path {sub:?} in image {image}"), e))?;
-    if !resolved.starts_with(root) {
+    // Both paths as the kernel spells them (the configured state dir may not be canonical):
+    // where the resolution ended, which RESOLVE_IN_ROOT keeps below the root.
+    let path_of = |raw: i32| {
+        std::fs::read_link(format!("/proc/self/fd/{raw}"))
+            .map_err(|e| Error::internal(format!("image_sub_path {sub:?} in image {image}"), e))
+    };
+    let root_real = path_of(dir.as_raw_fd())?;
+    let resolved = path_of(fd.as_raw_fd())?;
+    if !resolved.starts_with(&root_real) {
         return Err(Error::InvalidArgument(format!(
             "image_sub_path {sub:?} of image {image} resolves outside the image"
         )));
@@ -108,7 +113,14 @@ pub fn stage(
                 m.container_path
             )));
         }
-        let record = images.find(image).ok_or_else(|| {
+        // By the id `resolve` recorded: a tag moved since must not change what is mounted.
+        let wanted = m
+            .image
+            .as_ref()
+            .map(|i| i.image_ref.as_str())
+            .filter(|r| !r.is_empty())
+            .unwrap_or(image);
+        let record = images.find(wanted).ok_or_else(|| {
             Error::NotFound(format!(
                 "image {image:?} for the volume at {} not found: pull it first",
                 m.container_path

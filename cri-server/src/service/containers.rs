@@ -360,6 +360,7 @@ impl Runtime {
                     Ok(())
                 });
                 self.signal_exited(&id);
+                self.release_when_exited(id.clone());
                 Err(e)
             }
         }
@@ -381,10 +382,7 @@ impl Runtime {
                 }
             };
             match exit {
-                Ok(exit) => {
-                    me.record_exit(&id, exit, String::new());
-                    me.release_when_exited(id);
-                }
+                Ok(exit) => me.record_exit(&id, exit, String::new()),
                 Err(e) => me.record_exit(
                     &id,
                     Exit {
@@ -395,6 +393,7 @@ impl Runtime {
                     format!("shim lost: {e}"),
                 ),
             }
+            me.release_when_exited(id);
         });
     }
 
@@ -507,17 +506,26 @@ impl Runtime {
         let Ok(EntryView { rec, shim, .. }) = self.entry_parts(id) else {
             return;
         };
-        let Some(shim) = shim.filter(|_| rec.state == ContainerState::Exited) else {
-            return;
-        };
-        if let Err(e) = shim.delete().await {
-            tracing::warn!(container = %id, error = %e, "releasing an exited container: shim delete");
+        if rec.state != ContainerState::Exited {
             return;
         }
-        shim.shutdown().await;
-        if let Some(e) = self.objects().containers.get_mut(id) {
-            e.shim = None;
+        if let Some(shim) = shim {
+            match shim.delete().await {
+                Ok(()) => {
+                    shim.shutdown().await;
+                    if let Some(e) = self.objects().containers.get_mut(id) {
+                        e.shim = None;
+                    }
+                }
+                // Kept for RemoveContainer's teardown to try again (a lost shim's container
+                // was cleaned up by `stop_orphan` already).
+                Err(e) => {
+                    tracing::debug!(container = %id, error = %e, "releasing an exited container: shim delete")
+                }
+            }
         }
+        // Nothing of an exited container runs in its rootfs any more (a survivor of a host-PID
+        // container is detached from it lazily).
         let rootfs = self.shim_dir(id).bundle().join("rootfs");
         let unmounted =
             tokio::task::spawn_blocking(move || crisp_snapshotter::overlay::unmount(&rootfs)).await;
@@ -527,8 +535,9 @@ impl Runtime {
         tracing::debug!(container = %id, "exited container released");
     }
 
-    /// For a container that exits on its own (no StopContainer holds its lock).
-    fn release_when_exited(self: &Arc<Self>, id: String) {
+    /// For a container that exits on its own (no StopContainer holds its lock), one found
+    /// exited at recovery, and one whose start failed.
+    pub(super) fn release_when_exited(self: &Arc<Self>, id: String) {
         let me = self.clone();
         tokio::spawn(async move {
             let Ok(op) = me.entry_parts(&id).map(|e| e.op) else {

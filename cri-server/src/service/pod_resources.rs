@@ -1,10 +1,11 @@
 //! UpdatePodSandboxResources: in-place pod resize (GA in Kubernetes 1.35). kubelet calls it
-//! after resizing the pod's containers and its own view of the pod cgroup; crispd sets the
-//! pod-level cgroup to the sum it is given (containers plus overhead) and keeps both in the pod's
-//! record, so a restarted crispd and the verbose status show what the pod was resized to.
+//! after it resized the pod's containers and the pod-level cgroup it owns; crispd keeps the
+//! resources and overhead in the pod's record (a restarted crispd and the verbose status show
+//! what the pod was resized to), and sets the limits itself only on a pod cgroup it made (a pod
+//! run without a cgroup parent, as crictl runs them): containers' limits plus the overhead.
 
 use super::Runtime;
-use crate::container::spec;
+use crate::cgroups::limits::PodLimits;
 use crate::error::{Error, Result};
 use crate::pod::SandboxState;
 use crisp_cri_api::v1::LinuxContainerResources;
@@ -29,12 +30,21 @@ impl Runtime {
                 "UpdatePodSandboxResources of pod sandbox {id}: resources are required"
             ))
         })?;
-        let limits = spec::cgroup_resources(&pod_limits(overhead.as_ref(), &resources))?;
-        let cgroup = pod.cgroup_parent.clone();
-        tokio::task::spawn_blocking(move || crate::cgroups::limits::set(&cgroup, &limits))
-            .await
-            .map_err(|e| Error::internal("pod cgroup update task", e))?
-            .map_err(|e| Error::Internal(format!("updating pod sandbox {id}: {e}")))?;
+        if pod.owns_cgroup {
+            let l = pod_limits(overhead.as_ref(), &resources);
+            let n = |v: i64| u64::try_from(v).unwrap_or(0);
+            let limits = PodLimits {
+                cpu_period: n(l.cpu_period),
+                cpu_quota: n(l.cpu_quota),
+                cpu_shares: n(l.cpu_shares),
+                memory: n(l.memory_limit_in_bytes),
+            };
+            let cgroup = pod.cgroup_parent.clone();
+            tokio::task::spawn_blocking(move || crate::cgroups::limits::set(&cgroup, limits))
+                .await
+                .map_err(|e| Error::internal("pod cgroup update task", e))?
+                .map_err(|e| Error::Internal(format!("updating pod sandbox {id}: {e}")))?;
+        }
         let mut objs = self.objects();
         let rec = objs
             .pods

@@ -40,11 +40,9 @@ impl Runtime {
                 continue;
             }
             let id = rec.id.clone();
-            let shim = if rec.state == ContainerState::Exited {
-                None
-            } else {
-                Shim::connect(&self.shim_dir(&id), &id).await.ok()
-            };
+            // An Exited container's shim is normally gone (released at the exit); one still
+            // there (an older crispd's, or a crash before the release) is released below.
+            let shim = Shim::connect(&self.shim_dir(&id), &id).await.ok();
             let was = rec.state;
             self.objects().containers.insert(
                 id.clone(),
@@ -56,6 +54,9 @@ impl Runtime {
                 },
             );
             if was == ContainerState::Exited {
+                if shim.is_some() {
+                    self.release_when_exited(id.clone());
+                }
                 continue;
             }
             let Some(shim) = shim else {
@@ -75,6 +76,7 @@ impl Runtime {
                     }),
                     msg,
                 );
+                self.release_when_exited(id.clone());
                 continue;
             };
             match shim.state().await {
@@ -88,6 +90,7 @@ impl Runtime {
                         }),
                         String::new(),
                     );
+                    self.release_when_exited(id.clone());
                 }
                 Ok((Status::RUNNING, _, _)) => {
                     if was == ContainerState::Created {

@@ -203,7 +203,13 @@ impl Runtime {
     /// The figures behind ListPodSandboxMetrics, for every pod.
     pub async fn pod_samples(&self) -> Vec<PodSample> {
         let mut out = Vec::new();
-        for pod in self.list_pods(None) {
+        // Ready pods only: kubelet's next sandbox of a pod shares the old one's cgroup, whose
+        // series would otherwise appear twice while the old one lingers.
+        let ready = self
+            .list_pods(None)
+            .into_iter()
+            .filter(|p| p.state == crate::pod::SandboxState::Ready);
+        for pod in ready {
             let at = now_ns();
             let cgroup = pod.cgroup_parent.clone();
             let usage = stats::read(&cgroup);

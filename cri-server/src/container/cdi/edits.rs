@@ -20,23 +20,27 @@ pub fn apply(spec: &mut Spec, edits: ContainerEdits) -> Result<()> {
     }
     if let Some(process) = spec.process_mut() {
         let mut env = process.env().clone().unwrap_or_default();
+        let mut replaced = Vec::new();
         for entry in edits.env {
             let key = entry.split_once('=').map_or(entry.as_str(), |(k, _)| k);
             if key.is_empty() || entry.contains('\0') {
                 return Err(Error::InvalidArgument(format!("env {entry:?} is invalid")));
             }
             env.retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+            replaced.push(key.to_string());
             env.push(entry);
         }
         process.set_env(Some(env));
         let user = process.user_mut();
         let mut gids = user.additional_gids().clone().unwrap_or_default();
-        for g in edits.additional_gids {
+        // As CDI's reference code: group 0 is never added.
+        for g in edits.additional_gids.into_iter().filter(|g| *g != 0) {
             if !gids.contains(&g) {
                 gids.push(g);
             }
         }
         user.set_additional_gids(Some(gids));
+        forget_raw_env(spec, &replaced);
     }
     for node in &edits.device_nodes {
         device_node(spec, node)?;
@@ -52,6 +56,29 @@ pub fn apply(spec: &mut Spec, edits: ContainerEdits) -> Result<()> {
     Ok(())
 }
 
+/// A variable the CDI edits set is theirs: the CRI value's exact bytes (`crisp_api::raw_env`)
+/// must not win over it at exec.
+fn forget_raw_env(spec: &mut Spec, keys: &[String]) {
+    let Some(annotations) = spec.annotations_mut().as_mut() else {
+        return;
+    };
+    let Some(raw) = annotations.get(crisp_api::raw_env::ANNOTATION) else {
+        return;
+    };
+    let Ok(mut values) = crisp_api::raw_env::decode(raw) else {
+        return;
+    };
+    values.retain(|k, _| !keys.contains(k));
+    if values.is_empty() {
+        annotations.remove(crisp_api::raw_env::ANNOTATION);
+    } else {
+        annotations.insert(
+            crisp_api::raw_env::ANNOTATION.to_string(),
+            crisp_api::raw_env::encode(&values),
+        );
+    }
+}
+
 fn device_node(spec: &mut Spec, n: &DeviceNode) -> Result<()> {
     if !n.path.starts_with('/') {
         return Err(Error::InvalidArgument(format!(
@@ -60,6 +87,12 @@ fn device_node(spec: &mut Spec, n: &DeviceNode) -> Result<()> {
         )));
     }
     let access = n.permissions.clone().unwrap_or_else(|| "rwm".into());
+    if access.is_empty() || !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+        return Err(Error::InvalidArgument(format!(
+            "device node {}: permissions {access:?} must be letters of \"rwm\"",
+            n.path
+        )));
+    }
     let host = n.host_path.clone().unwrap_or_else(|| n.path.clone());
     let (mut node, rule) = if Path::new(&host).exists() {
         let mut found = devices::requested(&[Device {
@@ -163,6 +196,12 @@ fn hook(spec: &mut Spec, h: &Hook) -> Result<()> {
         .args(h.args.clone())
         .env(h.env.clone());
     if let Some(t) = h.timeout {
+        if t <= 0 {
+            return Err(Error::InvalidArgument(format!(
+                "hook {}: timeout {t} must be positive",
+                h.path
+            )));
+        }
         b = b.timeout(t);
     }
     let built = b
@@ -245,6 +284,36 @@ mod tests {
             .additional_gids()
             .clone();
         assert!(gids.unwrap().contains(&44));
+    }
+
+    #[test]
+    fn a_cdi_env_edit_wins_over_the_raw_cri_value() {
+        let mut spec = Spec::default();
+        let raw = std::collections::BTreeMap::from([
+            ("GPU".to_string(), vec![0xff]),
+            ("KEEP".to_string(), vec![0xfe]),
+        ]);
+        spec.set_annotations(Some(std::collections::HashMap::from([(
+            crisp_api::raw_env::ANNOTATION.to_string(),
+            crisp_api::raw_env::encode(&raw),
+        )])));
+        let edits = ContainerEdits {
+            env: vec!["GPU=0".into()],
+            additional_gids: vec![0, 5],
+            ..Default::default()
+        };
+        apply(&mut spec, edits).unwrap();
+        let left = spec.annotations().as_ref().unwrap()[crisp_api::raw_env::ANNOTATION].clone();
+        let left = crisp_api::raw_env::decode(&left).unwrap();
+        assert_eq!(left.keys().collect::<Vec<_>>(), ["KEEP"]);
+        let gids = spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .user()
+            .additional_gids()
+            .clone();
+        assert_eq!(gids.unwrap(), [5], "group 0 is never added");
     }
 
     #[test]

@@ -199,6 +199,10 @@ fn spec_files(dir: &Path) -> Vec<PathBuf> {
 fn read_spec(file: &Path) -> std::result::Result<SpecFile, String> {
     // Spec files are small; a larger one is not a spec.
     let meta = std::fs::metadata(file).map_err(|e| e.to_string())?;
+    // A FIFO or device named *.json would block or never end.
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
     if meta.len() > 4 << 20 {
         return Err("larger than 4 MiB".into());
     }

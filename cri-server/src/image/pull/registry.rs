@@ -67,6 +67,7 @@ impl Session {
         let mut remotes = Vec::new();
         let mut setup_errors = Vec::new();
         for ep in endpoints {
+            let identity = creds.identity_token_for(registry, &ep.host).is_some();
             let auth = match creds.identity_token_for(registry, &ep.host) {
                 None => creds.for_endpoint(registry, &ep.host),
                 Some(refresh) => match identity_auth(&ep, repository, refresh).await {
@@ -78,7 +79,14 @@ impl Session {
                     }
                 },
             };
-            let client = match clients.get(&ep, &auth, client_for) {
+            // An identity token is exchanged for a new access token at every pull: a client
+            // kept under it would never be used again.
+            let client = if identity {
+                client_for(&ep)
+            } else {
+                clients.get(&ep, &auth, client_for)
+            };
+            let client = match client {
                 Ok(c) => c,
                 Err(e) => {
                     setup_errors.push((ep.url(), Kind::Other(e)));
