@@ -28,9 +28,7 @@ impl Runtime {
                 c.id
             )));
         }
-        tokio::task::spawn_blocking(criu_works)
-            .await
-            .map_err(|e| Error::internal("criu check task", e))??;
+        criu_works().await?;
         Err(Error::Unimplemented(format!(
             "checkpointing container {}: CRIU works here, but crisp does not write checkpoint \
              archives yet",
@@ -40,10 +38,15 @@ impl Runtime {
 }
 
 /// `criu check`: Ok if CRIU can checkpoint on this kernel, else why not.
-fn criu_works() -> Result<()> {
-    let out = std::process::Command::new("criu")
+async fn criu_works() -> Result<()> {
+    let run = tokio::process::Command::new("criu")
         .arg("check")
-        .output()
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+        .await
+        .map_err(|_| Error::Unavailable("`criu check` did not finish within 30 s".into()))?
         .map_err(|e| {
             Error::FailedPrecondition(format!(
                 "checkpointing needs CRIU, and running `criu check` failed: {e} (install criu)"
