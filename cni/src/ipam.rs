@@ -265,9 +265,12 @@ impl Ipam {
 
 /// Opens (creating) `path` and takes an exclusive `flock` on it; released on drop.
 pub(crate) fn lock_file(path: &Path) -> io::Result<nix::fcntl::Flock<File>> {
+    // Readable too: an attachment's lock file also records whether it has per-pod rules
+    // (`bridge::Attachment`), which DEL reads through this handle.
     let mut f = OpenOptions::new()
         .create(true)
         .truncate(false)
+        .read(true)
         .write(true)
         .open(path)?;
     loop {
