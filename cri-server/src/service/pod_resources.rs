@@ -31,14 +31,7 @@ impl Runtime {
             ))
         })?;
         if pod.owns_cgroup {
-            let l = pod_limits(overhead.as_ref(), &resources);
-            let n = |v: i64| u64::try_from(v).unwrap_or(0);
-            let limits = PodLimits {
-                cpu_period: n(l.cpu_period),
-                cpu_quota: n(l.cpu_quota),
-                cpu_shares: n(l.cpu_shares),
-                memory: n(l.memory_limit_in_bytes),
-            };
+            let limits = pod_limits(overhead.as_ref(), &resources);
             let cgroup = pod.cgroup_parent.clone();
             tokio::task::spawn_blocking(move || crate::cgroups::limits::set(&cgroup, limits))
                 .await
@@ -65,40 +58,38 @@ impl Runtime {
 fn pod_limits(
     overhead: Option<&LinuxContainerResources>,
     resources: &LinuxContainerResources,
-) -> LinuxContainerResources {
+) -> PodLimits {
     let none = LinuxContainerResources::default();
     let o = overhead.unwrap_or(&none);
+    // The CRI's numbers are signed; nothing negative is a limit.
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
     let period = if resources.cpu_period > 0 {
-        resources.cpu_period
+        n(resources.cpu_period)
     } else {
         100_000
     };
     // The overhead's quota in the containers' period.
-    let overhead_quota = if o.cpu_quota > 0 && o.cpu_period > 0 {
-        o.cpu_quota.saturating_mul(period) / o.cpu_period
+    let overhead_quota = if o.cpu_period > 0 {
+        n(o.cpu_quota).saturating_mul(period) / n(o.cpu_period)
     } else {
-        o.cpu_quota.max(0)
+        n(o.cpu_quota)
     };
-    LinuxContainerResources {
+    // No limit where the containers have none.
+    let plus = |containers: u64, extra: u64| {
+        if containers > 0 {
+            containers.saturating_add(extra)
+        } else {
+            0
+        }
+    };
+    PodLimits {
         cpu_period: if resources.cpu_quota > 0 { period } else { 0 },
-        cpu_quota: if resources.cpu_quota > 0 {
-            resources.cpu_quota.saturating_add(overhead_quota)
-        } else {
-            0
-        },
-        cpu_shares: if resources.cpu_shares > 0 {
-            resources.cpu_shares.saturating_add(o.cpu_shares.max(0))
-        } else {
-            0
-        },
-        memory_limit_in_bytes: if resources.memory_limit_in_bytes > 0 {
-            resources
-                .memory_limit_in_bytes
-                .saturating_add(o.memory_limit_in_bytes.max(0))
-        } else {
-            0
-        },
-        ..Default::default()
+        cpu_quota: plus(n(resources.cpu_quota), overhead_quota),
+        cpu_shares: plus(n(resources.cpu_shares), n(o.cpu_shares)),
+        memory: plus(
+            n(resources.memory_limit_in_bytes),
+            n(o.memory_limit_in_bytes),
+        ),
     }
 }
 
@@ -126,7 +117,7 @@ mod tests {
         assert_eq!(l.cpu_period, 100_000);
         assert_eq!(l.cpu_quota, 60_000);
         assert_eq!(l.cpu_shares, 522);
-        assert_eq!(l.memory_limit_in_bytes, 72 << 20);
+        assert_eq!(l.memory, 72 << 20);
     }
 
     #[test]
@@ -141,7 +132,7 @@ mod tests {
             ..Default::default()
         };
         let l = pod_limits(Some(&o), &r);
-        assert_eq!((l.cpu_quota, l.memory_limit_in_bytes), (0, 0));
+        assert_eq!((l.cpu_quota, l.memory), (0, 0));
         assert_eq!(l.cpu_shares, 2);
     }
 }

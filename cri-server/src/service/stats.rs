@@ -168,14 +168,9 @@ impl Runtime {
                 ..Default::default()
             }))
             .await;
-        let network = match pod.netns.clone() {
-            Some(ns) => tokio::task::spawn_blocking(move || net_dev_in(&ns))
-                .await
-                .ok()
-                .flatten()
-                .map(|ifaces| network_usage(at, ifaces)),
-            None => None,
-        };
+        let network = pod_interfaces(pod.netns.clone())
+            .await
+            .map(|ifaces| network_usage(at, ifaces));
         cri::PodSandboxStats {
             attributes: Some(cri::PodSandboxAttributes {
                 id: pod.id.clone(),
@@ -213,17 +208,7 @@ impl Runtime {
             let at = now_ns();
             let cgroup = pod.cgroup_parent.clone();
             let usage = stats::read(&cgroup);
-            let interfaces = match pod.netns.clone() {
-                Some(ns) => tokio::task::spawn_blocking(move || net_dev_in(&ns))
-                    .await
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|i| i.name != "lo")
-                    .collect(),
-                None => Vec::new(),
-            };
+            let interfaces = pod_interfaces(pod.netns.clone()).await.unwrap_or_default();
             let containers = self
                 .list_containers(Some(&cri::ContainerFilter {
                     pod_sandbox_id: pod.id.clone(),
@@ -316,7 +301,6 @@ fn parse_net_dev(text: &str) -> Vec<Interface> {
 fn network_usage(at: i64, ifaces: Vec<Interface>) -> cri::NetworkUsage {
     let interfaces: Vec<cri::NetworkInterfaceUsage> = ifaces
         .into_iter()
-        .filter(|i| i.name != "lo")
         .map(|i| cri::NetworkInterfaceUsage {
             name: i.name,
             rx_bytes: v(Some(i.rx_bytes)),
@@ -330,6 +314,16 @@ fn network_usage(at: i64, ifaces: Vec<Interface>) -> cri::NetworkUsage {
         default_interface: interfaces.iter().find(|i| i.name == "eth0").cloned(),
         interfaces,
     }
+}
+
+/// A pod's interfaces but loopback, from its network namespace (none for a host-network pod).
+async fn pod_interfaces(netns: Option<std::path::PathBuf>) -> Option<Vec<Interface>> {
+    let ns = netns?;
+    let all = tokio::task::spawn_blocking(move || net_dev_in(&ns))
+        .await
+        .ok()
+        .flatten()?;
+    Some(all.into_iter().filter(|i| i.name != "lo").collect())
 }
 
 /// `/proc/net/dev` as seen inside the pod's network namespace. `setns` is per thread, so this

@@ -231,6 +231,14 @@ fn hook(spec: &mut Spec, h: &Hook) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn gids(spec: &Spec) -> Vec<u32> {
+        let process = spec
+            .process()
+            .as_ref()
+            .expect("the default spec has a process");
+        process.user().additional_gids().clone().unwrap_or_default()
+    }
+
     #[test]
     fn env_mounts_gids_nodes_and_hooks() {
         let mut spec = Spec::default();
@@ -276,14 +284,7 @@ mod tests {
         assert_eq!(m.options().as_ref().unwrap(), &["ro", "bind"]);
         let hooks = spec.hooks().as_ref().unwrap();
         assert_eq!(hooks.create_container().as_ref().unwrap().len(), 1);
-        let gids = spec
-            .process()
-            .as_ref()
-            .unwrap()
-            .user()
-            .additional_gids()
-            .clone();
-        assert!(gids.unwrap().contains(&44));
+        assert!(gids(&spec).contains(&44));
     }
 
     #[test]
@@ -306,14 +307,7 @@ mod tests {
         let left = spec.annotations().as_ref().unwrap()[crisp_api::raw_env::ANNOTATION].clone();
         let left = crisp_api::raw_env::decode(&left).unwrap();
         assert_eq!(left.keys().collect::<Vec<_>>(), ["KEEP"]);
-        let gids = spec
-            .process()
-            .as_ref()
-            .unwrap()
-            .user()
-            .additional_gids()
-            .clone();
-        assert_eq!(gids.unwrap(), [5], "group 0 is never added");
+        assert_eq!(gids(&spec), [5], "group 0 is never added");
     }
 
     #[test]
