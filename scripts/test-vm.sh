@@ -19,6 +19,7 @@ if ((${#tests[@]} == 0)); then
     resources        # every LinuxContainerResources field, live updates, pod resize
     stats            # cgroup v2 stat files, PSI
     current_kubelet  # env bytes, stop signals, Stream* lists over the newest CRI
+    checkpoint       # CheckpointContainer and restore with CRIU (works on 6.1, not on 6.18)
     exec_sync        # exec joining the container's cgroup
     restart          # crispd killed and restarted with pods running
     shim_killed

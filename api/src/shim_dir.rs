@@ -114,6 +114,14 @@ impl ShimDir {
     pub fn exec_spec(&self, exec_id: &str) -> PathBuf {
         self.dir.join("exec").join(format!("{exec_id}.json"))
     }
+    /// Where CheckpointContainer assembles an archive's contents before they are tarred.
+    pub fn checkpoint_work(&self) -> PathBuf {
+        self.dir.join("checkpoint")
+    }
+    /// A restored container's checkpoint archive, unpacked (CRIU images in `checkpoint/`).
+    pub fn restore_from(&self) -> PathBuf {
+        self.dir.join("restore")
+    }
     /// The shim's own diagnostics (not the container's output).
     pub fn shim_log(&self) -> PathBuf {
         self.dir.join("shim.log")

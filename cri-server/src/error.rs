@@ -29,9 +29,6 @@ pub enum Error {
     /// Content did not match its digest or size.
     #[error("{0}")]
     DataLoss(String),
-    /// A call crisp answers but cannot carry out yet (the message says what is missing).
-    #[error("{0}")]
-    Unimplemented(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -62,7 +59,6 @@ impl Error {
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Unavailable(_) => Code::Unavailable,
             Error::DataLoss(_) => Code::DataLoss,
-            Error::Unimplemented(_) => Code::Unimplemented,
         }
     }
 }

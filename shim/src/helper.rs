@@ -76,6 +76,32 @@ pub enum Op {
         #[arg(long)]
         id: String,
     },
+    /// Dump the running container with CRIU into `images`, leaving it running.
+    Checkpoint {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        images: PathBuf,
+    },
+    /// Restore a dump into the created container's bundle; prints the restored pid.
+    Restore {
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        bundle: PathBuf,
+        #[arg(long)]
+        images: PathBuf,
+        #[arg(long)]
+        with_stdin: bool,
+        #[arg(long)]
+        with_stdout: bool,
+        #[arg(long)]
+        with_stderr: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +164,30 @@ pub fn run_op(op: Op) -> i32 {
             Err(_) if !root.join(&id).exists() => Ok(()),
             Err(e) => Err(e.to_string()),
         },
+        Op::Checkpoint { root, id, images } => crate::checkpoint::dump(&root, &id, &images),
+        Op::Restore {
+            root,
+            id,
+            bundle,
+            images,
+            with_stdin,
+            with_stdout,
+            with_stderr,
+        } => {
+            let fd = |with: bool, fd: RawFd| with.then_some(fd);
+            crate::checkpoint::restore(
+                &root,
+                &id,
+                &bundle,
+                &images,
+                [
+                    fd(with_stdin, CHILD_STDIN_FD),
+                    fd(with_stdout, CHILD_STDOUT_FD),
+                    fd(with_stderr, CHILD_STDERR_FD),
+                ],
+            )
+            .map(|pid| println!("{pid}"))
+        }
     };
     match result {
         Ok(()) => 0,
@@ -312,6 +362,31 @@ impl RuntimeHelper {
             op,
             message: format!("helper printed no pid: {out:?}"),
         })
+    }
+
+    /// Dumps the running container into `images` (see [`crate::checkpoint::dump`]).
+    pub fn checkpoint(&self, id: &str, images: &Path) -> Result<(), HelperError> {
+        let mut args = self.args("checkpoint", id);
+        args.extend(["--images".into(), images.into()]);
+        self.run("checkpoint", &args, &[]).map(|_| ())
+    }
+
+    /// Restores the dump in `images` as the created container `id`; returns the init's pid.
+    pub fn restore(
+        &self,
+        id: &str,
+        bundle: &Path,
+        images: &Path,
+        stdio: ContainerStdio,
+    ) -> Result<u32, HelperError> {
+        let mut args = self.args("restore", id);
+        args.extend([
+            "--bundle".into(),
+            bundle.into(),
+            "--images".into(),
+            images.into(),
+        ]);
+        self.run_with_stdio("restore", args, stdio)
     }
 
     pub fn start(&self, id: &str) -> Result<(), HelperError> {

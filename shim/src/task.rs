@@ -70,6 +70,15 @@ struct Container {
     execs: HashMap<String, Process>,
     /// The rootfs this shim mounted from the request (containerd's way), unmounted at Delete.
     mounted_rootfs: Option<PathBuf>,
+    /// Created from a checkpoint: CRIU restores the init at Start, into this stdio.
+    restore: Option<PendingRestore>,
+}
+
+/// A container created from CRIU images (containerd's `CreateTaskRequest.checkpoint`): no
+/// process exists until Start restores one, as containerd's and CRI-O's restores run at start.
+struct PendingRestore {
+    images: PathBuf,
+    stdio: stdio::Prepared,
 }
 
 impl Container {
@@ -224,6 +233,28 @@ impl TaskService {
         self.inner.attach.listen(path)
     }
 
+    /// Start of a container created from a checkpoint: CRIU restores its init.
+    fn start_restored(&self, id: &str, restore: PendingRestore) -> ttrpc::Result<u32> {
+        let bundle = self.with_container(id, |c| Ok(PathBuf::from(&c.bundle)))?;
+        let (stdio, pending) = restore.stdio.split();
+        let pid = self
+            .inner
+            .helper
+            .restore(id, &bundle, &restore.images, stdio)
+            .map_err(|e| err(Code::INTERNAL, format!("restoring container {id}: {e}")))?;
+        let io = pending.finish().map_err(|e| {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            err(Code::INTERNAL, format!("stdio of restored {id}: {e}"))
+        })?;
+        self.with_container(id, |c| {
+            c.init.pid = pid;
+            Ok(())
+        })?;
+        *self.inner.log.lock().unwrap_or_else(|e| e.into_inner()) = io.log.clone();
+        self.spawn_monitor(String::new(), pid, io)?;
+        Ok(pid)
+    }
+
     fn spawn_monitor(&self, exec_id: String, pid: u32, io: ProcessIo) -> ttrpc::Result<()> {
         let me = self.clone();
         std::thread::Builder::new()
@@ -270,6 +301,15 @@ impl Task for TaskService {
         req: api::CreateTaskRequest,
     ) -> ttrpc::Result<api::CreateTaskResponse> {
         let _span = tracing::info_span!("create", container = %req.id).entered();
+        if !req.checkpoint.is_empty() && req.terminal {
+            return Err(err(
+                Code::INVALID_ARGUMENT,
+                format!(
+                    "container {}: restoring a checkpoint into a terminal is not supported",
+                    req.id
+                ),
+            ));
+        }
         {
             let mut guard = self.lock();
             if let Some(c) = guard.as_ref() {
@@ -286,6 +326,7 @@ impl Task for TaskService {
                 init: Process::new(&req.stdin, &req.stdout, &req.stderr, req.terminal),
                 execs: HashMap::new(),
                 mounted_rootfs: None,
+                restore: None,
             });
         }
         if !req.rootfs.is_empty() {
@@ -304,7 +345,7 @@ impl Task for TaskService {
                 c.mounted_rootfs = Some(target);
             }
         }
-        let created = stdio::prepare(StdioRequest {
+        let prepared = stdio::prepare(StdioRequest {
             stdin: &req.stdin,
             stdout: &req.stdout,
             stderr: &req.stderr,
@@ -317,8 +358,29 @@ impl Task for TaskService {
                 Code::INTERNAL,
                 format!("setting up stdio of {}: {e}", req.id),
             )
-        })
-        .and_then(|prepared| {
+        });
+        if !req.checkpoint.is_empty() {
+            let pending = prepared.map(|stdio| PendingRestore {
+                images: PathBuf::from(&req.checkpoint),
+                stdio,
+            });
+            return match pending {
+                Ok(pending) => {
+                    self.with_container(&req.id, |c| {
+                        c.restore = Some(pending);
+                        Ok(())
+                    })?;
+                    Ok(api::CreateTaskResponse::new())
+                }
+                Err(e) => {
+                    if let Some(target) = self.lock().take().and_then(|c| c.mounted_rootfs) {
+                        crate::rootfs::unmount_all(&target);
+                    }
+                    Err(e)
+                }
+            };
+        }
+        let created = prepared.and_then(|prepared| {
             let (stdio, pending) = prepared.split();
             let pid = self
                 .inner
@@ -450,7 +512,14 @@ impl Task for TaskService {
                 )),
             }
         })?;
-        let pid = if req.exec_id.is_empty() {
+        let restore = if req.exec_id.is_empty() {
+            self.with_container(&req.id, |c| Ok(c.restore.take()))?
+        } else {
+            None
+        };
+        let pid = if let Some(restore) = restore {
+            self.start_restored(&req.id, restore)?
+        } else if req.exec_id.is_empty() {
             self.inner.helper.start(&req.id).map_err(|e| {
                 err(
                     Code::INTERNAL,
@@ -646,8 +715,10 @@ impl Task for TaskService {
                 format!("container {} is running: stop it before deleting", req.id),
             ));
         }
-        if phase == Phase::Created {
-            // Never started: its init is parked waiting for `start`; kill it so it can be reaped.
+        // Never started: its init is parked waiting for `start`; kill it so it can be reaped.
+        // A container to be restored has no process yet (pid 0: nothing to kill or wait for).
+        let parked = phase == Phase::Created && pid > 0;
+        if parked {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
         self.inner.helper.delete(&req.id).map_err(|e| {
@@ -658,7 +729,7 @@ impl Task for TaskService {
         })?;
         let exit = {
             let mut guard = self.lock();
-            if phase == Phase::Created {
+            if parked {
                 // Wait for the monitor so the reported exit is real, not invented.
                 guard = self
                     .inner
@@ -683,6 +754,40 @@ impl Task for TaskService {
         resp.pid = pid;
         (resp.exit_status, resp.exited_at) = exit_fields(exit);
         Ok(resp)
+    }
+
+    fn checkpoint(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CheckpointTaskRequest,
+    ) -> ttrpc::Result<api::Empty> {
+        let _span = tracing::info_span!("checkpoint", container = %req.id).entered();
+        self.with_container(&req.id, |c| match c.init.phase {
+            Phase::Running => Ok(()),
+            phase => Err(err(
+                Code::FAILED_PRECONDITION,
+                format!(
+                    "container {} is {phase:?}: only a running one can be checkpointed",
+                    c.id
+                ),
+            )),
+        })?;
+        if req.path.is_empty() {
+            return Err(err(
+                Code::INVALID_ARGUMENT,
+                "checkpoint without an images path",
+            ));
+        }
+        self.inner
+            .helper
+            .checkpoint(&req.id, std::path::Path::new(&req.path))
+            .map_err(|e| {
+                err(
+                    Code::INTERNAL,
+                    format!("checkpointing container {}: {e}", req.id),
+                )
+            })?;
+        Ok(api::Empty::new())
     }
 
     fn update(

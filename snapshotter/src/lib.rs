@@ -2,6 +2,7 @@
 //! crispd. See [`Snapshotter`] for the on-disk layout.
 
 pub mod content;
+pub mod diff;
 pub mod digest;
 pub mod error;
 pub mod idmap;

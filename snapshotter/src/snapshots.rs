@@ -543,6 +543,20 @@ impl Snapshotter {
         }
     }
 
+    /// The upper directory of an existing writable layer: its changes (see [`crate::diff`]).
+    pub fn active_upper(&self, key: &str) -> Result<PathBuf> {
+        validate_key(key)?;
+        let upper = self.active.join(key).join("upper");
+        if upper.is_dir() {
+            Ok(upper)
+        } else {
+            Err(Error::Io {
+                context: format!("writable layer {key}"),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })
+        }
+    }
+
     pub fn mount_active(&self, active: &ActiveSnapshot, target: &Path) -> Result<()> {
         overlay::mount_overlay(&active.lowers, &active.upper, &active.work, target)
     }

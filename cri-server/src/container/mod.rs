@@ -3,6 +3,7 @@
 
 pub mod apparmor;
 pub mod cdi;
+pub mod checkpoint;
 pub mod devices;
 pub mod idmapped_binds;
 pub mod image_volumes;

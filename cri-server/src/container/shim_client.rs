@@ -125,7 +125,14 @@ impl Shim {
         })
     }
 
-    pub async fn create(&self, bundle: &Path, stdio: &TaskStdio) -> Result<u32> {
+    /// Creates the container; with `checkpoint` (CRIU images), one that Start restores from
+    /// them (no process until then: the pid is 0).
+    pub async fn create(
+        &self,
+        bundle: &Path,
+        stdio: &TaskStdio,
+        checkpoint: Option<&Path>,
+    ) -> Result<u32> {
         let req = api::CreateTaskRequest {
             id: self.id.clone(),
             bundle: bundle.display().to_string(),
@@ -133,6 +140,9 @@ impl Shim {
             stdout: stdio.stdout.clone(),
             stderr: stdio.stderr.clone(),
             terminal: stdio.terminal,
+            checkpoint: checkpoint
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             ..Default::default()
         };
         let r = self
@@ -141,6 +151,20 @@ impl Shim {
             .await
             .map_err(|e| call_err(&self.id, "creating", e))?;
         Ok(r.pid)
+    }
+
+    /// Dumps the running container with CRIU into `images`, leaving it running.
+    pub async fn checkpoint(&self, images: &Path, timeout: Duration) -> Result<()> {
+        let req = api::CheckpointTaskRequest {
+            id: self.id.clone(),
+            path: images.display().to_string(),
+            ..Default::default()
+        };
+        self.task
+            .checkpoint(ctx(Some(timeout)), &req)
+            .await
+            .map_err(|e| call_err(&self.id, "checkpointing", e))?;
+        Ok(())
     }
 
     pub async fn start(&self) -> Result<u32> {

@@ -502,7 +502,7 @@ impl RuntimeService for Cri {
         let req = req.into_inner();
         let span = tracing::info_span!("CheckpointContainer", container = %req.container_id);
         self.runtime
-            .checkpoint_container(&req.container_id, &req.location)
+            .checkpoint_container(&req.container_id, &req.location, req.timeout)
             .instrument(span)
             .await?;
         Ok(Response::new(cri::CheckpointContainerResponse {}))

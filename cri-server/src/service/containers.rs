@@ -3,7 +3,7 @@
 use super::{now_ns, ContainerEntry, Runtime};
 use crate::container::shim_client::{Exit, Shim, TaskStdio};
 use crate::container::spec::{self, SpecInput};
-use crate::container::{idmapped_binds, image_volumes};
+use crate::container::{checkpoint, idmapped_binds, image_volumes};
 use crate::container::{ContainerRecord, ContainerState, ProcessUser};
 use crate::error::{ok_if_gone, Error, Result};
 use crate::ids;
@@ -17,11 +17,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// A snapshot of a container entry, taken under the objects lock and used without it.
-struct EntryView {
-    rec: ContainerRecord,
-    shim: Option<Shim>,
-    op: Arc<tokio::sync::Mutex<()>>,
-    exited: watch::Receiver<bool>,
+pub(super) struct EntryView {
+    pub(super) rec: ContainerRecord,
+    pub(super) shim: Option<Shim>,
+    pub(super) op: Arc<tokio::sync::Mutex<()>>,
+    pub(super) exited: watch::Receiver<bool>,
 }
 
 /// How long to wait for a container to die after SIGKILL before giving up on it.
@@ -42,7 +42,7 @@ impl Runtime {
                 "container name must not be empty".into(),
             ));
         }
-        let image_name = config
+        let mut image_name = config
             .image
             .as_ref()
             .map(|i| i.image.clone())
@@ -60,14 +60,30 @@ impl Runtime {
                 pod.id, meta.name
             )));
         }
+        let id = ids::new_id();
+        let dir = self.shim_dir(&id);
+        // CRI-O's convention: an image that is a file on the node is a checkpoint archive to
+        // restore the container from.
+        let restore = match checkpoint::archive_of(&image_name) {
+            Some(archive) => {
+                let unpacked = self.restore_config(&archive, &id, &pod, &mut config).await;
+                if unpacked.is_err() {
+                    let _ = std::fs::remove_dir_all(dir.path());
+                }
+                image_name = config
+                    .image
+                    .as_ref()
+                    .map(|i| i.image.clone())
+                    .unwrap_or_default();
+                Some(unpacked?)
+            }
+            None => None,
+        };
         let image = self.images.find(&image_name).ok_or_else(|| {
             Error::NotFound(format!("image {image_name:?} not found: pull it first"))
         })?;
         let log_path = log_path(&pod.config.log_directory, &config.log_path)?;
         image_volumes::resolve(&mut config.mounts, &self.images)?;
-
-        let id = ids::new_id();
-        let dir = self.shim_dir(&id);
         let mut rec = ContainerRecord {
             id: id.clone(),
             pod_id: pod.id.clone(),
@@ -114,7 +130,7 @@ impl Runtime {
             );
         }
 
-        let result = self.materialise(&rec, &pod, &image, &dir).await;
+        let result = self.materialise(&rec, &pod, &image, &dir, restore).await;
         match result {
             Ok((shim, pid, user)) => {
                 rec.pid = pid;
@@ -144,7 +160,9 @@ impl Runtime {
         pod: &crate::pod::SandboxRecord,
         image: &crate::image::ImageRecord,
         dir: &ShimDir,
+        restore: Option<checkpoint::Unpacked>,
     ) -> Result<(Shim, u32, Option<ProcessUser>)> {
+        let restore_images = restore.as_ref().map(|r| r.images.clone());
         let bundle = dir.bundle();
         let rootfs = bundle.join("rootfs");
         let me = self.clone();
@@ -166,6 +184,9 @@ impl Runtime {
                 .snapshotter
                 .prepare_active(&id, top.as_ref())
                 .map_err(|e| Error::internal(format!("preparing the writable layer of {id}"), e))?;
+            if let Some(restore) = &restore {
+                restore.apply_rootfs_diff(&active.upper)?;
+            }
             match (&pod2.userns, pod2.idmap.as_ref().and_then(|m| m.root())) {
                 (Some(userns), Some(owner)) => {
                     let ns = std::fs::File::open(userns)
@@ -237,7 +258,9 @@ impl Runtime {
             stderr: target,
             terminal: rec.config.tty,
         };
-        let created = shim.create(&dir.bundle(), &stdio).await;
+        let created = shim
+            .create(&dir.bundle(), &stdio, restore_images.as_deref())
+            .await;
         tracing::debug!(ms = began.elapsed().as_millis(), "runtime create returned");
         let staged = pod.userns.is_some()
             || rec
@@ -305,7 +328,7 @@ impl Runtime {
         ids::resolve("container", id, objs.containers.keys())
     }
 
-    fn entry_parts(&self, id: &str) -> Result<EntryView> {
+    pub(super) fn entry_parts(&self, id: &str) -> Result<EntryView> {
         let objs = self.objects();
         let e = objs
             .containers
@@ -341,12 +364,21 @@ impl Runtime {
         // and finished_at must not precede started_at.
         let started_at = now_ns();
         match shim.start().await {
-            Ok(_) => {
+            Ok(pid) => {
                 self.update_container(&id, |r| {
                     r.state = r.state.transition(ContainerState::Running)?;
                     r.started_at_ns = started_at;
+                    // A restored container's process exists from its start on.
+                    if pid > 0 {
+                        r.pid = pid;
+                    }
                     Ok(())
                 })?;
+                // A restore's CRIU images (the container's memory) are not needed any more.
+                let restored = self.shim_dir(&id).restore_from();
+                if restored.exists() {
+                    tokio::task::spawn_blocking(move || std::fs::remove_dir_all(restored));
+                }
                 self.watch_exit(id.clone(), watcher);
                 self.publish(&id, &rec.pod_id, ContainerEventType::ContainerStartedEvent);
                 tracing::info!(container = %id, "container started");
