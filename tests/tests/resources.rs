@@ -112,6 +112,30 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         .map(|l| l.memory_limit_in_bytes);
     assert_eq!(reported, Some(128 << 20));
 
+    // Updated while created (the runtime creates the container at its start): it starts with
+    // the new limits.
+    let mut early = pod.container("updated-early", &["sleep", "1000"])?;
+    early.linux = Some(limited(64 << 20, 50_000));
+    let early = pod.create(&mut client, early).await?;
+    client
+        .runtime
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: early.clone(),
+            linux: limited(96 << 20, 30_000).resources,
+            ..Default::default()
+        })
+        .await?;
+    client.start_container(&early).await?;
+    assert_eq!(
+        read_in(&mut client, &early, mem_file).await?,
+        (96u64 << 20).to_string()
+    );
+    let quota = read_in(&mut client, &early, quota_file).await?;
+    assert!(
+        quota.starts_with("30000"),
+        "quota of one updated before its start {quota}"
+    );
+
     // Hugepage limits: the hugetlb controller is wherever the host has it (on this hybrid
     // host only in the cgroup2 hierarchy at /sys/fs/cgroup/unified).
     let mut huge = pod.container("huge", &["sleep", "1000"])?;

@@ -168,6 +168,12 @@ pub fn archive_of(image: &str) -> Option<PathBuf> {
     (path.is_absolute() && path.is_file()).then(|| path.to_path_buf())
 }
 
+/// The CRIU images a created container is to be restored from at its start, if it is one.
+pub fn pending_images(dir: &crisp_api::ShimDir) -> Option<PathBuf> {
+    let images = dir.restore_from().join(IMAGES_DIR);
+    images.is_dir().then_some(images)
+}
+
 /// What a restore takes from an unpacked archive.
 pub struct Unpacked {
     pub config: ConfigDump,

@@ -388,6 +388,26 @@ pub fn cgroup_resources(r: &LinuxContainerResources) -> Result<LinuxResources> {
     b.build().map_err(spec_err)
 }
 
+/// UpdateContainerResources before the start: the new limits go into the bundle's spec, which
+/// the runtime creates the container from. Device rules and pids stay as built.
+pub fn update_bundle_resources(bundle: &Path, new: LinuxResources) -> Result<()> {
+    let path = bundle.join("config.json");
+    let mut spec = oci_spec::runtime::Spec::load(&path)
+        .map_err(|e| Error::internal(format!("reading {}", path.display()), e))?;
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let mut resources = linux.resources().clone().unwrap_or_default();
+    resources.set_cpu(new.cpu().clone());
+    resources.set_memory(*new.memory());
+    resources.set_hugepage_limits(new.hugepage_limits().clone());
+    if new.unified().is_some() {
+        resources.set_unified(new.unified().clone());
+    }
+    linux.set_resources(Some(resources));
+    spec.set_linux(Some(linux));
+    spec.save(&path)
+        .map_err(|e| Error::internal(format!("writing {}", path.display()), e))
+}
+
 /// Kubernetes' rule: `command` replaces the image ENTRYPOINT (and drops its CMD), `args`
 /// replaces CMD.
 fn command_line(c: &ContainerConfig, image: &ImageConfig) -> Result<Vec<String>> {

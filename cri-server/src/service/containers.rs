@@ -132,8 +132,7 @@ impl Runtime {
 
         let result = self.materialise(&rec, &pod, &image, &dir, restore).await;
         match result {
-            Ok((shim, pid, user)) => {
-                rec.pid = pid;
+            Ok((shim, user)) => {
                 rec.user = user;
                 rec.state = rec.state.transition(ContainerState::Created)?;
                 self.container_store.save(&id, &rec)?;
@@ -153,7 +152,9 @@ impl Runtime {
         }
     }
 
-    /// Rootfs, bundle, shim and the created (not yet started) container.
+    /// Rootfs, bundle and shim of a created container. The runtime's create waits for
+    /// StartContainer, as containerd's CRI creates its task there: a created container is
+    /// this, and no process.
     async fn materialise(
         self: &Arc<Self>,
         rec: &ContainerRecord,
@@ -161,8 +162,7 @@ impl Runtime {
         image: &crate::image::ImageRecord,
         dir: &ShimDir,
         restore: Option<checkpoint::Unpacked>,
-    ) -> Result<(Shim, u32, Option<ProcessUser>)> {
-        let restore_images = restore.as_ref().map(|r| r.images.clone());
+    ) -> Result<(Shim, Option<ProcessUser>)> {
         let bundle = dir.bundle();
         let rootfs = bundle.join("rootfs");
         let me = self.clone();
@@ -234,12 +234,13 @@ impl Runtime {
             ms = began.elapsed().as_millis(),
             "rootfs mounted, bundle written, shim serving"
         );
-        {
-            let mut objs = self.objects();
-            if let Some(e) = objs.containers.get_mut(&rec.id) {
-                e.shim = Some(shim.clone());
-            }
-        }
+        Ok((shim, user))
+    }
+
+    /// The runtime's create, at StartContainer: the shim creates the container from the
+    /// bundle (or, for a checkpoint, takes the images to restore at its start).
+    async fn create_in_shim(&self, rec: &ContainerRecord, shim: &Shim) -> Result<()> {
+        let dir = self.shim_dir(&rec.id);
         let target = match &rec.log_path {
             Some(p) => StdioTarget::CriLog(p.clone()),
             None => StdioTarget::Null,
@@ -258,17 +259,25 @@ impl Runtime {
             stderr: target,
             terminal: rec.config.tty,
         };
-        let created = shim
-            .create(&dir.bundle(), &stdio, restore_images.as_deref())
-            .await;
+        let restore = checkpoint::pending_images(&dir);
+        let began = std::time::Instant::now();
+        let created = match shim.create(&dir.bundle(), &stdio, restore.as_deref()).await {
+            // Created in its shim already: by an earlier crispd, which did it at CreateContainer.
+            Err(Error::AlreadyExists(_)) => return Ok(()),
+            other => other,
+        };
         tracing::debug!(ms = began.elapsed().as_millis(), "runtime create returned");
-        let staged = pod.userns.is_some()
-            || rec
-                .config
-                .mounts
-                .iter()
-                .any(|m| image_volumes::image_of(m).is_some());
-        if staged {
+        let staged = rec
+            .config
+            .mounts
+            .iter()
+            .any(|m| image_volumes::image_of(m).is_some())
+            || self
+                .objects()
+                .pods
+                .get(&rec.pod_id)
+                .is_some_and(|p| p.userns.is_some());
+        if staged && created.is_ok() {
             // The container's mount namespace holds its own references by now.
             let bundle = dir.bundle();
             tokio::task::spawn_blocking(move || {
@@ -278,7 +287,7 @@ impl Runtime {
             .await
             .map_err(|e| Error::internal("releasing staged mounts", e))?;
         }
-        Ok((shim, created?, user))
+        created.map(|_| ())
     }
 
     /// For pid mode TARGET: the PID namespace of the named container, which must be running
@@ -363,7 +372,11 @@ impl Runtime {
         // Taken before the start: a short-lived container can exit before the call returns,
         // and finished_at must not precede started_at.
         let started_at = now_ns();
-        match shim.start().await {
+        let started = match self.create_in_shim(&rec, &shim).await {
+            Ok(()) => shim.start().await,
+            Err(e) => Err(e),
+        };
+        match started {
             Ok(pid) => {
                 self.update_container(&id, |r| {
                     r.state = r.state.transition(ContainerState::Running)?;
@@ -646,8 +659,10 @@ impl Runtime {
             None => Shim::connect(&dir, &rec.id).await.ok(),
         };
         if let Some(shim) = &shim {
-            if let Err(e) = shim.delete().await {
-                tracing::warn!(container = %rec.id, error = %e, "shim delete");
+            match shim.delete().await {
+                // A container never started was never created in its shim.
+                Ok(()) | Err(Error::NotFound(_)) => {}
+                Err(e) => tracing::warn!(container = %rec.id, error = %e, "shim delete"),
             }
             tracing::debug!(
                 us = began.elapsed().as_micros(),
@@ -806,10 +821,19 @@ impl Runtime {
             )));
         }
         let oci = spec::cgroup_resources(&resources)?;
-        let json =
-            serde_json::to_vec(&oci).map_err(|e| Error::internal("encoding resources", e))?;
-        let shim = shim.ok_or_else(|| Error::Internal(format!("container {id} has no shim")))?;
-        shim.update(json).await?;
+        if rec.state == ContainerState::Created {
+            // No cgroup yet (the runtime creates it at start): the bundle's spec is updated.
+            let bundle = self.shim_dir(&id).bundle();
+            tokio::task::spawn_blocking(move || spec::update_bundle_resources(&bundle, oci))
+                .await
+                .map_err(|e| Error::internal("updating the bundle", e))??;
+        } else {
+            let json =
+                serde_json::to_vec(&oci).map_err(|e| Error::internal("encoding resources", e))?;
+            let shim =
+                shim.ok_or_else(|| Error::Internal(format!("container {id} has no shim")))?;
+            shim.update(json).await?;
+        }
         self.update_container(&id, |r| {
             r.config
                 .linux

@@ -5,7 +5,7 @@
 use super::{now_ns, ContainerEntry, Runtime};
 use crate::container::shim_client::{Exit, Shim};
 use crate::container::ContainerState;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pod::SandboxState;
 use containerd_shim_protos::api::Status;
 use std::sync::Arc;
@@ -104,6 +104,8 @@ impl Runtime {
                     self.watch_exit(id.clone(), shim);
                 }
                 Ok(_) => {}
+                // Created and not started: the runtime's create waits for the start.
+                Err(Error::NotFound(_)) if was == ContainerState::Created => {}
                 Err(e) => {
                     tracing::warn!(container = %id, error = %e, "shim state unknown");
                     self.watch_exit(id.clone(), shim);
