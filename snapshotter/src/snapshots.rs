@@ -594,8 +594,29 @@ impl Snapshotter {
 
     /// Removes an active snapshot (missing is fine). It must not be mounted.
     pub fn remove_active(&self, key: &str) -> Result<()> {
+        match self.detach_active(key)? {
+            Some(detached) => {
+                remove_any(&detached).map_err(io_ctx(|| format!("removing {}", detached.display())))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Takes a writable layer out of `active/` (one rename into staging) and returns where it
+    /// went, for the caller to delete off its critical path; None if there was none. What a
+    /// crash leaves in staging, the next start deletes.
+    pub fn detach_active(&self, key: &str) -> Result<Option<PathBuf>> {
         validate_key(key)?;
-        self.remove_dir_atomically(&self.active.join(key))
+        let dir = self.active.join(key);
+        let staging = self.tmp.join(unique_name("remove"));
+        match fs::rename(&dir, &staging) {
+            Ok(()) => Ok(Some(staging)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Io {
+                context: format!("removing {}", dir.display()),
+                source: e,
+            }),
+        }
     }
 
     /// Removes a committed layer (missing is fine). The caller guarantees no

@@ -269,24 +269,88 @@ pub fn ensure_network(
     nat: &[String],
     filter: &[String],
 ) -> Result<(), String> {
-    let want = format!(
-        "{}\n{}\n{}\n",
-        crisp_api::boot::boot_id().map_err(|e| format!("reading the boot id: {e}"))?,
-        nat.join("\n"),
-        filter.join("\n")
-    );
+    let boot = crisp_api::boot::boot_id().map_err(|e| format!("reading the boot id: {e}"))?;
     let _l = lock()?;
-    if std::fs::read_to_string(stamp).is_ok_and(|have| have == want) {
+    let (mut have_nat, mut have_filter) = std::fs::read_to_string(stamp)
+        .ok()
+        .and_then(|text| parse_stamp(&text, &boot))
+        .unwrap_or_default();
+    let missing = |want: &[String], have: &[String]| want.iter().any(|r| !have.contains(r));
+    if !missing(nat, &have_nat) && !missing(filter, &have_filter) {
         return Ok(());
     }
     install_locked(tag, nat, filter)?;
-    crisp_api::atomic_file::replace(stamp, want.as_bytes())
+    // The stamp keeps the rules of earlier configurations of this boot too (a subnet that
+    // changed while its pods run keeps their rules): the last DEL deletes them all.
+    for (have, want) in [(&mut have_nat, nat), (&mut have_filter, filter)] {
+        for r in want {
+            if !have.contains(r) {
+                have.push(r.clone());
+            }
+        }
+    }
+    let text = stamp_text(&boot, &have_nat, &have_filter);
+    crisp_api::atomic_file::replace(stamp, text.as_bytes())
         .map_err(|e| format!("writing {}: {e}", stamp.display()))
+}
+
+/// A network's stamp: the boot it is from and its rules, by table.
+fn stamp_text(boot: &str, nat: &[String], filter: &[String]) -> String {
+    let mut text = format!("{boot}\n");
+    for (table, rules) in [("nat", nat), ("filter", filter)] {
+        text.push_str(&format!("*{table}\n"));
+        for r in rules {
+            text.push_str(r);
+            text.push('\n');
+        }
+    }
+    text
+}
+
+/// The rules a stamp of boot `boot` lists, (nat, filter); None for a stamp of another boot
+/// (its rules went with it) or of another format.
+fn parse_stamp(stamp: &str, boot: &str) -> Option<(Vec<String>, Vec<String>)> {
+    let mut lines = stamp.lines();
+    if lines.next()? != boot {
+        return None;
+    }
+    let (mut nat, mut filter) = (Vec::new(), Vec::new());
+    let mut table: Option<&mut Vec<String>> = None;
+    for line in lines {
+        match line {
+            "*nat" => table = Some(&mut nat),
+            "*filter" => table = Some(&mut filter),
+            rule if rule.starts_with("-A ") => table.as_mut()?.push(rule.to_string()),
+            _ => return None,
+        }
+    }
+    Some((nat, filter))
+}
+
+/// The `iptables-restore` script that deletes `nat` and `filter` rules (`-A` lines).
+fn delete_script(nat: &[String], filter: &[String]) -> String {
+    let mut script = String::new();
+    for (table, rules) in [("nat", nat), ("filter", filter)] {
+        if rules.is_empty() {
+            continue;
+        }
+        script.push_str(&format!("*{table}\n"));
+        for r in rules {
+            script.push_str(&format!("-D {}\n", &r[3..]));
+        }
+        script.push_str("COMMIT\n");
+    }
+    script
 }
 
 /// Removes every rule of `network` (all its subnets) and the stamp, if `unused()` says no pod
 /// is left. Asked under the lock, so an ADD racing with this either finds the rules gone and
 /// puts them back, or made its lease first and keeps them.
+///
+/// The stamp lists the rules this boot installed: deleting exactly them is one
+/// `iptables-restore` (a network's last DEL was three iptables runs, two of them dumps of whole
+/// tables). If that fails (someone removed a rule by hand) the tables are searched for the
+/// network's tag instead.
 pub fn remove_network_if_unused(
     stamp: &Path,
     network: &str,
@@ -296,8 +360,16 @@ pub fn remove_network_if_unused(
     if !unused()? {
         return Ok(());
     }
-    let prefix = network_tag_prefix(network);
-    remove_locked(|t| t.starts_with(&prefix))?;
+    let listed = crisp_api::boot::boot_id()
+        .ok()
+        .and_then(|boot| parse_stamp(&std::fs::read_to_string(stamp).ok()?, &boot));
+    let deleted = listed.is_some_and(|(nat, filter)| {
+        nat.is_empty() && filter.is_empty() || restore(&delete_script(&nat, &filter)).is_ok()
+    });
+    if !deleted {
+        let prefix = network_tag_prefix(network);
+        remove_locked(|t| t.starts_with(&prefix))?;
+    }
     match std::fs::remove_file(stamp) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(format!("removing {}: {e}", stamp.display()))
@@ -398,6 +470,25 @@ mod tests {
             }]
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_stamp_lists_the_rules_to_delete() {
+        let subnet = "10.99.0.0/24".parse().unwrap();
+        let (nat, filter) = network_rules(&network_tag("n", subnet), subnet, true);
+        let stamp = stamp_text("boot-1", &nat, &filter);
+        let (n, f) = parse_stamp(&stamp, "boot-1").unwrap();
+        assert_eq!((&n, &f), (&nat, &filter));
+        let script = delete_script(&n, &f);
+        assert_eq!(script.matches("COMMIT").count(), 2, "{script}");
+        assert!(
+            script.starts_with("*nat\n-D CRISP-POSTROUTING -s 10.99.0.0/24"),
+            "{script}"
+        );
+        assert_eq!(script.matches("-D CRISP-FORWARD").count(), 2, "{script}");
+        assert!(parse_stamp(&stamp, "boot-2").is_none());
+        // A stamp of the format before tables were named in it.
+        assert!(parse_stamp("boot-1\n-A X -j ACCEPT\n", "boot-1").is_none());
     }
 
     #[test]

@@ -692,8 +692,17 @@ impl Runtime {
                 tracing::warn!(container = %id, error = %e, "unmounting rootfs");
             }
             tracing::debug!(us = began.elapsed().as_micros(), "rootfs unmounted");
-            if let Err(e) = snapshotter.remove_active(&id) {
-                tracing::warn!(container = %id, error = %e, "removing writable layer");
+            // Out of the snapshotter at once; its files are deleted after the call returns.
+            match snapshotter.detach_active(&id) {
+                Ok(Some(detached)) => {
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = std::fs::remove_dir_all(&detached) {
+                            tracing::warn!(dir = %detached.display(), error = %e, "deleting a writable layer");
+                        }
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(container = %id, error = %e, "removing writable layer"),
             }
             tracing::debug!(us = began.elapsed().as_micros(), "writable layer removed");
             dir.remove_sockets();

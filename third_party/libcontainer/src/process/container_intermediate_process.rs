@@ -86,6 +86,7 @@ pub fn container_intermediate_process(
         &cgroup_manager,
         linux.resources().as_ref(),
         matches!(args.container_type, ContainerType::InitContainer),
+        &args.cgroup_config.cgroup_path,
     )?;
 
     // setting CPU affinity for tenant container after cgroup move
@@ -319,6 +320,20 @@ fn setup_time_offsets(sender: &mut MainSender, receiver: &mut IntermediateReceiv
     Ok(())
 }
 
+/// Whether this process is in the cgroup v2 `path` (a cgroupfs path, as the spec gives it) on
+/// a host with only cgroup v2.
+fn cgroup_v2_member(path: &std::path::Path) -> bool {
+    if !matches!(
+        libcgroups::common::get_cgroup_setup(),
+        Ok(libcgroups::common::CgroupSetup::Unified)
+    ) {
+        return false;
+    }
+    let want = format!("0::/{}", path.strip_prefix("/").unwrap_or(path).display());
+    std::fs::read_to_string("/proc/self/cgroup")
+        .is_ok_and(|s| s.lines().any(|l| l.trim_end_matches('/') == want.trim_end_matches('/')))
+}
+
 fn apply_cgroups<
     C: CgroupManager<Error = E> + ?Sized,
     E: std::error::Error + Send + Sync + 'static,
@@ -326,12 +341,18 @@ fn apply_cgroups<
     cmanager: &C,
     resources: Option<&LinuxResources>,
     init: bool,
+    cgroup_path: &std::path::Path,
 ) -> Result<()> {
     let pid = getpid();
-    cmanager.add_task(pid).map_err(|err| {
-        tracing::error!(?pid, ?err, ?init, "failed to add task to cgroup");
-        IntermediateProcessError::Cgroup(err.to_string())
-    })?;
+    // crisp: an exec'd process cloned into the container's cgroup v2 is there already
+    // (container_main_process::tenant_cgroup_dir); moving it again would take the kernel's
+    // threadgroup lock for nothing.
+    if init || !cgroup_v2_member(cgroup_path) {
+        cmanager.add_task(pid).map_err(|err| {
+            tracing::error!(?pid, ?err, ?init, "failed to add task to cgroup");
+            IntermediateProcessError::Cgroup(err.to_string())
+        })?;
+    }
 
     if init && let Some(resources) = resources {
         let controller_opt = libcgroups::common::ControllerOpt {
@@ -367,7 +388,7 @@ mod tests {
         let resources = LinuxResources::default();
 
         // act
-        apply_cgroups(&cmanager, Some(&resources), true)?;
+        apply_cgroups(&cmanager, Some(&resources), true, std::path::Path::new("/t"))?;
 
         // assert
         assert!(cmanager.get_add_task_args().len() == 1);
@@ -386,7 +407,7 @@ mod tests {
         let resources = LinuxResources::default();
 
         // act
-        apply_cgroups(&cmanager, Some(&resources), false)?;
+        apply_cgroups(&cmanager, Some(&resources), false, std::path::Path::new("/t"))?;
 
         // assert
         assert_eq!(
@@ -403,7 +424,7 @@ mod tests {
         let cmanager = TestManager::default();
 
         // act
-        apply_cgroups(&cmanager, None, true)?;
+        apply_cgroups(&cmanager, None, true, std::path::Path::new("/t"))?;
         // assert
         assert_eq!(
             cmanager.get_add_task_args()[0],

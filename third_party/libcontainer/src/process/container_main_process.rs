@@ -49,6 +49,27 @@ pub enum ProcessError {
 
 type Result<T> = std::result::Result<T, ProcessError>;
 
+/// The container's cgroup v2 directory, opened for `CLONE_INTO_CGROUP`; None where that does
+/// not apply (cgroup v1 or hybrid, the systemd driver, a cgroup that is not there).
+fn tenant_cgroup_dir(config: &libcgroups::common::CgroupConfig) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if config.systemd_cgroup
+        || !matches!(
+            libcgroups::common::get_cgroup_setup(),
+            Ok(libcgroups::common::CgroupSetup::Unified)
+        )
+    {
+        return None;
+    }
+    let relative = config.cgroup_path.strip_prefix("/").unwrap_or(&config.cgroup_path);
+    let dir = std::path::Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT).join(relative);
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_PATH)
+        .open(dir)
+        .ok()
+}
+
 pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
     // We use a set of channels to communicate between parent and child process.
     // Each channel is uni-directional. Because we will pass these channel to
@@ -93,13 +114,22 @@ pub fn container_main_process(container_args: &ContainerArgs) -> Result<Pid> {
         })
     };
 
-    let container_clone_fn = if container_args.as_sibling {
-        fork::container_clone_sibling
-    } else {
-        fork::container_clone
+    // crisp: an exec'd (tenant) process on cgroup v2 is cloned straight into the container's
+    // cgroup, which exists already (see fork::container_clone_sibling_into).
+    let tenant_cgroup = match container_args.container_type {
+        ContainerType::TenantContainer { .. } if container_args.as_sibling => {
+            tenant_cgroup_dir(&container_args.cgroup_config)
+        }
+        _ => None,
     };
+    let cloned = match &tenant_cgroup {
+        Some(dir) => fork::container_clone_sibling_into(cb, dir.as_raw_fd()),
+        None if container_args.as_sibling => fork::container_clone_sibling(cb),
+        None => fork::container_clone(cb),
+    };
+    drop(tenant_cgroup);
 
-    let intermediate_pid = container_clone_fn(cb).map_err(|err| {
+    let intermediate_pid = cloned.map_err(|err| {
         tracing::error!("failed to fork intermediate process: {}", err);
         ProcessError::IntermediateProcessFailed(err)
     })?;

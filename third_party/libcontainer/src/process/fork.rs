@@ -1,5 +1,6 @@
 use std::ffi::c_int;
 use std::num::NonZeroUsize;
+use std::os::fd::RawFd;
 
 use libc::SIGCHLD;
 use nix::sys::{mman, resource};
@@ -50,6 +51,24 @@ pub fn container_clone_sibling(cb: CloneCb) -> Result<Pid, CloneError> {
     clone_internal(cb, libc::CLONE_PARENT as u64, None)
 }
 
+/// `CLONE_INTO_CGROUP` (Linux 5.7): the child starts in the cgroup whose directory `args.cgroup`
+/// is an fd of.
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// As [`container_clone_sibling`], the child born in the cgroup v2 directory `cgroup` (crisp's
+/// patch): it need not migrate itself into it, a migration that takes the kernel's global
+/// `cgroup_threadgroup_rwsem` for writing and with it an RCU grace period. Falls back to a
+/// plain sibling clone if the kernel refuses (older than 5.7, or the cgroup cannot take it).
+pub fn container_clone_sibling_into(mut cb: CloneCb, cgroup: RawFd) -> Result<Pid, CloneError> {
+    match clone3_into(&mut cb, libc::CLONE_PARENT as u64 | CLONE_INTO_CGROUP, None, cgroup) {
+        Ok(pid) => Ok(pid),
+        Err(err) => {
+            tracing::debug!(?err, "clone3 into the cgroup refused, cloning without");
+            container_clone_sibling(cb)
+        }
+    }
+}
+
 // Clone a child process and execute the callback.
 pub fn container_clone(cb: CloneCb) -> Result<Pid, CloneError> {
     clone_internal(cb, 0, Some(SIGCHLD as u64))
@@ -78,6 +97,17 @@ fn clone_internal(
 // the interface of fork. There is not need to explicitly manage the memory, so
 // we can safely passing the callback closure as reference.
 fn clone3(cb: &mut CloneCb, flags: u64, exit_signal: Option<u64>) -> Result<Pid, CloneError> {
+    clone3_into(cb, flags, exit_signal, -1)
+}
+
+/// clone3 with `args.cgroup` set to `cgroup` when it is an fd (with `CLONE_INTO_CGROUP` in
+/// `flags`).
+fn clone3_into(
+    cb: &mut CloneCb,
+    flags: u64,
+    exit_signal: Option<u64>,
+    cgroup: RawFd,
+) -> Result<Pid, CloneError> {
     #[repr(C)]
     struct clone3_args {
         flags: u64,
@@ -103,7 +133,7 @@ fn clone3(cb: &mut CloneCb, flags: u64, exit_signal: Option<u64>) -> Result<Pid,
         tls: 0,
         set_tid: 0,
         set_tid_size: 0,
-        cgroup: 0,
+        cgroup: if cgroup >= 0 { cgroup as u64 } else { 0 },
     };
     let args_ptr = &mut args as *mut clone3_args;
     let args_size = std::mem::size_of::<clone3_args>();
