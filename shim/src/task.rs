@@ -246,12 +246,20 @@ impl TaskService {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             err(Code::INTERNAL, format!("stdio of restored {id}: {e}"))
         })?;
-        self.with_container(id, |c| {
-            c.init.pid = pid;
-            Ok(())
-        })?;
-        *self.inner.log.lock().unwrap_or_else(|e| e.into_inner()) = io.log.clone();
-        self.spawn_monitor(String::new(), pid, io)?;
+        // From here on a restored process exists: on any error it is killed, not left unwatched.
+        let watched = self
+            .with_container(id, |c| {
+                c.init.pid = pid;
+                Ok(())
+            })
+            .and_then(|()| {
+                *self.inner.log.lock().unwrap_or_else(|e| e.into_inner()) = io.log.clone();
+                self.spawn_monitor(String::new(), pid, io)
+            });
+        if let Err(e) = watched {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            return Err(e);
+        }
         Ok(pid)
     }
 

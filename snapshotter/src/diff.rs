@@ -49,15 +49,35 @@ fn walk<W: Write>(
     for entry in entries {
         let path = entry.path();
         let name = rel.join(entry.file_name());
-        let meta = fs::symlink_metadata(&path)
-            .map_err(io_ctx(|| format!("reading {}", path.display())))?;
+        // The container runs while its diff is taken: what it deleted meanwhile is not an
+        // error, and its unix sockets are not files to carry over (docker skips them too).
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_ctx(|| format!("reading {}", path.display()))(e)),
+        };
         let ft = meta.file_type();
         if ft.is_char_device() && meta.rdev() == 0 {
             deleted.push(name.to_string_lossy().into_owned());
             continue;
         }
-        tar.append_path_with_name(&path, &name)
-            .map_err(io_ctx(|| format!("adding {} to the diff", path.display())))?;
+        if ft.is_socket() {
+            continue;
+        }
+        let added = if ft.is_file() {
+            append_file(tar, &path, &name)
+        } else {
+            tar.append_path_with_name(&path, &name)
+        };
+        match added {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(io_ctx(|| format!("adding {} to the diff", path.display()))(
+                    e,
+                ))
+            }
+        }
         if ft.is_dir() {
             if is_opaque(&path) {
                 tar.append_data(&mut marker(), name.join(OPAQUE_MARKER), std::io::empty())
@@ -67,6 +87,22 @@ fn walk<W: Write>(
         }
     }
     Ok(())
+}
+
+/// A regular file with exactly the size its header says, however the file changes while it
+/// is read (the tar crate pads to what it copied, which would misalign the archive).
+fn append_file<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &Path,
+    name: &Path,
+) -> std::io::Result<()> {
+    let file = fs::File::open(path)?;
+    let meta = file.metadata()?;
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata(&meta);
+    let size = meta.len();
+    let exact = file.take(size).chain(std::io::repeat(0)).take(size);
+    tar.append_data(&mut header, name, exact)
 }
 
 /// The header of an empty OCI marker entry (a whiteout or an opaque marker).
@@ -151,6 +187,9 @@ mod tests {
             0,
         )
         .unwrap();
+        // A running container's socket is not carried over (and does not fail the diff).
+        let _sock =
+            std::os::unix::net::UnixListener::bind(src.path().join("etc/app.sock")).unwrap();
         let mut tar = Vec::new();
         let deleted = write_upper_diff(src.path(), &mut tar).unwrap();
         assert_eq!(deleted, vec!["etc/gone".to_string()]);
@@ -162,6 +201,7 @@ mod tests {
             fs::read_link(dst.path().join("etc/app/link")).unwrap(),
             Path::new("conf")
         );
+        assert!(!dst.path().join("etc/app.sock").exists());
         let gone = fs::symlink_metadata(dst.path().join("etc/gone")).unwrap();
         assert!(gone.file_type().is_char_device() && gone.rdev() == 0);
     }

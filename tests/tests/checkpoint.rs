@@ -101,7 +101,21 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     // One created from the archive and removed unstarted: nothing was restored, nothing left.
     let unstarted = pod2.create(&mut client, config.clone()).await?;
     client.remove_container(&unstarted).await?;
-    let restored = pod2.create(&mut client, config).await?;
+    let restored = pod2.create(&mut client, config.clone()).await?;
+    // The same name again: ALREADY_EXISTS, and no second unpacked archive left behind (the
+    // leak check at the end counts the state's container dirs).
+    expect_code(
+        client
+            .runtime
+            .create_container(crisp_tests::cri::CreateContainerRequest {
+                pod_sandbox_id: pod2.id.clone(),
+                config: Some(config),
+                sandbox_config: Some(pod2.config.clone()),
+            })
+            .await,
+        tonic::Code::AlreadyExists,
+        "a second container of the same name from the archive",
+    )?;
     anyhow::ensure!(
         state_of(&mut client, &restored).await? == ContainerState::ContainerCreated,
         "a restored container is created first, restored at start"

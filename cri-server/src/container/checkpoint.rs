@@ -26,6 +26,8 @@ const SPEC_DUMP: &str = "spec.dump";
 const BIND_MOUNTS: &str = "bind.mounts";
 const ROOTFS_DIFF: &str = "rootfs-diff.tar";
 const DELETED_FILES: &str = "deleted.files";
+/// How long StartContainer waits for CRIU to restore a container (its memory is read back).
+pub const RESTORE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 /// CRIU writes these into its images directory; CRI-O's archive has them at the top.
 const CRIU_TOP_LEVEL: [&str; 2] = ["dump.log", "stats-dump"];
 /// A dump's JSON files are small; a bigger one is not ours.
@@ -129,11 +131,16 @@ pub fn pack(work: &Path, location: &Path) -> Result<()> {
     let name = location
         .file_name()
         .ok_or_else(|| Error::InvalidArgument(format!("{} names no file", location.display())))?;
-    let tmp = location.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+    let tmp = location.with_file_name(format!(
+        ".{}.{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+    ));
     let file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| Error::internal(format!("creating {}", tmp.display()), e))?;
@@ -197,6 +204,9 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<Unpacked> {
         .map_err(|e| Error::internal(format!("creating {}", dest.display()), e))?;
     crisp_snapshotter::unpack_layer(std::io::BufReader::new(file), dest)
         .map_err(|e| bad(e.to_string()))?;
+    // Only files and directories: every later lookup in here (and CRIU's) follows links, and
+    // a device node would feed whatever it is to CRIU.
+    only_files_and_dirs(dest).map_err(bad)?;
     let images = dest.join(IMAGES_DIR);
     if !images.join("inventory.img").is_file() {
         return Err(bad(
@@ -211,6 +221,25 @@ pub fn unpack(archive: &Path, dest: &Path) -> Result<Unpacked> {
         images,
         dir: dest.to_path_buf(),
     })
+}
+
+fn only_files_and_dirs(dir: &Path) -> std::result::Result<(), String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let kind = entry
+            .file_type()
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        if kind.is_dir() {
+            only_files_and_dirs(&entry.path())?;
+        } else if !kind.is_file() {
+            return Err(format!(
+                "{} is neither a file nor a directory",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> std::result::Result<T, String> {

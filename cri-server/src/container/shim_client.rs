@@ -168,13 +168,19 @@ impl Shim {
     }
 
     pub async fn start(&self) -> Result<u32> {
+        self.start_within(CALL_TIMEOUT).await
+    }
+
+    /// Start, given `timeout` (a CRIU restore takes as long as the container's memory takes
+    /// to read back).
+    pub async fn start_within(&self, timeout: Duration) -> Result<u32> {
         let req = api::StartRequest {
             id: self.id.clone(),
             ..Default::default()
         };
         let r = self
             .task
-            .start(ctx(Some(CALL_TIMEOUT)), &req)
+            .start(ctx(Some(timeout)), &req)
             .await
             .map_err(|e| call_err(&self.id, "starting", e))?;
         Ok(r.pid)

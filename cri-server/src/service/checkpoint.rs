@@ -125,6 +125,12 @@ impl Runtime {
         pod: &SandboxRecord,
         config: &mut ContainerConfig,
     ) -> Result<Unpacked> {
+        if config.tty {
+            return Err(Error::InvalidArgument(format!(
+                "restoring checkpoint {}: a container with a terminal cannot be restored",
+                archive.display()
+            )));
+        }
         // Their staged mounts are released once a created container holds them, which a
         // container restored at start does not yet: refused rather than restored without.
         if pod.userns.is_some() {

@@ -24,6 +24,43 @@ pub(super) struct EntryView {
     pub(super) exited: watch::Receiver<bool>,
 }
 
+/// A container's directory holding an unpacked checkpoint archive, removed if CreateContainer
+/// fails before the container is recorded (after that, its teardown removes it).
+struct UnpackedDir(Option<PathBuf>);
+
+impl UnpackedDir {
+    fn keep(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for UnpackedDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Refuses a second container of the same name and attempt in a pod (kubelet's rule).
+fn name_free(
+    containers: &std::collections::HashMap<String, ContainerEntry>,
+    pod_id: &str,
+    meta: &crisp_cri_api::v1::ContainerMetadata,
+) -> Result<()> {
+    match containers.values().find(|c| {
+        c.rec.pod_id == pod_id
+            && c.rec.config.metadata.as_ref().map(|m| (&m.name, m.attempt))
+                == Some((&meta.name, meta.attempt))
+    }) {
+        Some(other) => Err(Error::AlreadyExists(format!(
+            "container {:?} (attempt {}) already exists in pod {pod_id} as {}",
+            meta.name, meta.attempt, other.rec.id
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// How long to wait for a container to die after SIGKILL before giving up on it.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
@@ -64,12 +101,13 @@ impl Runtime {
         let dir = self.shim_dir(&id);
         // CRI-O's convention: an image that is a file on the node is a checkpoint archive to
         // restore the container from.
+        let mut unpacked_dir = None;
         let restore = match checkpoint::archive_of(&image_name) {
             Some(archive) => {
+                // A kubelet retrying a name that exists must not unpack the archive again.
+                name_free(&self.objects().containers, &pod.id, &meta)?;
+                unpacked_dir = Some(UnpackedDir(Some(dir.path().to_path_buf())));
                 let unpacked = self.restore_config(&archive, &id, &pod, &mut config).await;
-                if unpacked.is_err() {
-                    let _ = std::fs::remove_dir_all(dir.path());
-                }
                 image_name = config
                     .image
                     .as_ref()
@@ -107,17 +145,12 @@ impl Runtime {
         };
         {
             let mut objs = self.objects();
-            if let Some(other) = objs.containers.values().find(|c| {
-                c.rec.pod_id == pod.id
-                    && c.rec.config.metadata.as_ref().map(|m| (&m.name, m.attempt))
-                        == Some((&meta.name, meta.attempt))
-            }) {
-                return Err(Error::AlreadyExists(format!(
-                    "container {:?} (attempt {}) already exists in pod {} as {}",
-                    meta.name, meta.attempt, pod.id, other.rec.id
-                )));
-            }
+            name_free(&objs.containers, &pod.id, &meta)?;
             self.container_store.save(&id, &rec)?;
+            // Recorded: from here on its teardown removes the directory.
+            if let Some(d) = unpacked_dir.as_mut() {
+                d.keep();
+            }
             let (exited, _) = watch::channel(false);
             objs.containers.insert(
                 id.clone(),
@@ -238,8 +271,8 @@ impl Runtime {
     }
 
     /// The runtime's create, at StartContainer: the shim creates the container from the
-    /// bundle (or, for a checkpoint, takes the images to restore at its start).
-    async fn create_in_shim(&self, rec: &ContainerRecord, shim: &Shim) -> Result<()> {
+    /// bundle (or, for a checkpoint, takes the images to restore at its start: then true).
+    async fn create_in_shim(&self, rec: &ContainerRecord, shim: &Shim) -> Result<bool> {
         let dir = self.shim_dir(&rec.id);
         let target = match &rec.log_path {
             Some(p) => StdioTarget::CriLog(p.clone()),
@@ -263,7 +296,7 @@ impl Runtime {
         let began = std::time::Instant::now();
         let created = match shim.create(&dir.bundle(), &stdio, restore.as_deref()).await {
             // Created in its shim already: by an earlier crispd, which did it at CreateContainer.
-            Err(Error::AlreadyExists(_)) => return Ok(()),
+            Err(Error::AlreadyExists(_)) => return Ok(false),
             other => other,
         };
         tracing::debug!(ms = began.elapsed().as_millis(), "runtime create returned");
@@ -287,7 +320,7 @@ impl Runtime {
             .await
             .map_err(|e| Error::internal("releasing staged mounts", e))?;
         }
-        created.map(|_| ())
+        created.map(|_| restore.is_some())
     }
 
     /// For pid mode TARGET: the PID namespace of the named container, which must be running
@@ -373,7 +406,8 @@ impl Runtime {
         // and finished_at must not precede started_at.
         let started_at = now_ns();
         let started = match self.create_in_shim(&rec, &shim).await {
-            Ok(()) => shim.start().await,
+            Ok(restoring) if restoring => shim.start_within(checkpoint::RESTORE_TIMEOUT).await,
+            Ok(_) => shim.start().await,
             Err(e) => Err(e),
         };
         match started {
@@ -556,7 +590,8 @@ impl Runtime {
         }
         if let Some(shim) = shim {
             match shim.delete().await {
-                Ok(()) => {
+                // NotFound: a start that failed before the shim's create.
+                Ok(()) | Err(Error::NotFound(_)) => {
                     shim.shutdown().await;
                     if let Some(e) = self.objects().containers.get_mut(id) {
                         e.shim = None;

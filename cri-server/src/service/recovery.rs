@@ -92,12 +92,13 @@ impl Runtime {
                     );
                     self.release_when_exited(id.clone());
                 }
-                Ok((Status::RUNNING, _, _)) => {
+                Ok((Status::RUNNING, pid, _)) => {
                     if was == ContainerState::Created {
                         // crispd died between the shim's start and saving it.
                         let _ = self.update_container(&id, |r| {
                             r.state = r.state.transition(ContainerState::Running)?;
                             r.started_at_ns = now_ns();
+                            r.pid = pid;
                             Ok(())
                         });
                     }
