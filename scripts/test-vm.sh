@@ -30,8 +30,12 @@ if ((${#tests[@]} == 0)); then
     no_log_path
     users_and_groups
     seccomp_without_no_new_privs
+    systemd_driver   # scopes in slices over D-Bus, with systemd as PID 1 (below)
   )
 fi
+# These run under systemd as PID 1 (scripts/vm-systemd.sh), as on a node with kubelet's
+# systemd cgroup driver; the VM's own init is a shell.
+under_systemd=" systemd_driver "
 
 vm=$(realpath ../shared/vm/cgv2-vm.sh)
 out=target/vm-tests
@@ -55,7 +59,11 @@ run=()
 for t in "${tests[@]}"; do
   bin=$(awk -v t="$t" '$1 == t { print $2 }' "$out/binaries")
   [[ -n $bin ]] || { echo "test-vm: no test binary named $t" >&2; exit 2; }
-  run+=("$t=$bin")
+  if [[ $under_systemd == *" $t "* ]]; then
+    run+=("$t=scripts/vm-systemd.sh:$bin")
+  else
+    run+=("$t=$bin")
+  fi
 done
 
 # In the guest: /tmp is a tmpfs (overlay upper dirs must not be on the 9p share), the tests'
@@ -65,9 +73,10 @@ set -u
 failed=0
 echo "guest: $(uname -r), $(stat -fc %T /sys/fs/cgroup)"
 for pair in $RUN; do
-  t=${pair%%=*} bin=${pair#*=}
+  t=${pair%%=*} bin=${pair#*=} wrap=()
+  if [[ $bin == *:* ]]; then wrap=("${bin%%:*}") bin=${bin#*:}; fi
   start=$(date +%s)
-  if TMPDIR=/tmp CRISP_TEST_SLOWDOWN=5 "$bin" --test-threads 1 > "$OUT/$t.log" 2>&1; then
+  if TMPDIR=/tmp CRISP_TEST_SLOWDOWN=5 "${wrap[@]}" "$bin" --test-threads 1 > "$OUT/$t.log" 2>&1; then
     r=ok
   else
     r=FAILED failed=1

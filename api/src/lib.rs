@@ -6,11 +6,13 @@
 //! neither side can drift from the other. A fourth, the attach socket, carries a running
 //! container's stdio between the shim and crispd's streaming server ([`attach`]). Small
 //! pieces the other crates share live here too ([`atomic_file`], [`boot`], [`process_exit`]),
-//! and the one annotation crispd passes to the shim's executor ([`raw_env`]).
+//! how a container's cgroup is named in its spec ([`cgroups_path`]), and the one annotation
+//! crispd passes to the shim's executor ([`raw_env`]).
 
 pub mod atomic_file;
 pub mod attach;
 pub mod boot;
+pub mod cgroups_path;
 pub mod exit_record;
 pub mod process_exit;
 pub mod raw_env;

@@ -17,7 +17,11 @@ pub struct Config {
     pub log_level: String,
     /// `text` (human-readable lines) or `json` (one JSON object per line, for log shippers).
     pub log_format: LogFormat,
-    /// Where pod cgroups go when the pod config names no `cgroup_parent` (cgroupfs path).
+    /// kubelet's `cgroupDriver`: `cgroupfs` or `systemd` (a scope per container, in the pod's
+    /// slice); kubelet must be configured with the same (it asks through RuntimeConfig).
+    pub cgroup_driver: crate::cgroups::driver::CgroupDriver,
+    /// Where pod cgroups go when the pod config names no `cgroup_parent`: a cgroupfs path, or a
+    /// slice with the systemd driver. Empty: the driver's default (`/crisp`, `crisp.slice`).
     pub cgroup_parent: String,
     pub images: ImagesConfig,
     pub registry: RegistryConfig,
@@ -149,7 +153,8 @@ impl Default for Config {
             socket: PathBuf::from("/run/crisp/crisp.sock"),
             log_level: "info".into(),
             log_format: LogFormat::Text,
-            cgroup_parent: "/crisp".into(),
+            cgroup_driver: Default::default(),
+            cgroup_parent: String::new(),
             images: ImagesConfig::default(),
             registry: RegistryConfig::default(),
             shim: ShimConfig::default(),
@@ -207,13 +212,19 @@ impl Config {
                 ));
             }
         }
-        if !self.cgroup_parent.starts_with('/') || self.cgroup_parent.contains("..") {
-            return Err(format!(
-                "`cgroup_parent` must be an absolute cgroup path without `..`, got {:?}",
-                self.cgroup_parent
-            ));
-        }
+        self.cgroup_driver
+            .check_parent(self.pods_cgroup_parent())
+            .map_err(|e| format!("`cgroup_parent`: {e}"))?;
         Ok(())
+    }
+
+    /// The parent of pods whose config names none.
+    pub fn pods_cgroup_parent(&self) -> &str {
+        if self.cgroup_parent.is_empty() {
+            self.cgroup_driver.default_parent()
+        } else {
+            &self.cgroup_parent
+        }
     }
 
     pub fn import_dir(&self) -> PathBuf {

@@ -11,7 +11,7 @@
 //! libcontainer's state written afterwards so kill, exec, stats and delete treat the restored
 //! container as one of theirs.
 
-use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager, ControllerOpt};
+use libcgroups::common::{create_cgroup_manager, CgroupManager, ControllerOpt};
 use libcontainer::config::YoukiConfig;
 use libcontainer::container::{CheckpointOptions, Container, ContainerStatus};
 use oci_spec::runtime::{LinuxNamespaceType, LinuxResources, Spec};
@@ -188,12 +188,8 @@ fn join_cgroup(id: &str, linux: &oci_spec::runtime::Linux) -> Result<(), String>
     let Some(path) = linux.cgroups_path() else {
         return Ok(());
     };
-    let manager = create_cgroup_manager(CgroupConfig {
-        cgroup_path: path.clone(),
-        systemd_cgroup: false,
-        container_name: id.to_string(),
-    })
-    .map_err(|e| format!("cgroup {} of {id}: {e}", path.display()))?;
+    let manager = create_cgroup_manager(crate::cgroup::config(path, id))
+        .map_err(|e| format!("cgroup {} of {id}: {e}", path.display()))?;
     let none = LinuxResources::default();
     manager
         .add_task(nix::unistd::getpid())

@@ -233,9 +233,10 @@ fn create(
     console_socket: Option<PathBuf>,
 ) -> Result<(), String> {
     std::fs::create_dir_all(root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    let systemd = crate::cgroup::of_bundle(bundle).is_some_and(|p| crate::cgroup::is_systemd(&p));
     let container = builder_with_stdio(root, id, stdio, console_socket)?
         .as_init(bundle)
-        .with_systemd(false)
+        .with_systemd(systemd)
         .with_detach(true)
         .build()
         .map_err(|e| e.to_string())?;

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 mod attach;
+mod cgroup;
 mod checkpoint;
 mod console;
 mod containerd_v2;

@@ -7,7 +7,10 @@ use std::path::Path;
 /// `oom_kill` events counted in the cgroup at `cgroups_path` (v1 `memory.oom_control`, v2
 /// `memory.events`); 0 when the files are missing.
 pub fn oom_kills(cgroups_path: &Path) -> u64 {
-    let rel = cgroups_path.strip_prefix("/").unwrap_or(cgroups_path);
+    let Some(dir) = crate::cgroup::dir(cgroups_path) else {
+        return 0;
+    };
+    let rel = dir.strip_prefix("/").unwrap_or(&dir);
     let candidates = [
         Path::new("/sys/fs/cgroup/memory")
             .join(rel)

@@ -7,17 +7,13 @@ use containerd_shim_protos::cgroups::metrics as v1;
 use containerd_shim_protos::cgroups_v2::metrics as v2;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{Message, MessageField};
-use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager, CgroupSetup};
+use libcgroups::common::{create_cgroup_manager, CgroupManager, CgroupSetup};
 use libcgroups::stats::Stats;
 use std::path::Path;
 
 pub fn metrics(cgroup: &Path, id: &str) -> Result<Any, String> {
-    let manager = create_cgroup_manager(CgroupConfig {
-        cgroup_path: cgroup.to_path_buf(),
-        systemd_cgroup: false,
-        container_name: id.to_string(),
-    })
-    .map_err(|e| format!("opening cgroup {}: {e}", cgroup.display()))?;
+    let manager = create_cgroup_manager(crate::cgroup::config(cgroup, id))
+        .map_err(|e| format!("opening cgroup {}: {e}", cgroup.display()))?;
     let stats = manager
         .stats()
         .map_err(|e| format!("reading cgroup {}: {e}", cgroup.display()))?;

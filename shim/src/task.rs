@@ -273,26 +273,15 @@ impl TaskService {
     }
 
     fn cgroup_pids(&self, cgroup: Option<PathBuf>, id: &str) -> Vec<Pid> {
-        use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager};
+        use libcgroups::common::{create_cgroup_manager, CgroupManager};
         let Some(cg) = cgroup else {
             return Vec::new();
         };
-        let cfg = CgroupConfig {
-            cgroup_path: cg,
-            systemd_cgroup: false,
-            container_name: id.to_string(),
-        };
-        create_cgroup_manager(cfg)
+        create_cgroup_manager(crate::cgroup::config(&cg, id))
             .ok()
             .and_then(|m| m.get_all_pids().ok())
             .unwrap_or_default()
     }
-}
-
-/// The container's cgroup, as its bundle's spec names it.
-fn cgroups_path(bundle: &str) -> Option<PathBuf> {
-    let spec = oci_spec::runtime::Spec::load(PathBuf::from(bundle).join("config.json")).ok()?;
-    spec.linux().as_ref().and_then(|l| l.cgroups_path().clone())
 }
 
 fn exit_fields(exit: Option<ExitRecord>) -> (u32, MessageField<Timestamp>) {
@@ -330,7 +319,7 @@ impl Task for TaskService {
             *guard = Some(Container {
                 id: req.id.clone(),
                 bundle: req.bundle.clone(),
-                cgroup: cgroups_path(&req.bundle),
+                cgroup: crate::cgroup::of_bundle(std::path::Path::new(&req.bundle)),
                 init: Process::new(&req.stdin, &req.stdout, &req.stderr, req.terminal),
                 execs: HashMap::new(),
                 mounted_rootfs: None,
@@ -803,9 +792,7 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::UpdateTaskRequest,
     ) -> ttrpc::Result<api::Empty> {
-        use libcgroups::common::{
-            create_cgroup_manager, CgroupConfig, CgroupManager, ControllerOpt,
-        };
+        use libcgroups::common::{create_cgroup_manager, CgroupManager, ControllerOpt};
         let _span = tracing::info_span!("update", container = %req.id).entered();
         let raw = req
             .resources
@@ -827,17 +814,13 @@ impl Task for TaskService {
                 format!("container {} has no cgroup", req.id),
             )
         })?;
-        let manager = create_cgroup_manager(CgroupConfig {
-            cgroup_path,
-            systemd_cgroup: false,
-            container_name: req.id.clone(),
-        })
-        .map_err(|e| {
-            err(
-                Code::INTERNAL,
-                format!("opening the cgroup of {}: {e}", req.id),
-            )
-        })?;
+        let manager =
+            create_cgroup_manager(crate::cgroup::config(&cgroup_path, &req.id)).map_err(|e| {
+                err(
+                    Code::INTERNAL,
+                    format!("opening the cgroup of {}: {e}", req.id),
+                )
+            })?;
         manager
             .apply(&ControllerOpt {
                 resources: &resources,

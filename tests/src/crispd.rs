@@ -60,6 +60,14 @@ pub struct Crispd {
     /// Where crispd, crisp-shim and crisp-bridge come from when not from this build (another
     /// release's, for the upgrade test): crispd finds the other two next to itself.
     bin_dir: Option<PathBuf>,
+    driver: Driver,
+}
+
+/// crispd's `cgroup_driver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    Cgroupfs,
+    Systemd,
 }
 
 impl Crispd {
@@ -70,6 +78,7 @@ impl Crispd {
             |_| String::new(),
             None,
             None,
+            Driver::Cgroupfs,
         )
         .await
     }
@@ -83,20 +92,41 @@ impl Crispd {
             |_| String::new(),
             None,
             Some(bin_dir.to_path_buf()),
+            Driver::Cgroupfs,
+        )
+        .await
+    }
+
+    /// [`Crispd::start`] with `cgroup_driver = "systemd"`: pods without a parent go into
+    /// slices below the instance's own, `crisp-test-<id>.slice`. Needs systemd as PID 1.
+    pub async fn start_with_systemd_driver() -> anyhow::Result<Crispd> {
+        Self::start_inner(
+            crate::network::Plugins::CrispBridge,
+            |_| String::new(),
+            None,
+            None,
+            Driver::Systemd,
         )
         .await
     }
 
     /// [`Crispd::start`] with the pod network served by `plugins`.
     pub async fn start_with(plugins: crate::network::Plugins) -> anyhow::Result<Crispd> {
-        Self::start_inner(plugins, |_| String::new(), None, None).await
+        Self::start_inner(plugins, |_| String::new(), None, None, Driver::Cgroupfs).await
     }
 
     /// Like [`start`](Self::start), with more TOML appended to crispd's config (after its
     /// `[registry]` table, so new tables only, e.g. `[registry.auths."host"]`). `extra` gets
     /// the instance's temp dir. Registry host configs go into [`Self::registry_hosts_dir`].
     pub async fn start_with_config(extra: impl FnOnce(&Path) -> String) -> anyhow::Result<Crispd> {
-        Self::start_inner(crate::network::Plugins::CrispBridge, extra, None, None).await
+        Self::start_inner(
+            crate::network::Plugins::CrispBridge,
+            extra,
+            None,
+            None,
+            Driver::Cgroupfs,
+        )
+        .await
     }
 
     /// [`Crispd::start`] with its root dir (content store, layers) on a tmpfs of `bytes`, for
@@ -107,6 +137,7 @@ impl Crispd {
             |_| String::new(),
             Some(bytes),
             None,
+            Driver::Cgroupfs,
         )
         .await
     }
@@ -116,6 +147,7 @@ impl Crispd {
         extra: impl FnOnce(&Path) -> String,
         root_tmpfs: Option<u64>,
         bin_dir: Option<PathBuf>,
+        driver: Driver,
     ) -> anyhow::Result<Crispd> {
         let layout = tokio::task::spawn_blocking(busybox_layout)
             .await
@@ -147,6 +179,7 @@ impl Crispd {
             log_level: Some(LOG_FILTER.to_string()),
             root_tmpfs: false,
             bin_dir,
+            driver,
         };
 
         for dir in [crispd.root(), crispd.state(), crispd.log_dir()] {
@@ -174,8 +207,12 @@ impl Crispd {
         crispd
             .write_registry_hosts("docker.io", &format!("server = \"{BLACKHOLE_REGISTRY}\"\n"))?;
         let config = format!(
-            "cgroup_parent = \"{}\"\n[cni]\nconf_dir = \"{}\"\nbin_dirs = {:?}\n\
+            "cgroup_driver = \"{}\"\ncgroup_parent = \"{}\"\n[cni]\nconf_dir = \"{}\"\nbin_dirs = {:?}\n\
              [registry]\nconfig_path = \"{}\"\n{}",
+            match driver {
+                Driver::Cgroupfs => "cgroupfs",
+                Driver::Systemd => "systemd",
+            },
             crispd.cgroup_parent(),
             conf_dir.display(),
             plugins.bin_dirs(),
@@ -421,14 +458,22 @@ impl Crispd {
         self.network.as_ref().expect("every instance has a network")
     }
 
-    /// The cgroup parent from config.toml, e.g. `/crisp-test-0123abcd`.
+    /// The cgroup parent from config.toml, e.g. `/crisp-test-0123abcd` (with the systemd
+    /// driver the slice `crisp-test-0123abcd.slice`).
     pub fn cgroup_parent(&self) -> String {
-        format!("/{}", self.cgroup_name())
+        match self.driver {
+            Driver::Cgroupfs => format!("/crisp-test-{}", self.id),
+            Driver::Systemd => format!("crisp-test-{}.slice", self.id),
+        }
     }
 
-    /// The cgroup parent's directory name, as it appears in each hierarchy.
+    /// The cgroup parent's directory, relative to each hierarchy's root (a slice's is nested:
+    /// `crisp.slice/crisp-test.slice/crisp-test-<id>.slice`).
     pub fn cgroup_name(&self) -> String {
-        format!("crisp-test-{}", self.id)
+        match self.driver {
+            Driver::Cgroupfs => format!("crisp-test-{}", self.id),
+            Driver::Systemd => format!("crisp.slice/crisp-test.slice/crisp-test-{}.slice", self.id),
+        }
     }
 
     /// The cgroup parent in the hierarchy that surely tracks container
@@ -564,6 +609,12 @@ impl Drop for Crispd {
         // we kill them.
         cleanup::kill_processes_mentioning(&self.dir);
         cleanup::kill_cgroup_processes(&self.cgroup_name());
+        if self.driver == Driver::Systemd {
+            // systemd's slices are removed by systemd; it stops what is left in them too.
+            let _ = Command::new("systemctl")
+                .args(["stop", &self.cgroup_parent()])
+                .status();
+        }
 
         let mut problems = Vec::new();
         let stuck_mounts = cleanup::unmount_under(&self.dir);

@@ -1,6 +1,7 @@
 //! CRI `RuntimeService`.
 
 use super::{convert, in_batches, Cri, ListStream};
+use crate::cgroups::driver::CgroupDriver;
 use crate::error::Error;
 use crisp_cri_api::v1 as cri;
 use crisp_cri_api::v1::runtime_service_server::RuntimeService;
@@ -587,7 +588,10 @@ impl RuntimeService for Cri {
     ) -> R<cri::RuntimeConfigResponse> {
         Ok(Response::new(cri::RuntimeConfigResponse {
             linux: Some(cri::LinuxRuntimeConfiguration {
-                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+                cgroup_driver: match self.runtime.cgroup_driver() {
+                    CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
+                    CgroupDriver::Systemd => cri::CgroupDriver::Systemd,
+                } as i32,
             }),
         }))
     }

@@ -8,6 +8,7 @@
 //! creation fail instead of joining some other namespace.
 
 use super::namespaces;
+use crate::cgroups::driver::PodCgroup;
 use crate::error::{Error, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -22,20 +23,68 @@ pub struct Pause {
     pub pin: PathBuf,
 }
 
-/// The cgroup of a pod's pause. On cgroup v2 a leaf below the pod's: a process in the pod's own
-/// cgroup makes it a thread root once its threaded controllers (cpu, cpuset, pids) are enabled
-/// for the containers, and the kernel then refuses every container's cgroup as an invalid
-/// domain (EOPNOTSUPP); containerd likewise gives the sandbox a cgroup of its own. On v1 the
-/// pod's own, where a new cpuset cgroup would have no cpus to join.
-pub fn cgroup_of(pod_cgroup: &str) -> Option<String> {
+/// The cgroup of a pod's pause (cgroupfs driver). On cgroup v2 a leaf below the pod's: a
+/// process in the pod's own cgroup makes it a thread root once its threaded controllers (cpu,
+/// cpuset, pids) are enabled for the containers, and the kernel then refuses every container's
+/// cgroup as an invalid domain (EOPNOTSUPP); containerd likewise gives the sandbox a cgroup of
+/// its own. On v1 the pod's own, where a new cpuset cgroup would have no cpus to join. With
+/// the systemd driver the pause has a scope of its own in the pod's slice, named for the pod.
+fn cgroup_of(pod_cgroup: &str) -> Option<String> {
     crate::cgroups::unified().then(|| format!("{}/pause", pod_cgroup.trim_end_matches('/')))
+}
+
+/// Puts the pod `pod_id`'s pause `pid` in its cgroup; failures are logged (the pause then
+/// stays in crispd's cgroup, where it still works).
+fn place(pod_cgroup: &str, pod_id: &str, pid: u32) {
+    match PodCgroup::of(pod_cgroup) {
+        PodCgroup::Slice(_) => {
+            let scope = PodCgroup::of(pod_cgroup).child(pod_id).to_string();
+            if let Err(e) = crate::cgroups::systemd::start_scope(&scope, pod_id, pid) {
+                tracing::warn!(pid, error = %e, "pause left out of its scope");
+            }
+        }
+        PodCgroup::Fs(_) => {
+            let own = cgroup_of(pod_cgroup).unwrap_or_else(|| pod_cgroup.to_string());
+            for (hierarchy, e) in crate::cgroups::add_process(&own, pid) {
+                tracing::debug!(pid, hierarchy = %hierarchy.display(), error = %e, "pause left out of a cgroup");
+            }
+        }
+    }
+}
+
+/// Removes the cgroup `place` gave the pause, once it is gone.
+fn unplace(pod_cgroup: &str, pod_id: &str) {
+    match PodCgroup::of(pod_cgroup) {
+        PodCgroup::Slice(_) => {
+            // systemd stops an emptied scope by itself; this is for one it still lists.
+            let scope = PodCgroup::of(pod_cgroup).child(pod_id).to_string();
+            if let Err(e) = crate::cgroups::systemd::stop_scope(&scope) {
+                tracing::warn!(error = %e, "stopping the pause's scope");
+            }
+        }
+        PodCgroup::Fs(_) => {
+            // The pod's cgroup may be kubelet's, which crispd does not remove: the leaf is ours.
+            if let Some(leaf) = cgroup_of(pod_cgroup) {
+                let left = crate::cgroups::remove_tree(&leaf);
+                if !left.is_empty() {
+                    tracing::warn!(?left, "the pause's cgroup is still busy");
+                }
+            }
+        }
+    }
 }
 
 /// Starts the pause of the pod whose directory is `dir`, in its cgroup below the pod's `cgroup`
 /// (where its resources are accounted, and where any cgroup sweep finds it). With `userns` (the pod's user
 /// namespace pin) the PID namespace is made inside it, so that it belongs to the pod's user
 /// namespace and its containers may mount their /proc.
-pub fn start(shim: &Path, dir: &Path, cgroup: &str, userns: Option<&Path>) -> Result<Pause> {
+pub fn start(
+    shim: &Path,
+    dir: &Path,
+    pod_id: &str,
+    cgroup: &str,
+    userns: Option<&Path>,
+) -> Result<Pause> {
     let mut cmd = Command::new(shim);
     cmd.arg("pause")
         .stdin(Stdio::null())
@@ -72,10 +121,7 @@ pub fn start(shim: &Path, dir: &Path, cgroup: &str, userns: Option<&Path>) -> Re
             )))
         }
     };
-    let own = cgroup_of(cgroup).unwrap_or_else(|| cgroup.to_string());
-    for (hierarchy, e) in crate::cgroups::add_process(&own, pid) {
-        tracing::debug!(pid, hierarchy = %hierarchy.display(), error = %e, "pause left out of a cgroup");
-    }
+    place(cgroup, pod_id, pid);
     match namespaces::pin_of_process(&dir.join("ns"), "pid", pid) {
         Ok(pin) => Ok(Pause { pid, pin }),
         Err(e) => {
@@ -88,7 +134,7 @@ pub fn start(shim: &Path, dir: &Path, cgroup: &str, userns: Option<&Path>) -> Re
 /// Kills the pause (and with it every process left in the pod's PID namespace) and unpins the
 /// namespace. The pid is only signalled while it still runs in the pinned namespace: after a
 /// reboot or a crash it may belong to someone else. Idempotent.
-pub fn stop(pin: &Path, pid: u32, pod_cgroup: &str) {
+pub fn stop(pin: &Path, pid: u32, pod_id: &str, pod_cgroup: &str) {
     if pid > 0 && same_namespace(pin, pid) {
         if let Err(e) = kill(Pid::from_raw(pid as i32), Signal::SIGKILL) {
             tracing::warn!(pid, error = %e, "killing the pod's pause");
@@ -105,13 +151,9 @@ pub fn stop(pin: &Path, pid: u32, pod_cgroup: &str) {
         pid: Some(pin.to_path_buf()),
         ..Default::default()
     });
-    // The pod's cgroup may be kubelet's, which crispd does not remove: the leaf is ours. A pod
-    // without a pause (pid 0: none, or stopped already) has none to remove.
-    if let Some(leaf) = cgroup_of(pod_cgroup).filter(|_| pid > 0) {
-        let left = crate::cgroups::remove_tree(&leaf);
-        if !left.is_empty() {
-            tracing::warn!(?left, "the pause's cgroup is still busy");
-        }
+    // A pod without a pause (pid 0: none, or stopped already) has no cgroup of it to remove.
+    if pid > 0 {
+        unplace(pod_cgroup, pod_id);
     }
 }
 

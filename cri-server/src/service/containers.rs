@@ -1,6 +1,7 @@
 //! Container operations.
 
 use super::{now_ns, ContainerEntry, Runtime};
+use crate::cgroups::driver::PodCgroup;
 use crate::container::shim_client::{Exit, Shim, TaskStdio};
 use crate::container::spec::{self, SpecInput};
 use crate::container::{checkpoint, idmapped_binds, image_volumes};
@@ -201,7 +202,7 @@ impl Runtime {
         let me = self.clone();
         let (id, top) = (rec.id.clone(), image.top_layer().cloned());
         let (config, pod2, image_config) = (rec.config.clone(), pod.clone(), image.config.clone());
-        let cgroups_path = format!("{}/{}", pod.cgroup_parent.trim_end_matches('/'), rec.id);
+        let cgroups_path = PodCgroup::of(&pod.cgroup_parent).child(&rec.id).to_string();
         let log_path = rec.log_path.clone();
         let target_pidns = self.target_pid_namespace(&rec.config, &pod.id)?;
         // Debug-level step timings: what a slow create spent its time on.
@@ -710,7 +711,7 @@ impl Runtime {
             .objects()
             .pods
             .get(&rec.pod_id)
-            .map(|p| format!("{}/{}", p.cgroup_parent.trim_end_matches('/'), rec.id));
+            .map(|p| PodCgroup::of(&p.cgroup_parent).child_dir(&rec.id));
         let snapshotter = self.snapshotter.clone();
         let id = rec.id.clone();
         let _ = tokio::task::spawn_blocking(move || {

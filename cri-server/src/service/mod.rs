@@ -80,8 +80,18 @@ impl Runtime {
         }
     }
 
+    /// kubelet's cgroup driver, as configured.
+    pub fn cgroup_driver(&self) -> crate::cgroups::driver::CgroupDriver {
+        self.cfg.cgroup_driver
+    }
+
     /// Opens the stores under the root dir and re-attaches to what an earlier crispd left.
     pub async fn open(cfg: Config, shim_binary: PathBuf) -> Result<Arc<Runtime>> {
+        if cfg.cgroup_driver == crate::cgroups::driver::CgroupDriver::Systemd {
+            crate::cgroups::systemd::check_available().map_err(|e| {
+                crate::error::Error::FailedPrecondition(format!("cgroup_driver: {e}"))
+            })?;
+        }
         let flusher = crate::store::Flusher::default();
         tokio::spawn(flusher.clone().run());
         let pulls = Arc::new(ImagePulls::open(&cfg, flusher.clone())?);

@@ -32,7 +32,9 @@ impl Runtime {
         })?;
         if pod.owns_cgroup {
             let limits = pod_limits(overhead.as_ref(), &resources);
-            let cgroup = pod.cgroup_parent.clone();
+            // A slice crispd made is written as directly: systemd sets nothing on it, having
+            // been given no limits for it.
+            let cgroup = crate::cgroups::driver::PodCgroup::of(&pod.cgroup_parent).dir();
             tokio::task::spawn_blocking(move || crate::cgroups::limits::set(&cgroup, limits))
                 .await
                 .map_err(|e| Error::internal("pod cgroup update task", e))?

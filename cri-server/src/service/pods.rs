@@ -1,6 +1,7 @@
 //! Pod sandbox operations.
 
 use super::{now_ns, Runtime};
+use crate::cgroups::driver::PodCgroup;
 use crate::error::{ok_if_gone, Error, Result};
 use crate::ids;
 use crate::pod::namespaces::{self, Pinned, Wanted};
@@ -77,7 +78,10 @@ impl Runtime {
             .map(|l| l.cgroup_parent.clone())
             .unwrap_or_default();
         if !requested_parent.is_empty() {
-            crate::cgroups::check_path(&requested_parent).map_err(Error::InvalidArgument)?;
+            self.cfg
+                .cgroup_driver
+                .check_parent(&requested_parent)
+                .map_err(Error::InvalidArgument)?;
         }
         for key in config
             .linux
@@ -92,11 +96,9 @@ impl Runtime {
         let dir = self.pod_dir(&id);
         let (cgroup_parent, owns_cgroup) = if requested_parent.is_empty() {
             (
-                format!(
-                    "{}/pod-{}",
-                    self.cfg.cgroup_parent.trim_end_matches('/'),
-                    &id[..12]
-                ),
+                self.cfg
+                    .cgroup_driver
+                    .owned_pod_parent(self.cfg.pods_cgroup_parent(), &id),
                 true,
             )
         } else {
@@ -162,6 +164,7 @@ impl Runtime {
                 match pause::start(
                     &me.shim_binary,
                     &dir,
+                    &pod_id,
                     &cgroup_parent,
                     pinned.user.as_deref(),
                 ) {
@@ -187,7 +190,7 @@ impl Runtime {
                 Ok(ips) => Ok((pinned, pause_pid, ips)),
                 Err(e) => {
                     if let Some(pin) = &pinned.pid {
-                        pause::stop(pin, pause_pid, &cgroup_parent);
+                        pause::stop(pin, pause_pid, &pod_id, &cgroup_parent);
                     }
                     namespaces::remove(&pinned);
                     Err(e)
@@ -233,6 +236,7 @@ impl Runtime {
         pause::stop(
             &rec.pidns.clone().unwrap_or_else(|| rec.dir.join("ns/pid")),
             rec.pause_pid,
+            &rec.id,
             &rec.cgroup_parent,
         );
         namespaces::remove(&Pinned {
@@ -248,7 +252,12 @@ impl Runtime {
             }
         }
         if rec.owns_cgroup {
-            let left = crate::cgroups::remove_tree(&rec.cgroup_parent);
+            if let PodCgroup::Slice(slice) = PodCgroup::of(&rec.cgroup_parent) {
+                if let Err(e) = crate::cgroups::systemd::stop_slice(slice) {
+                    tracing::warn!(pod = %rec.id, error = %e, "stopping the pod's slice");
+                }
+            }
+            let left = crate::cgroups::remove_tree(&PodCgroup::of(&rec.cgroup_parent).dir());
             if !left.is_empty() {
                 tracing::warn!(pod = %rec.id, ?left, "pod cgroups still busy");
             }
@@ -311,7 +320,7 @@ impl Runtime {
                 me.detach_network(&r);
                 if let Some(pin) = &r.pidns {
                     // Ends whatever the containers left in the shared PID namespace.
-                    pause::stop(pin, r.pause_pid, &r.cgroup_parent);
+                    pause::stop(pin, r.pause_pid, &r.id, &r.cgroup_parent);
                 }
             })
             .await

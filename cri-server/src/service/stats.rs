@@ -2,6 +2,7 @@
 //! nano-cores over the last interval), memory, writable layer, processes and pod network.
 
 use super::{now_ns, Runtime};
+use crate::cgroups::driver::PodCgroup;
 use crate::cgroups::psi::{Pressure, PsiLine};
 use crate::cgroups::stats::{self, CgroupUsage};
 use crate::container::ContainerRecord;
@@ -87,7 +88,7 @@ impl Runtime {
         pod: Option<&SandboxRecord>,
     ) -> cri::ContainerStats {
         let at = now_ns();
-        let cgroup = pod.map(|p| format!("{}/{}", p.cgroup_parent.trim_end_matches('/'), c.id));
+        let cgroup = pod.map(|p| PodCgroup::of(&p.cgroup_parent).child_dir(&c.id));
         let usage = cgroup.as_deref().map(stats::read).unwrap_or_default();
         let (cpu, memory) = self.cpu_memory(&c.id, &usage, at);
         let layer = self.snapshotter.active_usage(&c.id).unwrap_or_default();
@@ -160,7 +161,7 @@ impl Runtime {
 
     async fn pod_stats_of(&self, pod: &SandboxRecord) -> cri::PodSandboxStats {
         let at = now_ns();
-        let usage = stats::read(&pod.cgroup_parent);
+        let usage = stats::read(&PodCgroup::of(&pod.cgroup_parent).dir());
         let (cpu, memory) = self.cpu_memory(&format!("pod:{}", pod.id), &usage, at);
         let containers = self
             .list_container_stats(Some(&cri::ContainerStatsFilter {
@@ -206,7 +207,7 @@ impl Runtime {
             .filter(|p| p.state == crate::pod::SandboxState::Ready);
         for pod in ready {
             let at = now_ns();
-            let cgroup = pod.cgroup_parent.clone();
+            let cgroup = PodCgroup::of(&pod.cgroup_parent).dir();
             let usage = stats::read(&cgroup);
             let interfaces = pod_interfaces(pod.netns.clone()).await.unwrap_or_default();
             let containers = self
