@@ -9,6 +9,8 @@
 # Env: CRISPD=path      crispd to test (default target/debug/crispd; crisp-shim and crisp-bridge
 #                       are taken from next to it)
 #      CRITEST_KEEP=1   keep the run's root, state, registry storage and configs
+#      CRITEST_CGROUP_DRIVER=systemd   crispd's cgroup_driver (default cgroupfs); systemd needs
+#                       systemd as PID 1 and cgroup v2 (in the VM: scripts/vm-systemd.sh)
 #      CRITEST_WORKDIR  where the run's root goes (default target/critest; in the cgroup v2 VM
 #                       a tmpfs such as /tmp, since overlay upper dirs cannot be on its 9p share)
 # Logs (kept, replaced by the next run): target/critest/logs/ — critest.log (its output),
@@ -56,7 +58,13 @@ IMAGES=$OUT/images
 # state dir holds crispd's sockets: short, below the 107-byte sun_path limit.
 RUN=${CRITEST_WORKDIR:-$OUT}/crisp-critest-run-$$
 STATE=/run/crisp-critest-$$
-CGROUP=crisp-critest-$$
+DRIVER=${CRITEST_CGROUP_DRIVER:-cgroupfs}
+case $DRIVER in
+    cgroupfs) CGROUP=crisp-critest-$$ PARENT=/$CGROUP ;;
+    # systemd nests a slice by its name's dashes.
+    systemd) CGROUP=crisp.slice/crisp-critest.slice/crisp-critest-$$.slice PARENT=crisp-critest-$$.slice ;;
+    *) echo "error: CRITEST_CGROUP_DRIVER must be cgroupfs or systemd" >&2; exit 2 ;;
+esac
 SOCK=$STATE/crisp.sock
 CRICTL=("$BIN/crictl" --config "$RUN/crictl.yaml")
 CRISPD_PID=""
@@ -162,6 +170,9 @@ cleanup() {
                     echo "warning: cannot unmount $m" >&2
             done
     done
+    if [[ $DRIVER == systemd ]]; then
+        systemctl stop "$PARENT" 2> /dev/null
+    fi
     cgroup_dirs | while read -r d; do
         find "$d" -depth -type d -exec rmdir {} + 2> /dev/null
         [[ -d $d ]] && echo "warning: cgroup $d is left" >&2
@@ -252,7 +263,8 @@ root = "$RUN/root"
 state = "$STATE"
 socket = "$SOCK"
 log_level = "info"
-cgroup_parent = "/$CGROUP"
+cgroup_driver = "$DRIVER"
+cgroup_parent = "$PARENT"
 
 [registry]
 config_path = "$RUN/certs.d"

@@ -207,11 +207,12 @@ impl Crispd {
         crispd
             .write_registry_hosts("docker.io", &format!("server = \"{BLACKHOLE_REGISTRY}\"\n"))?;
         let config = format!(
-            "cgroup_driver = \"{}\"\ncgroup_parent = \"{}\"\n[cni]\nconf_dir = \"{}\"\nbin_dirs = {:?}\n\
+            "{}cgroup_parent = \"{}\"\n[cni]\nconf_dir = \"{}\"\nbin_dirs = {:?}\n\
              [registry]\nconfig_path = \"{}\"\n{}",
+            // Only when not the default: the upgrade test's older crispd has no such key.
             match driver {
-                Driver::Cgroupfs => "cgroupfs",
-                Driver::Systemd => "systemd",
+                Driver::Cgroupfs => "",
+                Driver::Systemd => "cgroup_driver = \"systemd\"\n",
             },
             crispd.cgroup_parent(),
             conf_dir.display(),
