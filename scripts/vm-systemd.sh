@@ -69,7 +69,8 @@ mkdir "$root/crisp-e2e"
 set +e
 (
   echo "$BASHPID" > "$root/crisp-e2e/cgroup.procs"
-  exec nsenter -t "$sd" -p -m -C -- "$@"
+  # Entering a mount namespace moves to its root: back to where we were.
+  exec nsenter -t "$sd" -p -m -C --wd="$PWD" -- "$@"
 )
 rc=$?
 set -e

@@ -155,6 +155,39 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         assert_eq!((r.stdout.as_slice(), r.exit_code), (&b"still\n"[..], 0));
     }
 
+    // The container is stopped while an ExecSync runs in it: the exec dies with it and the
+    // call answers as containerd's does, the killed command's 137, not an error.
+    let doomed = pod
+        .start_container(&mut client, "doomed", &["sleep", "1000"])
+        .await?;
+    let mut other = crispd.client().await?;
+    let (doomed2, started) = (doomed.clone(), Instant::now());
+    let running = tokio::spawn(async move {
+        exec(
+            &mut other,
+            &doomed2,
+            &["sh", "-c", "echo begun; sleep 6161"],
+            120,
+        )
+        .await
+    });
+    crisp_tests::wait_until("the exec to start", Duration::from_secs(30), || {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", "sleep 6161"])
+            .output()
+            .ok()?;
+        (!out.stdout.is_empty()).then_some(())
+    })
+    .await?;
+    crisp_tests::timed_stop(&mut client, &doomed, 0).await?;
+    let r = running.await?;
+    let r = r.map_err(|s| anyhow::anyhow!("ExecSync in a container stopped under it: {s}"))?;
+    assert_eq!(r.exit_code, 137, "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the exec outlived its container"
+    );
+
     client.stop_and_remove_pod(&pod.id).await?;
     crispd.assert_no_leaks();
     Ok(())

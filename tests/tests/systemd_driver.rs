@@ -2,9 +2,9 @@
 //! it: RuntimeConfig says SYSTEMD; a pod's cgroup parent is a slice
 //! (`…-besteffort-pod<uid>.slice`); each container runs in a transient scope
 //! `crisp-<id>.scope` in it that systemd lists while the container runs, with the container's
-//! limits, changed live, and that vanishes with the container; a pod sharing its PID namespace
-//! has its pause in a scope too; a pod crispd made the parent for gets a slice of its own that
-//! goes with it; a cgroupfs parent is refused.
+//! limits, changed live, and that vanishes with the container; stats and OOMKilled come from
+//! it; a pod sharing its PID namespace has its pause in a scope too; a pod crispd made the
+//! parent for gets a slice of its own that goes with it; a cgroupfs parent is refused.
 //!
 //! Needs systemd as PID 1 on cgroup v2: `scripts/test-vm.sh` boots one in the VM
 //! (`scripts/vm-systemd.sh`). Elsewhere it says why it stopped and passes.
@@ -127,15 +127,40 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         status.message()
     );
 
+    // A slice's path must be systemd's: elsewhere the pod's cgroups would be in two places.
+    let mut wrong = TestPod::new_config(crispd, "misplaced-slice")?;
+    wrong.linux = Some(LinuxPodSandboxConfig {
+        cgroup_parent: "/elsewhere/kubepods-pod1.slice".into(),
+        ..Default::default()
+    });
+    expect_code(
+        client
+            .runtime
+            .run_pod_sandbox(crisp_tests::cri::RunPodSandboxRequest {
+                config: Some(wrong),
+                runtime_handler: String::new(),
+            })
+            .await,
+        tonic::Code::InvalidArgument,
+        "a pod with a slice out of place",
+    )?;
+
     // A pod under a slice named as kubelet names it, below this instance's parent.
     let stem = crispd
         .cgroup_parent()
         .trim_end_matches(".slice")
         .to_string();
     let slice = format!("{stem}-besteffort-pod{}.slice", crispd.id());
+    let pod_dir = slice_dir(&slice);
     let mut config = TestPod::new_config(crispd, "sliced")?;
     config.linux = Some(LinuxPodSandboxConfig {
-        cgroup_parent: slice.clone(),
+        // As kubelet sends it: systemd's path of the slice (containerd and CRI-O take its last
+        // part; a bare name works too, see the refusal above and the config's parent).
+        cgroup_parent: pod_dir
+            .strip_prefix(CGROUP)?
+            .to_str()
+            .map(|p| format!("/{p}"))
+            .unwrap_or_default(),
         security_context: Some(LinuxSandboxSecurityContext {
             namespace_options: Some(NamespaceOption {
                 pid: NamespaceMode::Pod as i32,
@@ -146,7 +171,6 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         ..Default::default()
     });
     let pod = TestPod::run(&mut client, config).await?;
-    let pod_dir = slice_dir(&slice);
 
     // The pause of the shared PID namespace has a scope named for the pod.
     let pause_unit = format!("crisp-{}.scope", pod.id);

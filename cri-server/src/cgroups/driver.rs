@@ -1,12 +1,14 @@
 //! kubelet's `cgroupDriver`: how a pod's cgroup is named and who makes the cgroups below it.
 //!
 //! With `cgroupfs` a pod's cgroup parent is a path (`/kubepods/besteffort/pod<uid>`) and
-//! libcontainer makes each container's directory below it. With `systemd` it is a slice
-//! (`kubepods-besteffort-pod<uid>.slice`, which kubelet made) and each container runs in a
-//! transient scope `crisp-<id>.scope` in it that systemd makes and removes (over D-Bus, in
-//! the shim's libcgroups), as containerd's `SystemdCgroup` and CRI-O do. A pod's record keeps
-//! the parent as given: its shape says which driver it was made with ([`PodCgroup::of`]), so
-//! the pods of a crispd restarted with the other driver are still found and removed.
+//! libcontainer makes each container's directory below it. With `systemd` it is a slice, which
+//! kubelet made and sends as systemd's path of it (`/kubepods.slice/kubepods-besteffort.slice/
+//! kubepods-besteffort-pod<uid>.slice`) or a client as its bare name; each container runs in a
+//! transient scope `crisp-<id>.scope` in it that systemd makes and removes (over D-Bus, in the
+//! shim's libcgroups), as containerd's `SystemdCgroup` and CRI-O do, which likewise take the
+//! path's last part as the slice. A pod's record keeps the slice's name, a cgroupfs parent as
+//! given: its shape says which driver it was made with ([`PodCgroup::of`]), so the pods of a
+//! crispd restarted with the other driver are still found and removed.
 
 use crisp_api::cgroups_path::{self, CgroupsPath, SCOPE_PREFIX};
 use serde::Deserialize;
@@ -26,6 +28,16 @@ impl CgroupDriver {
             CgroupDriver::Cgroupfs => "/crisp",
             CgroupDriver::Systemd => "crisp.slice",
         }
+    }
+
+    /// Checks a cgroup parent (the config's or a pod's) against this driver and gives the
+    /// form a pod's record keeps: a cgroupfs path, or a slice's bare name.
+    pub fn parent(self, p: &str) -> Result<String, String> {
+        self.check_parent(p)?;
+        Ok(match self {
+            CgroupDriver::Cgroupfs => p.to_string(),
+            CgroupDriver::Systemd => slice_name(p).to_string(),
+        })
     }
 
     /// Checks a cgroup parent (the config's or a pod's) against this driver.
@@ -50,16 +62,24 @@ impl CgroupDriver {
                 Ok(())
             }
             CgroupDriver::Systemd => {
-                if p.starts_with('/') {
+                let name = slice_name(p);
+                if !name.ends_with(".slice") {
                     return Err(format!(
-                        "cgroup parent {p:?} is a cgroupfs path, but crispd runs the systemd \
+                        "cgroup parent {p:?} is no systemd slice, but crispd runs the systemd \
                          driver: give a slice such as kubepods-besteffort-pod<uid>.slice (or \
-                         set kubelet's cgroupDriver to systemd)"
+                         set kubelet's cgroupDriver to cgroupfs and crispd's cgroup_driver too)"
                     ));
                 }
-                cgroups_path::slice_path(p)
-                    .map(|_| ())
-                    .map_err(|e| format!("cgroup parent: {e}"))
+                let expanded = cgroups_path::slice_path(name)
+                    .map_err(|e| format!("cgroup parent {p:?}: {e}"))?;
+                // A path must be where systemd has that slice, or the pod's stats, limits and
+                // containers would be in different places.
+                if p.contains('/') && p.trim_end_matches('/') != expanded {
+                    return Err(format!(
+                        "cgroup parent {p:?}: systemd keeps the slice {name} at {expanded}"
+                    ));
+                }
+                Ok(())
             }
         }
     }
@@ -70,12 +90,17 @@ impl CgroupDriver {
         match self {
             CgroupDriver::Cgroupfs => format!("{}/pod-{short}", base.trim_end_matches('/')),
             // A slice's name carries its ancestors: `crisp.slice` holds `crisp-pod<id>.slice`.
-            CgroupDriver::Systemd => match base.strip_suffix(".slice") {
+            CgroupDriver::Systemd => match slice_name(base).strip_suffix(".slice") {
                 Some("-") | None => format!("pod{short}.slice"),
                 Some(stem) => format!("{stem}-pod{short}.slice"),
             },
         }
     }
+}
+
+/// The slice a systemd parent names: its last path component (the whole of a bare name).
+fn slice_name(p: &str) -> &str {
+    p.trim_end_matches('/').rsplit('/').next().unwrap_or(p)
 }
 
 /// A pod's cgroup parent, as its record keeps it.
@@ -140,6 +165,16 @@ mod tests {
             .unwrap_err();
         assert!(slice.contains("cgroup_driver"), "{slice}");
         assert!(sd.check_parent("kubepods-besteffort-pod1.slice").is_ok());
+        // What kubelet sends: systemd's path of the slice.
+        assert_eq!(
+            sd.parent("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice")
+                .unwrap(),
+            "kubepods-besteffort-pod1.slice"
+        );
+        assert_eq!(sd.parent("/test.slice").unwrap(), "test.slice");
+        assert!(sd
+            .check_parent("/kubepods.slice/kubepods-pod1.slice/x.slice")
+            .is_err());
         assert!(sd.check_parent("/kubepods/pod1").is_err());
         assert!(sd.check_parent("kubepods--x.slice").is_err());
         assert!(sd.check_parent("../x.slice").is_err());
@@ -154,6 +189,10 @@ mod tests {
         );
         assert_eq!(
             CgroupDriver::Systemd.owned_pod_parent("crisp.slice", id),
+            "crisp-pod0123456789ab.slice"
+        );
+        assert_eq!(
+            CgroupDriver::Systemd.owned_pod_parent("/crisp.slice", id),
             "crisp-pod0123456789ab.slice"
         );
         assert_eq!(

@@ -75,14 +75,12 @@ impl Runtime {
         let requested_parent = config
             .linux
             .as_ref()
-            .map(|l| l.cgroup_parent.clone())
+            .map(|l| l.cgroup_parent.as_str())
+            .filter(|p| !p.is_empty())
+            .map(|p| self.cfg.cgroup_driver.parent(p))
+            .transpose()
+            .map_err(Error::InvalidArgument)?
             .unwrap_or_default();
-        if !requested_parent.is_empty() {
-            self.cfg
-                .cgroup_driver
-                .check_parent(&requested_parent)
-                .map_err(Error::InvalidArgument)?;
-        }
         for key in config
             .linux
             .as_ref()
