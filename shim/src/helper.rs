@@ -45,6 +45,9 @@ pub enum Op {
         /// The process gets a terminal whose master goes to this socket.
         #[arg(long)]
         console_socket: Option<PathBuf>,
+        /// The spec's cgroupsPath is systemd's `slice:prefix:name` (runc's flag of that name).
+        #[arg(long)]
+        systemd_cgroup: bool,
     },
     Start {
         #[arg(long)]
@@ -133,12 +136,14 @@ pub fn run_op(op: Op) -> i32 {
             with_stdout,
             with_stderr,
             console_socket,
+            systemd_cgroup,
         } => create(
             &root,
             &id,
             &bundle,
             [with_stdin, with_stdout, with_stderr],
             console_socket,
+            systemd_cgroup,
         ),
         Op::Exec {
             root,
@@ -231,9 +236,9 @@ fn create(
     bundle: &Path,
     stdio: [bool; 3],
     console_socket: Option<PathBuf>,
+    systemd: bool,
 ) -> Result<(), String> {
     std::fs::create_dir_all(root).map_err(|e| format!("creating {}: {e}", root.display()))?;
-    let systemd = crate::cgroup::of_bundle(bundle).is_some_and(|p| crate::cgroup::is_systemd(&p));
     let container = builder_with_stdio(root, id, stdio, console_socket)?
         .as_init(bundle)
         .with_systemd(systemd)
@@ -312,14 +317,20 @@ impl RuntimeHelper {
         self
     }
 
+    /// Creates container `id` from `bundle`; `cgroup` is the spec's `cgroupsPath` (the shim
+    /// read it already: it says which cgroup driver libcontainer must use).
     pub fn create(
         &self,
         id: &str,
         bundle: &Path,
+        cgroup: Option<&Path>,
         stdio: ContainerStdio,
     ) -> Result<u32, HelperError> {
         let mut args = self.args("create", id);
         args.extend(["--bundle".into(), bundle.into()]);
+        if cgroup.is_some_and(crate::cgroup::is_systemd) {
+            args.push("--systemd-cgroup".into());
+        }
         self.run_with_stdio("create", args, stdio)
     }
 

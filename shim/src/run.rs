@@ -23,7 +23,10 @@ pub fn run(bundle: &Path, id: Option<String>, root: Option<PathBuf>) -> Result<i
         stderr: Some(dup(std::io::stderr().as_fd())?),
         console_socket: None,
     };
-    let pid = helper.create(&id, &bundle, stdio).context("create")?;
+    let cgroup = crate::cgroup::of_bundle(&bundle);
+    let pid = helper
+        .create(&id, &bundle, cgroup.as_deref(), stdio)
+        .context("create")?;
     let result = helper
         .start(&id)
         .context("start")

@@ -24,6 +24,9 @@ use ttrpc::{Code, TtrpcContext};
 
 /// How long an exit waits for its output to drain before it is reported anyway.
 const IO_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long an exit waits for systemd to remove the container's emptied scope, and with it for
+/// the OOM watch to have read its last count (`oom::Watch::finish`).
+const OOM_WATCH_GRACE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -178,17 +181,19 @@ impl TaskService {
     /// Waits for a process to exit, lets its output drain, persists the init's exit, then
     /// publishes it.
     fn monitor(&self, exec_id: String, pid: u32, io: ProcessIo) {
+        let cgroup = self.lock().as_ref().and_then(|c| c.cgroup.clone());
+        let oom_watch = cgroup
+            .as_deref()
+            .filter(|_| exec_id.is_empty())
+            .and_then(crate::oom::Watch::start);
         let code = self.inner.reaper.wait(pid as i32);
         io.wait_drained(IO_DRAIN_TIMEOUT);
         if exec_id.is_empty() {
             self.inner.attach.close();
         }
         let oom_killed = exec_id.is_empty()
-            && self
-                .lock()
-                .as_ref()
-                .and_then(|c| c.cgroup.clone())
-                .is_some_and(|p| crate::oom::oom_kills(&p) > 0);
+            && (oom_watch.is_some_and(|w| w.finish(OOM_WATCH_GRACE) > 0)
+                || cgroup.is_some_and(|p| crate::oom::oom_kills(&p) > 0));
         let record = ExitRecord {
             pid,
             exit_code: code,
@@ -379,10 +384,16 @@ impl Task for TaskService {
         }
         let created = prepared.and_then(|prepared| {
             let (stdio, pending) = prepared.split();
+            let cgroup = self.lock().as_ref().and_then(|c| c.cgroup.clone());
             let pid = self
                 .inner
                 .helper
-                .create(&req.id, PathBuf::from(&req.bundle).as_path(), stdio)
+                .create(
+                    &req.id,
+                    PathBuf::from(&req.bundle).as_path(),
+                    cgroup.as_deref(),
+                    stdio,
+                )
                 .map_err(|e| {
                     err(
                         Code::INTERNAL,

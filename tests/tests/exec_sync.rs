@@ -2,8 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use crisp_tests::cri::ExecSyncRequest;
-use crisp_tests::{crispd_test, CriClient, Crispd, TestPod, BUSYBOX};
+use crisp_tests::cri::{
+    ExecSyncRequest, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+};
+use crisp_tests::{crispd_test, with_sc, CriClient, Crispd, TestPod, BUSYBOX};
 use tonic::Code;
 
 crispd_test!(exec_sync, check);
@@ -155,39 +158,53 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         assert_eq!((r.stdout.as_slice(), r.exit_code), (&b"still\n"[..], 0));
     }
 
-    // The container is stopped while an ExecSync runs in it: the exec dies with it and the
-    // call answers as containerd's does, the killed command's 137, not an error.
-    let doomed = pod
-        .start_container(&mut client, "doomed", &["sleep", "1000"])
-        .await?;
-    let mut other = crispd.client().await?;
-    let (doomed2, started) = (doomed.clone(), Instant::now());
-    let running = tokio::spawn(async move {
-        exec(
-            &mut other,
-            &doomed2,
-            &["sh", "-c", "echo begun; sleep 6161"],
-            120,
-        )
-        .await
+    // The container exits (on its own) while an ExecSync runs in it: the exec dies with it
+    // and the call answers as containerd's does, the killed command's 137, not an error. In a
+    // pod sharing its PID namespace the exec outlives the container's init: the shim kills it.
+    let mut shared = TestPod::new_config(crispd, "sharedpid-exec")?;
+    shared.linux = Some(LinuxPodSandboxConfig {
+        security_context: Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                pid: NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
     });
-    crisp_tests::wait_until("the exec to start", Duration::from_secs(30), || {
-        let out = std::process::Command::new("pgrep")
-            .args(["-f", "sleep 6161"])
-            .output()
-            .ok()?;
-        (!out.stdout.is_empty()).then_some(())
-    })
-    .await?;
-    crisp_tests::timed_stop(&mut client, &doomed, 0).await?;
-    let r = running.await?;
-    let r = r.map_err(|s| anyhow::anyhow!("ExecSync in a container stopped under it: {s}"))?;
+    let shared = TestPod::run(&mut client, shared).await?;
+    let doomed = shared.container(
+        "doomed",
+        &["sh", "-c", "until [ -e /tmp/go ]; do sleep 0.05; done"],
+    )?;
+    let doomed = with_sc(
+        doomed,
+        LinuxContainerSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                pid: NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    let doomed = shared.create(&mut client, doomed).await?;
+    client.start_container(&doomed).await?;
+    let started = Instant::now();
+    let r = exec(
+        &mut client,
+        &doomed,
+        &["sh", "-c", "touch /tmp/go; sleep 6161"],
+        120,
+    )
+    .await
+    .map_err(|s| anyhow::anyhow!("ExecSync in a container that exited under it: {s}"))?;
     assert_eq!(r.exit_code, 137, "{r:?}");
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "the exec outlived its container"
     );
 
+    client.stop_and_remove_pod(&shared.id).await?;
     client.stop_and_remove_pod(&pod.id).await?;
     crispd.assert_no_leaks();
     Ok(())

@@ -544,6 +544,11 @@ impl CgroupManager for Manager {
                 .set_unit_properties(&self.unit_name, &properties)?;
         }
 
+        // crisp: then through the cgroup files as well, as runc's systemd manager does: systemd
+        // has no property for hugetlb limits or most of the `unified` map (kubelet's
+        // memory.oom.group), which would otherwise be dropped with a warning.
+        self.fs_manager.apply(controller_opt)?;
+
         Ok(())
     }
 
