@@ -58,7 +58,9 @@ pub use cri_log::{parse_cri_log, parse_cri_log_line, validate_cri_log_line, CriL
 pub use crispd::{images_command, images_import, Crispd, BLACKHOLE_REGISTRY};
 pub use image::busybox_layout;
 pub use layout::{layered_image, multi_arch_index, pseudo_random, BuiltImage, Entry};
-pub use pod::{expect_code, sh, tick_count, timed_stop, with_sc, TestPod, BUSYBOX, TICKER};
+pub use pod::{
+    expect_code, pid_mode, sh, tick_count, timed_stop, with_sc, TestPod, BUSYBOX, TICKER,
+};
 pub use privileges::require_root;
 pub use procs::{children_named, process_alive};
 pub use raw_grpc::{unary_call, RawAnswer};

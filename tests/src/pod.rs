@@ -5,7 +5,10 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use crisp_client::cri::{ContainerConfig, PodSandboxConfig};
+use crisp_client::cri::{
+    ContainerConfig, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode,
+    NamespaceOption, PodSandboxConfig,
+};
 use crisp_client::{container_config, pod_config, CriClient};
 
 use crate::Crispd;
@@ -54,6 +57,20 @@ impl TestPod {
             .with_context(|| format!("creating {}", log_dir.display()))?;
         let uid = format!("{name}-{}", crispd.id());
         Ok(pod_config(name, NAMESPACE, &uid, &log_dir))
+    }
+
+    /// [`new_config`](Self::new_config) for a pod whose containers share one PID namespace
+    /// (`shareProcessNamespace`: CRI pid mode POD), with a pause as its PID 1.
+    pub fn shared_pid_config(crispd: &Crispd, name: &str) -> anyhow::Result<PodSandboxConfig> {
+        let mut config = Self::new_config(crispd, name)?;
+        config.linux = Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(pid_mode(NamespaceMode::Pod)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        Ok(config)
     }
 
     /// Runs a pod from `config`.
@@ -162,6 +179,14 @@ pub async fn sh(client: &mut CriClient, id: &str, script: &str) -> anyhow::Resul
 }
 
 /// `c` with its Linux security context replaced by `sc`.
+/// The namespace options of a pod or container whose PID namespace is `mode`.
+pub fn pid_mode(mode: NamespaceMode) -> NamespaceOption {
+    NamespaceOption {
+        pid: mode as i32,
+        ..Default::default()
+    }
+}
+
 pub fn with_sc(
     mut c: ContainerConfig,
     sc: crisp_client::cri::LinuxContainerSecurityContext,

@@ -2,11 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use crisp_tests::cri::{
-    ExecSyncRequest, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
-};
-use crisp_tests::{crispd_test, with_sc, CriClient, Crispd, TestPod, BUSYBOX};
+use crisp_tests::cri::{ExecSyncRequest, LinuxContainerSecurityContext, NamespaceMode};
+use crisp_tests::{crispd_test, pid_mode, with_sc, CriClient, Crispd, TestPod, BUSYBOX};
 use tonic::Code;
 
 crispd_test!(exec_sync, check);
@@ -161,17 +158,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     // The container exits (on its own) while an ExecSync runs in it: the exec dies with it
     // and the call answers as containerd's does, the killed command's 137, not an error. In a
     // pod sharing its PID namespace the exec outlives the container's init: the shim kills it.
-    let mut shared = TestPod::new_config(crispd, "sharedpid-exec")?;
-    shared.linux = Some(LinuxPodSandboxConfig {
-        security_context: Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(NamespaceOption {
-                pid: NamespaceMode::Pod as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let shared = TestPod::shared_pid_config(crispd, "sharedpid-exec")?;
     let shared = TestPod::run(&mut client, shared).await?;
     let doomed = shared.container(
         "doomed",
@@ -180,10 +167,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let doomed = with_sc(
         doomed,
         LinuxContainerSecurityContext {
-            namespace_options: Some(NamespaceOption {
-                pid: NamespaceMode::Pod as i32,
-                ..Default::default()
-            }),
+            namespace_options: Some(pid_mode(NamespaceMode::Pod)),
             ..Default::default()
         },
     );

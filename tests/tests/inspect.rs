@@ -2,10 +2,7 @@
 //! the pod's pause) process on the host, `info.runtimeSpec` the OCI config it runs with, and the
 //! pod's namespaces are listed with their pins.
 
-use crisp_tests::cri::{
-    ContainerStatusRequest, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode,
-    NamespaceOption, PodSandboxStatusRequest,
-};
+use crisp_tests::cri::{ContainerStatusRequest, PodSandboxStatusRequest};
 use crisp_tests::{crispd_test, Crispd, TestPod, BUSYBOX};
 use serde_json::Value;
 
@@ -21,17 +18,7 @@ fn info(map: &std::collections::HashMap<String, String>) -> anyhow::Result<Value
 async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;
     client.pull(BUSYBOX).await?;
-    let mut config = TestPod::new_config(crispd, "inspected")?;
-    config.linux = Some(LinuxPodSandboxConfig {
-        security_context: Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(NamespaceOption {
-                pid: NamespaceMode::Pod as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let config = TestPod::shared_pid_config(crispd, "inspected")?;
     let pod = TestPod::run(&mut client, config).await?;
     let id = pod
         .start_container(&mut client, "sleeper", &["sleep", "4242"])

@@ -3,10 +3,7 @@
 //! debug containers) joins one container's namespace; stopping the pod ends the pause and
 //! everything left in the namespace.
 
-use crisp_tests::cri::{
-    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    NamespaceMode, NamespaceOption,
-};
+use crisp_tests::cri::{LinuxContainerSecurityContext, NamespaceMode, NamespaceOption};
 use crisp_tests::{crispd_test, process_alive, sh, with_sc, Crispd, TestPod, BUSYBOX};
 
 crispd_test!(pid_namespaces, check);
@@ -26,17 +23,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;
     client.pull(BUSYBOX).await?;
 
-    let mut config = TestPod::new_config(crispd, "sharedpid")?;
-    config.linux = Some(LinuxPodSandboxConfig {
-        security_context: Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(NamespaceOption {
-                pid: NamespaceMode::Pod as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let config = TestPod::shared_pid_config(crispd, "sharedpid")?;
     let pod = TestPod::run(&mut client, config).await?;
     let shared = |name: &str, cmd: &[&str]| -> anyhow::Result<_> {
         Ok(with_sc(

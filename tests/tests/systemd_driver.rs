@@ -14,11 +14,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use crisp_tests::cri::{
-    LinuxContainerConfig, LinuxContainerResources, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, RuntimeConfigRequest,
+    LinuxContainerConfig, LinuxContainerResources, LinuxPodSandboxConfig, RuntimeConfigRequest,
     UpdateContainerResourcesRequest,
 };
-use crisp_tests::{expect_code, sh, wait_until, Crispd, TestPod, BUSYBOX};
+use crisp_tests::{expect_code, sh, wait_until, CriClient, Crispd, TestPod, BUSYBOX};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemd_driver() {
@@ -89,6 +88,30 @@ fn memory_limit(bytes: i64) -> Option<LinuxContainerConfig> {
     })
 }
 
+/// RunPodSandbox of a pod whose cgroup parent is `parent`, which must be INVALID_ARGUMENT.
+async fn refused(
+    client: &mut CriClient,
+    crispd: &Crispd,
+    parent: &str,
+) -> anyhow::Result<tonic::Status> {
+    let mut config = TestPod::new_config(crispd, "refused")?;
+    config.linux = Some(LinuxPodSandboxConfig {
+        cgroup_parent: parent.into(),
+        ..Default::default()
+    });
+    expect_code(
+        client
+            .runtime
+            .run_pod_sandbox(crisp_tests::cri::RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await,
+        tonic::Code::InvalidArgument,
+        &format!("a pod with cgroup parent {parent}"),
+    )
+}
+
 async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;
     client.pull(BUSYBOX).await?;
@@ -105,45 +128,14 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     );
 
     // A cgroupfs parent is kubelet configured with the other driver: refused, naming both.
-    let mut wrong = TestPod::new_config(crispd, "cgroupfs-parent")?;
-    wrong.linux = Some(LinuxPodSandboxConfig {
-        cgroup_parent: "/kubepods/besteffort/pod1".into(),
-        ..Default::default()
-    });
-    let status = expect_code(
-        client
-            .runtime
-            .run_pod_sandbox(crisp_tests::cri::RunPodSandboxRequest {
-                config: Some(wrong),
-                runtime_handler: String::new(),
-            })
-            .await,
-        tonic::Code::InvalidArgument,
-        "a pod with a cgroupfs parent",
-    )?;
+    let status = refused(&mut client, crispd, "/kubepods/besteffort/pod1").await?;
     anyhow::ensure!(
         status.message().contains("systemd"),
         "refusal: {}",
         status.message()
     );
-
     // A slice's path must be systemd's: elsewhere the pod's cgroups would be in two places.
-    let mut wrong = TestPod::new_config(crispd, "misplaced-slice")?;
-    wrong.linux = Some(LinuxPodSandboxConfig {
-        cgroup_parent: "/elsewhere/kubepods-pod1.slice".into(),
-        ..Default::default()
-    });
-    expect_code(
-        client
-            .runtime
-            .run_pod_sandbox(crisp_tests::cri::RunPodSandboxRequest {
-                config: Some(wrong),
-                runtime_handler: String::new(),
-            })
-            .await,
-        tonic::Code::InvalidArgument,
-        "a pod with a slice out of place",
-    )?;
+    refused(&mut client, crispd, "/elsewhere/kubepods-pod1.slice").await?;
 
     // A pod under a slice named as kubelet names it, below this instance's parent.
     let stem = crispd
@@ -152,7 +144,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         .to_string();
     let slice = format!("{stem}-besteffort-pod{}.slice", crispd.id());
     let pod_dir = slice_dir(&slice);
-    let mut config = TestPod::new_config(crispd, "sliced")?;
+    let mut config = TestPod::shared_pid_config(crispd, "sliced")?;
     config.linux = Some(LinuxPodSandboxConfig {
         // As kubelet sends it: systemd's path of the slice (containerd and CRI-O take its last
         // part; a bare name works too, see the refusal above and the config's parent).
@@ -161,14 +153,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
             .to_str()
             .map(|p| format!("/{p}"))
             .unwrap_or_default(),
-        security_context: Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(NamespaceOption {
-                pid: NamespaceMode::Pod as i32,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
+        ..config.linux.unwrap_or_default()
     });
     let pod = TestPod::run(&mut client, config).await?;
 
