@@ -81,6 +81,9 @@ shm_ids() {
     ipcs -m | awk '$2 ~ /^[0-9]+$/ { print $2, $5, $6 }'
 }
 SHM_BEFORE=$(shm_ids)
+# crispd's embedded network makes the bridge crisp0 (the pods' DELs leave it, as a node's
+# bridge stays): removed at the end unless it was there before the run.
+BRIDGE_BEFORE=$(ip -o link show crisp0 2> /dev/null || true)
 
 # Every process whose command line names our state or run dir: crispd's shims (crisp-shim
 # serve --dir STATE/containers/ID, started in their own session so that they outlive crispd)
@@ -177,6 +180,9 @@ cleanup() {
         find "$d" -depth -type d -exec rmdir {} + 2> /dev/null
         [[ -d $d ]] && echo "warning: cgroup $d is left" >&2
     done
+    if [[ -z $BRIDGE_BEFORE ]]; then
+        ip link del crisp0 2> /dev/null
+    fi
     while read -r id size nattch; do
         [[ -n $id && $size == 1048576 && $nattch == 0 ]] || continue
         grep -qx "$id $size $nattch" <<< "$SHM_BEFORE" || ipcrm -m "$id"

@@ -70,14 +70,6 @@ impl CgroupsPath {
             }
         }
     }
-
-    /// The unit systemd runs a `Systemd` path's processes in.
-    pub fn unit(&self) -> Option<String> {
-        match self {
-            CgroupsPath::Systemd { prefix, name, .. } => Some(format!("{prefix}-{name}.scope")),
-            CgroupsPath::Fs(_) => None,
-        }
-    }
 }
 
 impl fmt::Display for CgroupsPath {
@@ -133,7 +125,6 @@ mod tests {
     fn parses_both_shapes() {
         let p = CgroupsPath::parse("kubepods-besteffort-pod1.slice:crisp:abc");
         assert!(p.is_systemd());
-        assert_eq!(p.unit().as_deref(), Some("crisp-abc.scope"));
         assert_eq!(p.to_string(), "kubepods-besteffort-pod1.slice:crisp:abc");
         assert!(CgroupsPath::parse(":crisp:abc").is_systemd());
         assert_eq!(

@@ -24,9 +24,7 @@ impl Watch {
         if !crate::cgroup::is_systemd(cgroups_path) {
             return None;
         }
-        let dir = crate::cgroup::dir(cgroups_path)?;
-        let rel = dir.strip_prefix("/").unwrap_or(&dir);
-        let file = Path::new("/sys/fs/cgroup").join(rel).join("memory.events");
+        let [_, file] = counter_files(cgroups_path)?;
         let inotify = Inotify::init(InitFlags::IN_CLOEXEC).ok()?;
         // kernfs notifies a modification of memory.events at every event it counts; the
         // watch ends (IN_IGNORED) when the cgroup is removed.
@@ -56,10 +54,7 @@ impl Watch {
 
 fn watch(inotify: Inotify, file: PathBuf, seen: Arc<AtomicU64>) {
     loop {
-        if let Some(n) = std::fs::read_to_string(&file)
-            .ok()
-            .and_then(|t| counter(&t, "oom_kill"))
-        {
+        if let Some(n) = oom_kill_count(&file) {
             seen.fetch_max(n, Ordering::Relaxed);
         }
         match inotify.read_events() {
@@ -79,22 +74,29 @@ fn watch(inotify: Inotify, file: PathBuf, seen: Arc<AtomicU64>) {
 /// `oom_kill` events counted in the cgroup at `cgroups_path` (v1 `memory.oom_control`, v2
 /// `memory.events`); 0 when the files are missing.
 pub fn oom_kills(cgroups_path: &Path) -> u64 {
-    let Some(dir) = crate::cgroup::dir(cgroups_path) else {
-        return 0;
-    };
+    counter_files(cgroups_path)
+        .into_iter()
+        .flatten()
+        .filter_map(|f| oom_kill_count(&f))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The files that count the cgroup's OOM kills: v1's `memory.oom_control`, v2's
+/// `memory.events`.
+fn counter_files(cgroups_path: &Path) -> Option<[PathBuf; 2]> {
+    let dir = crate::cgroup::dir(cgroups_path)?;
     let rel = dir.strip_prefix("/").unwrap_or(&dir);
-    let candidates = [
+    Some([
         Path::new("/sys/fs/cgroup/memory")
             .join(rel)
             .join("memory.oom_control"),
         Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
-    ];
-    candidates
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .filter_map(|text| counter(&text, "oom_kill"))
-        .max()
-        .unwrap_or(0)
+    ])
+}
+
+fn oom_kill_count(file: &Path) -> Option<u64> {
+    counter(&std::fs::read_to_string(file).ok()?, "oom_kill")
 }
 
 fn counter(text: &str, key: &str) -> Option<u64> {

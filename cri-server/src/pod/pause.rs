@@ -36,9 +36,10 @@ fn cgroup_of(pod_cgroup: &str) -> Option<String> {
 /// Puts the pod `pod_id`'s pause `pid` in its cgroup; failures are logged (the pause then
 /// stays in crispd's cgroup, where it still works).
 fn place(pod_cgroup: &str, pod_id: &str, pid: u32) {
-    match PodCgroup::of(pod_cgroup) {
+    let pod = PodCgroup::of(pod_cgroup);
+    match pod {
         PodCgroup::Slice(_) => {
-            let scope = PodCgroup::of(pod_cgroup).child(pod_id).to_string();
+            let scope = pod.child(pod_id).to_string();
             if let Err(e) = crate::cgroups::systemd::start_scope(&scope, pod_id, pid) {
                 tracing::warn!(pid, error = %e, "pause left out of its scope");
             }
@@ -54,10 +55,11 @@ fn place(pod_cgroup: &str, pod_id: &str, pid: u32) {
 
 /// Removes the cgroup `place` gave the pause, once it is gone.
 fn unplace(pod_cgroup: &str, pod_id: &str) {
-    match PodCgroup::of(pod_cgroup) {
+    let pod = PodCgroup::of(pod_cgroup);
+    match pod {
         PodCgroup::Slice(_) => {
             // systemd stops an emptied scope by itself; this is for one it still lists.
-            let scope = PodCgroup::of(pod_cgroup).child(pod_id).to_string();
+            let scope = pod.child(pod_id).to_string();
             if let Err(e) = crate::cgroups::systemd::stop_scope(&scope) {
                 tracing::warn!(error = %e, "stopping the pause's scope");
             }

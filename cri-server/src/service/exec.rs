@@ -241,7 +241,6 @@ impl Runtime {
             ));
         }
         let shim = self.running_shim(id)?;
-        let exited = self.entry_parts(id)?.exited;
         let dir = self.shim_dir(id);
         let spec = exec_spec(&dir.bundle(), cmd, tty)
             .map_err(|e| Error::internal(format!("exec in container {id}"), e))?;
@@ -298,16 +297,7 @@ impl Runtime {
             tracing::debug!(container = %id, exec = %exec_id, error = %e, "deleting exec");
         }
         drop(fifos);
-        let code = match result {
-            // The container exited while the command ran: its processes were killed with it and
-            // its shim released, so the exit is not reported. containerd answers ExecSync the
-            // same way, with the killed exec's 137 rather than an error.
-            Err(e) if *exited.borrow() && !matches!(e, Error::DeadlineExceeded(_)) => {
-                tracing::debug!(container = %id, exec = %exec_id, error = %e, "container exited during exec");
-                128 + libc::SIGKILL
-            }
-            r => r?,
-        };
+        let code = result?;
         let stderr = sinks.pop().flatten();
         let stdout = sinks.pop().flatten();
         Ok((code, stdout, stderr))
