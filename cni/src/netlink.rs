@@ -210,6 +210,15 @@ impl Netlink {
         })
     }
 
+    /// Takes the link off its bridge (or other master) and sets it down, in one request.
+    pub fn detach_and_set_down(&mut self, index: u32) -> io::Result<()> {
+        self.set_link(index, |m| {
+            m.header.flags = LinkFlags::empty();
+            m.header.change_mask = LinkFlags::Up;
+            m.attributes.push(LinkAttribute::Controller(0));
+        })
+    }
+
     pub fn set_master(&mut self, index: u32, master: u32) -> io::Result<()> {
         self.set_link(index, |m| {
             m.attributes.push(LinkAttribute::Controller(master))

@@ -539,6 +539,44 @@ fn del_uses_the_cached_config_after_the_conflist_changed() {
 }
 
 #[test]
+fn del_before_netns_removal_leaves_the_veth_to_the_netns() {
+    need_root!();
+    let net = TestNet::new();
+    net.write_conf("10-test.conflist", &net.crisp_conflist());
+    let rt = net.runtime(vec![net.bin_dir()]);
+    let ns = Netns::new();
+    let p = pod(&pod_id(), &ns);
+    let r = rt.add(&p).unwrap();
+    let veth = r.raw["interfaces"][1]["name"].as_str().unwrap().to_string();
+    let ip = r.ips[0];
+
+    rt.del_before_netns_removal(&p).unwrap();
+    // Released at once; the host end is down, so it forwards nothing for the address's next
+    // holder while the pair waits for the netns to go.
+    assert!(!net.data_dir().join(&net.name).join(ip.to_string()).exists());
+    let flags = std::fs::read_to_string(format!("/sys/class/net/{veth}/flags")).unwrap();
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & libc::IFF_UP as u32, 0, "{veth} still up");
+    assert!(
+        !std::path::Path::new(&format!("/sys/class/net/{veth}/master")).exists(),
+        "{veth} still on the bridge"
+    );
+    rt.del_before_netns_removal(&p).unwrap(); // twice is fine
+
+    ns.delete();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while link_exists(&veth) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{veth} outlived its netns"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // Without the netns (a DEL after a restart), there is no promise to rely on: nothing left.
+    rt.del_before_netns_removal(&p).unwrap();
+}
+
+#[test]
 fn concurrent_adds_and_dels_on_one_bridge() {
     need_root!();
     let net = TestNet::new();

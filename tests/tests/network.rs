@@ -199,6 +199,8 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
             "iptables rule for pod {id} left"
         );
     }
+    stop_takes_the_pod_off_the_network(&mut client, crispd).await?;
+
     let brif = format!("/sys/class/net/{}/brif", crispd.network().bridge);
     let ports: Vec<_> = std::fs::read_dir(&brif)
         .map(|d| d.flatten().collect())
@@ -214,6 +216,63 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         "hostPort still open"
     );
     crispd.assert_no_leaks();
+    Ok(())
+}
+
+/// StopPodSandbox (without RemovePodSandbox) takes the pod off the network at once: its host
+/// veth leaves the bridge and its netns pin goes (containerd removes the netns at stop too);
+/// the pair itself is gone soon after (crisp-bridge leaves it to the kernel's netns cleanup).
+async fn stop_takes_the_pod_off_the_network(
+    client: &mut CriClient,
+    crispd: &Crispd,
+) -> anyhow::Result<()> {
+    let pod = TestPod::start(client, crispd, "stopped").await?;
+    let pin = crispd.state().join("pods").join(&pod.id).join("ns/net");
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", pin.display()))
+        .args(["ip", "-o", "link", "show", "eth0"])
+        .output()?;
+    // "2: eth0@if123: <...": the host end's ifindex.
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    let peer: u32 = line
+        .split_once("@if")
+        .and_then(|(_, rest)| rest.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no veth peer in {line:?}"))?;
+    let host = std::fs::read_dir("/sys/class/net")?
+        .flatten()
+        .find(|e| {
+            std::fs::read_to_string(e.path().join("ifindex"))
+                .is_ok_and(|i| i.trim() == peer.to_string())
+        })
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .ok_or_else(|| anyhow::anyhow!("host end {peer} not found"))?;
+    let master = format!("/sys/class/net/{host}/master");
+    assert!(
+        std::path::Path::new(&master).exists(),
+        "{host} not on the bridge"
+    );
+
+    client
+        .runtime
+        .stop_pod_sandbox(crisp_tests::cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.id.clone(),
+        })
+        .await?;
+    assert!(!pin.exists(), "the netns pin outlived StopPodSandbox");
+    assert!(
+        !std::path::Path::new(&master).exists(),
+        "{host} still on the bridge after StopPodSandbox"
+    );
+    assert_eq!(pod_ip(client, &pod.id).await?, "");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(format!("/sys/class/net/{host}/ifindex"))
+        .is_ok_and(|i| i.trim() == peer.to_string())
+    {
+        assert!(Instant::now() < deadline, "{host} outlived the pod's stop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    client.stop_and_remove_pod(&pod.id).await?;
     Ok(())
 }
 

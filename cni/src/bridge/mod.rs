@@ -139,6 +139,20 @@ impl Args {
             cni_args: v("CNI_ARGS"),
         }
     }
+
+    /// The value of `key` in CNI_ARGS (`K1=V1;K2=V2`).
+    fn cni_arg(&self, key: &str) -> Option<&str> {
+        self.cni_args
+            .split(';')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+
+    /// The runtime removes the netns right after this DEL (see `NETNS_TEARDOWN_ARG`).
+    fn netns_removed_after(&self) -> bool {
+        self.netns.is_some() && self.cni_arg(crate::runtime::NETNS_TEARDOWN_ARG) == Some("true")
+    }
 }
 
 /// Host-side veth name: `veth` + 8 hex digits of sha256(id + ifname).
@@ -566,15 +580,26 @@ pub fn cmd_del(args: &Args, conf: &NetConf) -> Result<(), PluginError> {
     // interface in the netns that belongs to someone else (same ifname, other id) is never
     // touched. If the netns is gone, the pair went with it and there is nothing to do; the
     // netns need not be entered at all.
+    //
+    // Deleting a veth waits in the kernel for RCU grace periods (about 20 ms here, most of a
+    // pod's stop). When the runtime removes the netns right after this DEL, the kernel's netns
+    // cleanup deletes the pair in the background instead; the host end only leaves the bridge
+    // and goes down now, so that nothing reaches the address released below, which another
+    // pod may get at once.
     let host = host_veth_name(&args.container_id, &args.ifname);
     let mut nl = Netlink::new().map_err(io_fail("opening netlink"))?;
     if let Some(l) = nl
         .link_by_name(&host)
         .map_err(io_fail(&format!("looking up {host}")))?
     {
-        match nl.delete_link(l.index) {
+        let (done, what) = if args.netns_removed_after() {
+            (nl.detach_and_set_down(l.index), "detaching")
+        } else {
+            (nl.delete_link(l.index), "deleting")
+        };
+        match done {
             Err(e) if e.raw_os_error() != Some(libc::ENODEV) => {
-                return Err(io_fail(&format!("deleting {host}"))(e))
+                return Err(io_fail(&format!("{what} {host}"))(e))
             }
             _ => {}
         }

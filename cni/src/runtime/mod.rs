@@ -17,6 +17,10 @@ use serde_json::{Map, Value};
 
 pub use conf::{ConfList, DEFAULT_CONFLIST};
 
+/// The CNI_ARGS key by which a DEL says that the runtime removes the pod's netns right
+/// after it (`…;CRISP_NETNS_TEARDOWN=true`).
+pub const NETNS_TEARDOWN_ARG: &str = "CRISP_NETNS_TEARDOWN";
+
 /// Where configs, plugins and the cache live.
 #[derive(Debug, Clone)]
 pub struct CniConfig {
@@ -341,6 +345,19 @@ impl CniRuntime {
     /// ADD, or the current configuration when nothing is cached, then drops the cache entry.
     /// Idempotent; the netns may be gone (CNI_NETNS is then passed empty).
     pub fn del(&self, pod: &PodNetwork) -> Result<(), CniError> {
+        self.del_as(pod, false)
+    }
+
+    /// DEL for a runtime that removes the pod's netns right after it, as crispd does at
+    /// StopPodSandbox (and containerd's CRI too). The plugins are told so in CNI_ARGS
+    /// ([`NETNS_TEARDOWN_ARG`]): crisp-bridge then leaves the veth pair to go with the netns
+    /// instead of deleting it (see `bridge::cmd_del`); other plugins ignore the key
+    /// (`IgnoreUnknown=1`).
+    pub fn del_before_netns_removal(&self, pod: &PodNetwork) -> Result<(), CniError> {
+        self.del_as(pod, true)
+    }
+
+    fn del_as(&self, pod: &PodNetwork, netns_removed_after: bool) -> Result<(), CniError> {
         Self::validate(pod)?;
         let cached = self.find_cache(pod)?;
         let (list, caps, cni_args, prev, cache_path) = match &cached {
@@ -383,6 +400,11 @@ impl CniRuntime {
             String::new()
         };
         let prev = prev.filter(|_| crate::types::version_at_least(&list.cni_version, "0.4.0"));
+        let cni_args = if netns_removed_after && !netns.is_empty() {
+            format!("{cni_args};{NETNS_TEARDOWN_ARG}=true")
+        } else {
+            cni_args
+        };
         if let Some(e) = self.run_del(&list, pod, &netns, &cni_args, &caps, prev.as_ref()) {
             return Err(e);
         }

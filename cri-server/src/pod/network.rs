@@ -158,7 +158,9 @@ impl Network {
         Ok(r.ips.iter().map(|ip| ip.to_string()).collect())
     }
 
-    /// CNI DEL; idempotent, works from the result cache after restarts. Blocking.
+    /// CNI DEL; idempotent, works from the result cache after restarts. Blocking. The caller
+    /// removes the pod's netns right after it (plugins are told so: a veth then goes with the
+    /// netns, in the kernel's background cleanup, instead of on this call's time).
     pub fn detach(&self, pod: &PodNetwork) -> Result<()> {
         let rt = match self.current() {
             Ok(rt) => rt,
@@ -171,7 +173,7 @@ impl Network {
                 .map_err(|e| Error::internal("loading CNI for DEL", e))?,
             ),
         };
-        rt.del(pod).map_err(|e| {
+        rt.del_before_netns_removal(pod).map_err(|e| {
             Error::Internal(format!("tearing down the network of pod {}: {e}", pod.id))
         })
     }

@@ -66,6 +66,14 @@ pub struct SandboxRecord {
 }
 
 impl SandboxRecord {
+    /// Where the pod's netns is (or was) pinned; also for a record saved before the pin was
+    /// recorded (`Creating`).
+    pub fn net_pin(&self) -> PathBuf {
+        self.netns
+            .clone()
+            .unwrap_or_else(|| self.dir.join("ns/net"))
+    }
+
     pub fn name_key(config: &PodSandboxConfig) -> Option<(String, String, String, u32)> {
         config.metadata.as_ref().map(|m| {
             (

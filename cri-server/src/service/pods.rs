@@ -238,7 +238,7 @@ impl Runtime {
             &rec.cgroup_parent,
         );
         namespaces::remove(&Pinned {
-            net: rec.netns.clone().or_else(|| Some(rec.dir.join("ns/net"))),
+            net: Some(rec.net_pin()),
             ipc: rec.ipcns.clone().or_else(|| Some(rec.dir.join("ns/ipc"))),
             uts: rec.utsns.clone().or_else(|| Some(rec.dir.join("ns/uts"))),
             pid: None,
@@ -267,7 +267,7 @@ impl Runtime {
 
     /// CNI DEL for a pod that has (or may have had) its own network namespace.
     fn detach_network(&self, rec: &SandboxRecord) {
-        let netns = rec.netns.clone().unwrap_or_else(|| rec.dir.join("ns/net"));
+        let netns = rec.net_pin();
         let host_net = rec
             .config
             .linux
@@ -320,12 +320,18 @@ impl Runtime {
                     // Ends whatever the containers left in the shared PID namespace.
                     pause::stop(pin, r.pause_pid, &r.id, &r.cgroup_parent);
                 }
+                // As containerd does at stop: the DEL left the veth to go with the netns.
+                namespaces::remove(&Pinned {
+                    net: Some(r.net_pin()),
+                    ..Pinned::default()
+                });
             })
             .await
             .map_err(|e| Error::internal("pod teardown task", e))?;
             if let Some(rec) = self.objects().pods.get_mut(&id) {
                 rec.state = rec.state.transition(SandboxState::NotReady)?;
                 rec.ips.clear();
+                rec.netns = None;
                 rec.pidns = None;
                 rec.pause_pid = 0;
                 self.pod_store.save(&id, rec)?;
