@@ -110,6 +110,27 @@ pub enum LayerPassing {
 
 static PASSING: OnceLock<LayerPassing> = OnceLock::new();
 
+/// Whether writable overlays are mounted `volatile` (Linux 5.10+), learnt by [`probe`].
+///
+/// Without it, the last unmount of an overlay syncs its upper filesystem (`sync_fs` of the
+/// whole filesystem under crisp's root, with a device cache flush): every container's stop
+/// waited for all the node's dirty data. A container's writable layer never outlives its
+/// container, and a container never outlives a reboot (crispd then tears it down and never
+/// mounts that upper dir again), so its writes need not be synced: `volatile` skips the
+/// unmount's sync and the container's own sync calls on its root filesystem, whose contents a
+/// machine crash makes unreachable anyway. Volumes are bind mounts, not overlays, and keep
+/// their sync semantics.
+static VOLATILE: OnceLock<bool> = OnceLock::new();
+
+fn volatile() -> bool {
+    VOLATILE.get().copied().unwrap_or(false)
+}
+
+/// Whether writable overlays are mounted `volatile` here (false until [`probe`] ran).
+pub fn writable_overlays_volatile() -> bool {
+    volatile()
+}
+
 /// How layers are passed, once a mount has succeeded.
 pub fn layer_passing() -> Option<LayerPassing> {
     PASSING.get().copied()
@@ -135,7 +156,15 @@ pub fn probe(scratch: &Path) -> Result<LayerPassing> {
             format!("preparing the overlay probe in {}", d.display())
         }))?;
     }
-    let mounted = mount_overlay(&dirs[..2], &dirs[2], &dirs[3], &dirs[4]);
+    // First with `volatile`: a kernel before 5.10 refuses it, and then mounts without.
+    let mut mounted = mount_either(&dirs[..2], Some((&dirs[2], &dirs[3])), true, &dirs[4]);
+    let takes_volatile = mounted.is_ok();
+    if !takes_volatile {
+        mounted = mount_either(&dirs[..2], Some((&dirs[2], &dirs[3])), false, &dirs[4]);
+    }
+    if mounted.is_ok() && VOLATILE.set(takes_volatile).is_ok() {
+        tracing::info!(volatile = takes_volatile, "writable overlays");
+    }
     // Never walk into a mount that is still there.
     if mounted.is_err() || unmount(&dirs[4]).is_ok() {
         let _ = std::fs::remove_dir_all(scratch);
@@ -154,7 +183,7 @@ pub fn mount_overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Pat
             reason: "overlay needs at least one lower directory",
         });
     }
-    mount_either(lowers, Some((upper, work)), target)
+    mount_either(lowers, Some((upper, work)), volatile(), target)
 }
 
 /// Mounts a read-only overlay of `lowers` (top first; at least two, as overlayfs wants without
@@ -166,7 +195,7 @@ pub fn mount_readonly(lowers: &[PathBuf], target: &Path) -> Result<()> {
             reason: "a read-only overlay needs at least two lower directories",
         });
     }
-    mount_either(lowers, None, target)
+    mount_either(lowers, None, false, target)
 }
 
 /// Through the new API with `lowerdir+` unless this kernel is known not to take it; a first
@@ -174,12 +203,13 @@ pub fn mount_readonly(lowers: &[PathBuf], target: &Path) -> Result<()> {
 fn mount_either(
     lowers: &[PathBuf],
     upper_work: Option<(&Path, &Path)>,
+    volatile: bool,
     target: &Path,
 ) -> Result<()> {
     if layer_passing() == Some(LayerPassing::OptionString) {
-        return mount_legacy(lowers, upper_work, target);
+        return mount_legacy(lowers, upper_work, volatile, target);
     }
-    let refused = match new_api::mount(lowers, upper_work, target, None) {
+    let refused = match new_api::mount(lowers, upper_work, volatile, target, None) {
         Ok(()) => {
             learnt(LayerPassing::LowerdirPlus);
             return Ok(());
@@ -196,7 +226,7 @@ fn mount_either(
         ) if layer_passing().is_none() => Some(f),
         Err(f) => return Err(f.into_error(target, lowers.len())),
     };
-    match (mount_legacy(lowers, upper_work, target), refused) {
+    match (mount_legacy(lowers, upper_work, volatile, target), refused) {
         (Ok(()), _) => {
             learnt(LayerPassing::OptionString);
             Ok(())
@@ -245,7 +275,13 @@ pub fn mount_overlay_idmapped(
         ),
         source: e,
     })?;
-    match new_api::mount(lowers, Some((upper, work)), target, Some(userns)) {
+    match new_api::mount(
+        lowers,
+        Some((upper, work)),
+        volatile(),
+        target,
+        Some(userns),
+    ) {
         Ok(()) => Ok(()),
         Err(new_api::Failure::Unsupported) => Err(Error::Unsupported(
             "idmapped overlay layers: this kernel cannot take overlayfs layers by file \
@@ -259,9 +295,13 @@ pub fn mount_overlay_idmapped(
 fn mount_legacy(
     lowers: &[PathBuf],
     upper_work: Option<(&Path, &Path)>,
+    volatile: bool,
     target: &Path,
 ) -> Result<()> {
-    let opts = options(lowers, upper_work, target)?;
+    let mut opts = options(lowers, upper_work, target)?;
+    if volatile && upper_work.is_some() {
+        opts.push_str(",volatile");
+    }
     mount(
         Some("overlay"),
         target,
@@ -292,6 +332,7 @@ mod new_api {
 
     // From <linux/mount.h>; libc carries the syscall numbers but not these flags.
     const FSOPEN_CLOEXEC: libc::c_uint = 0x1;
+    const FSCONFIG_SET_FLAG: libc::c_uint = 0;
     const FSCONFIG_SET_STRING: libc::c_uint = 1;
     const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
     const FSMOUNT_CLOEXEC: libc::c_uint = 0x1;
@@ -379,6 +420,27 @@ mod new_api {
         }
     }
 
+    fn fsconfig_flag(fs: &OwnedFd, key: &str) -> std::result::Result<(), Errno> {
+        let k = cstr(key.as_bytes());
+        // SAFETY: a NUL-terminated key that outlives the call and the null value SET_FLAG
+        // takes; `fs` is an open fs context.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_FLAG,
+                k.as_ptr(),
+                std::ptr::null::<libc::c_char>(),
+                0,
+            )
+        };
+        if r < 0 {
+            Err(Errno::last())
+        } else {
+            Ok(())
+        }
+    }
+
     pub fn accepts_idmapped_lower(layer: &Path, userns: BorrowedFd<'_>) -> bool {
         let Ok(tree) = crate::idmap::clone_idmapped(layer, userns, false) else {
             return false;
@@ -412,6 +474,7 @@ mod new_api {
     pub fn mount(
         lowers: &[PathBuf],
         upper_work: Option<(&Path, &Path)>,
+        volatile: bool,
         target: &Path,
         idmap: Option<BorrowedFd<'_>>,
     ) -> std::result::Result<(), Failure> {
@@ -472,6 +535,9 @@ mod new_api {
                     }),
             };
             set.map_err(|e| failed(format!("{key} {}", p.display()), e, &fs))?;
+            if key == "workdir" && volatile {
+                fsconfig_flag(&fs, "volatile").map_err(|e| failed("volatile".into(), e, &fs))?;
+            }
         }
         // SAFETY: `fs` is an fs context; the null key/value are what CMD_CREATE takes.
         let r = unsafe {

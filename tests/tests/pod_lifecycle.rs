@@ -21,6 +21,32 @@ const HOSTNAME: &str = "lifecycle-host";
 
 crispd_test!(pod_lifecycle, check);
 
+/// A container's writable overlay is mounted `volatile` (every kernel crisp supports takes
+/// it): its last unmount, at the container's stop, must not sync the whole filesystem under
+/// crisp's root.
+fn check_rootfs_is_volatile(crispd: &Crispd, id: &str) -> anyhow::Result<()> {
+    let rootfs = crispd
+        .state()
+        .join("containers")
+        .join(id)
+        .join("bundle/rootfs");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    // "id parent dev root mountpoint opts ... - fstype source superopts"
+    let line = mountinfo
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(&rootfs.display().to_string()))
+        .with_context(|| format!("no mount at {}", rootfs.display()))?;
+    let superopts = line.rsplit(' ').next().unwrap_or_default();
+    anyhow::ensure!(
+        // Kernels before 6.7 list `volatile`, later ones `fsync=volatile`.
+        superopts
+            .split(',')
+            .any(|o| o == "volatile" || o == "fsync=volatile"),
+        "rootfs overlay not volatile: {line}"
+    );
+    Ok(())
+}
+
 async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;
     client.pull(BUSYBOX).await?;
@@ -54,6 +80,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         )
         .await?;
     client.start_container(&sleeper).await?;
+    check_rootfs_is_volatile(crispd, &sleeper)?;
     check_container_filters(&mut client, &pod, &failing, &completed, &sleeper).await?;
 
     client
