@@ -6,12 +6,14 @@
 //! neither side can drift from the other. A fourth, the attach socket, carries a running
 //! container's stdio between the shim and crispd's streaming server ([`attach`]). Small
 //! pieces the other crates share live here too ([`atomic_file`], [`boot`], [`process_exit`]),
-//! how a container's cgroup is named in its spec ([`cgroups_path`]), and the one annotation
+//! how a container's cgroup is named in its spec ([`cgroups_path`]), the cgroup v1 mount points
+//! crispd hands each shim ([`cgroup_mounts`]), and the one annotation
 //! crispd passes to the shim's executor ([`raw_env`]).
 
 pub mod atomic_file;
 pub mod attach;
 pub mod boot;
+pub mod cgroup_mounts;
 pub mod cgroups_path;
 pub mod exit_record;
 pub mod process_exit;

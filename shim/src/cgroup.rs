@@ -34,3 +34,17 @@ pub fn dir(cgroups_path: &Path) -> Option<std::path::PathBuf> {
     let p = cgroups_path.to_str()?;
     CgroupsPath::parse(p).dir().ok().map(Into::into)
 }
+
+/// Pins the cgroup v1 mount points in libcgroups for this process and the processes it forks
+/// afterwards: those crispd passed ([`crisp_api::cgroup_mounts`]), or else mountinfo's, read
+/// once here instead of at every cgroup manager libcgroups builds.
+pub fn pin_v1_mounts() {
+    match crisp_api::cgroup_mounts::from_env() {
+        Some(points) => libcgroups::v1::util::pin_subsystem_mount_points_to(points),
+        None => {
+            if let Err(e) = libcgroups::v1::util::pin_subsystem_mount_points() {
+                eprintln!("cgroup mount points not pinned: {e}");
+            }
+        }
+    }
+}

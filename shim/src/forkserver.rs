@@ -216,10 +216,8 @@ fn serve(sock: OwnedFd) -> ! {
     detach_stdio(&sock);
     let sock = reserve_helper_fds(sock);
     // Every create and exec builds a cgroup v1 manager in a clone of ours: the mount points
-    // read here are inherited instead of parsing mountinfo, which grows with the node's pods.
-    if let Err(e) = libcgroups::v1::util::pin_subsystem_mount_points() {
-        eprintln!("fork server: cgroup mount points not pinned: {e}");
-    }
+    // pinned here are inherited instead of parsing mountinfo, which grows with the node's pods.
+    crate::cgroup::pin_v1_mounts();
     loop {
         let mut buf = vec![0u8; MAX_REQUEST];
         let mut cmsg = nix::cmsg_space!([RawFd; 2 + MAX_CONTAINER_FDS]);

@@ -120,6 +120,8 @@ pub fn run_op(op: Op) -> i32 {
     // The shim blocks signals it handles on a thread of its own; a container must start with
     // none blocked, and it inherits our mask through libcontainer's forks.
     let _ = nix::sys::signal::SigSet::all().thread_unblock();
+    // A clone of the fork server has them already; an exec'd helper pins crispd's list.
+    crate::cgroup::pin_v1_mounts();
     // libcontainer reports through `tracing`; send errors to stderr, which the parent reads.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -18,6 +18,8 @@ pub fn serve(id: &str, dir: &Path, socket: &Path) -> Result<()> {
     let _ = nix::unistd::setsid();
     // Forked first: it must be a copy of a process with one thread (see forkserver.rs).
     let forkserver = ForkServer::start();
+    // For the cgroup managers the shim builds itself (stats, updates, OOM counters).
+    crate::cgroup::pin_v1_mounts();
     let dir = ShimDir::new(dir, socket);
     std::fs::create_dir_all(dir.path())
         .with_context(|| format!("creating {}", dir.path().display()))?;

@@ -8,6 +8,35 @@ use crisp_tests::{crispd_test, wait_for_file, wait_until, Crispd, TestPod, BUSYB
 
 crispd_test!(cgroups, check);
 
+/// crispd hands each shim the cgroup v1 mount points (`CRISP_CGROUP_V1_MOUNTS`), so that
+/// neither the shim nor its runtime helpers parse mountinfo, which grows with the node's pods:
+/// exactly the `cgroup` (v1) mounts, none on a v2 node.
+fn check_shim_has_v1_mounts(crispd: &Crispd, id: &str) -> anyhow::Result<()> {
+    let environ = std::fs::read(format!("/proc/{}/environ", crispd.shim_pid(id)?))?;
+    let value = environ
+        .split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(b"CRISP_CGROUP_V1_MOUNTS="))
+        .ok_or_else(|| anyhow::anyhow!("the shim has no CRISP_CGROUP_V1_MOUNTS"))?;
+    let mut passed: Vec<String> = String::from_utf8_lossy(value)
+        .split('\n')
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mut v1: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.split(' ').next() == Some("cgroup")).then(|| pre.split(' ').nth(4))?
+        })
+        .map(String::from)
+        .collect();
+    passed.sort();
+    v1.sort();
+    assert_eq!(passed, v1, "the shim's cgroup v1 mount points");
+    Ok(())
+}
+
 async fn check(crispd: &Crispd) -> anyhow::Result<()> {
     let mut client = crispd.client().await?;
     client.pull(BUSYBOX).await?;
@@ -21,6 +50,7 @@ async fn check(crispd: &Crispd) -> anyhow::Result<()> {
         .await?;
     let status = client.container_status(&id).await?;
     assert_eq!(status.state(), ContainerState::ContainerRunning);
+    check_shim_has_v1_mounts(crispd, &id)?;
 
     let cmdlines = |pids: &[i32]| -> Vec<String> {
         pids.iter()

@@ -84,6 +84,10 @@ impl Shim {
             .map_err(|e| Error::internal(format!("creating {}", dir.shim_log().display()), e))?;
         let mut child = tokio::process::Command::new(binary)
             .args(dir.serve_args(id))
+            .env(
+                crisp_api::cgroup_mounts::ENV,
+                crate::cgroups::v1_mounts_for_shims(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

@@ -37,6 +37,12 @@ pub fn pin_subsystem_mount_points() -> Result<(), V1MountPointError> {
     Ok(())
 }
 
+/// Like [`pin_subsystem_mount_points`], with a list the caller got elsewhere (a parent that read
+/// mountinfo once for all its children). No effect once pinned.
+pub fn pin_subsystem_mount_points_to(points: Vec<PathBuf>) {
+    let _ = PINNED_MOUNT_POINTS.set(points);
+}
+
 /// List all cgroup v1 subsystem mount points on the system. This can include unsupported
 /// subsystems, comounted controllers and named hierarchies.
 pub fn list_subsystem_mount_points() -> Result<Vec<PathBuf>, V1MountPointError> {
