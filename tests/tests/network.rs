@@ -265,6 +265,17 @@ async fn stop_takes_the_pod_off_the_network(
         "{host} still on the bridge after StopPodSandbox"
     );
     assert_eq!(pod_ip(client, &pod.id).await?, "");
+    // Without its netns a stopped pod has nothing to forward to (and must never reach the
+    // host's ports instead).
+    let refused = client
+        .runtime
+        .port_forward(crisp_tests::cri::PortForwardRequest {
+            pod_sandbox_id: pod.id.clone(),
+            port: vec![80],
+        })
+        .await
+        .expect_err("PortForward to a stopped pod");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused}");
     let deadline = Instant::now() + Duration::from_secs(5);
     while std::fs::read_to_string(format!("/sys/class/net/{host}/ifindex"))
         .is_ok_and(|i| i.trim() == peer.to_string())

@@ -353,6 +353,7 @@ impl RuntimeService for Cri {
         let req = req.into_inner();
         let _span = tracing::info_span!("PortForward", pod = %req.pod_sandbox_id).entered();
         let pod = self.runtime.pod(&req.pod_sandbox_id)?;
+        pod.require_ready("port-forward")?;
         if req.port.iter().any(|p| !(1..=65535).contains(p)) {
             return Err(Error::InvalidArgument(format!("invalid port in {:?}", req.port)).into());
         }

@@ -66,6 +66,19 @@ pub struct SandboxRecord {
 }
 
 impl SandboxRecord {
+    /// FAILED_PRECONDITION unless the pod is Ready: `what` needs its namespaces, which a
+    /// stopped pod no longer has (its netns is removed at StopPodSandbox).
+    pub fn require_ready(&self, what: &str) -> crate::error::Result<()> {
+        if self.state == SandboxState::Ready {
+            Ok(())
+        } else {
+            Err(crate::error::Error::FailedPrecondition(format!(
+                "pod sandbox {} is not ready ({:?}): {what} needs a running pod",
+                self.id, self.state
+            )))
+        }
+    }
+
     /// Where the pod's netns is (or was) pinned; also for a record saved before the pin was
     /// recorded (`Creating`).
     pub fn net_pin(&self) -> PathBuf {

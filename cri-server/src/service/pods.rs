@@ -331,7 +331,8 @@ impl Runtime {
             if let Some(rec) = self.objects().pods.get_mut(&id) {
                 rec.state = rec.state.transition(SandboxState::NotReady)?;
                 rec.ips.clear();
-                rec.netns = None;
+                // `netns` keeps the path of the (now removed) pin: `None` means the host's
+                // network, which a port-forward to a stopped pod must never reach.
                 rec.pidns = None;
                 rec.pause_pid = 0;
                 self.pod_store.save(&id, rec)?;

@@ -61,6 +61,9 @@ impl crisp_streaming::Runtime for StreamRuntime {
     ) -> Result<(), String> {
         let rt = self.rt()?;
         let pod = rt.pod(pod_sandbox_id).map_err(|e| e.to_string())?;
+        // A URL handed out while the pod ran may be used after its stop.
+        pod.require_ready("port-forward")
+            .map_err(|e| e.to_string())?;
         let netns = pod.netns.clone();
         // The socket is created on a thread that entered the pod's netns (setns is per thread);
         // once connected, it stays in that namespace and is used from anywhere.
