@@ -36,23 +36,30 @@ pub fn hierarchies() -> Vec<PathBuf> {
 }
 
 /// The cgroup v1 hierarchies' mount points as crispd found them at start, for the shims
-/// (`crisp_api::cgroup_mounts`); empty on a cgroup v2 node.
-pub fn v1_mounts_for_shims() -> &'static std::ffi::OsStr {
-    static ENCODED: std::sync::OnceLock<std::ffi::OsString> = std::sync::OnceLock::new();
-    ENCODED.get_or_init(|| {
-        let v1: Vec<PathBuf> = if unified() {
-            Vec::new()
-        } else {
-            hierarchies()
-                .into_iter()
-                .filter(|p| {
-                    nix::sys::statfs::statfs(p.as_path())
-                        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP_SUPER_MAGIC)
-                })
-                .collect()
-        };
-        crisp_api::cgroup_mounts::encode(&v1)
-    })
+/// (`crisp_api::cgroup_mounts`); empty on a cgroup v2 node. `None` if a mount point is not
+/// UTF-8: the variable would then reach libcontainer's environment handling, which panics on
+/// such a value, so the shims read mountinfo themselves instead.
+pub fn v1_mounts_for_shims() -> Option<&'static std::ffi::OsStr> {
+    static ENCODED: std::sync::OnceLock<Option<std::ffi::OsString>> = std::sync::OnceLock::new();
+    ENCODED
+        .get_or_init(|| {
+            let v1: Vec<PathBuf> = if unified() {
+                Vec::new()
+            } else {
+                hierarchies()
+                    .into_iter()
+                    .filter(|p| {
+                        nix::sys::statfs::statfs(p.as_path()).is_ok_and(|s| {
+                            s.filesystem_type() == nix::sys::statfs::CGROUP_SUPER_MAGIC
+                        })
+                    })
+                    .collect()
+            };
+            v1.iter()
+                .all(|p| p.to_str().is_some())
+                .then(|| crisp_api::cgroup_mounts::encode(&v1))
+        })
+        .as_deref()
 }
 
 /// Whether the node runs cgroup v2 alone (the unified hierarchy at /sys/fs/cgroup).

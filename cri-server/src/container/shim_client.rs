@@ -82,16 +82,16 @@ impl Shim {
             .map_err(|e| Error::internal(format!("creating {}", dir.path().display()), e))?;
         let log = std::fs::File::create(dir.shim_log())
             .map_err(|e| Error::internal(format!("creating {}", dir.shim_log().display()), e))?;
-        let mut child = tokio::process::Command::new(binary)
-            .args(dir.serve_args(id))
-            .env(
-                crisp_api::cgroup_mounts::ENV,
-                crate::cgroups::v1_mounts_for_shims(),
-            )
+        let mut cmd = tokio::process::Command::new(binary);
+        cmd.args(dir.serve_args(id))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
-            .kill_on_drop(false)
+            .kill_on_drop(false);
+        if let Some(mounts) = crate::cgroups::v1_mounts_for_shims() {
+            cmd.env(crisp_api::cgroup_mounts::ENV, mounts);
+        }
+        let mut child = cmd
             .spawn()
             .map_err(|e| Error::internal(format!("starting shim {}", binary.display()), e))?;
         let stdout = child
