@@ -574,6 +574,37 @@ fn del_before_netns_removal_leaves_the_veth_to_the_netns() {
     }
     // Without the netns (a DEL after a restart), there is no promise to rely on: nothing left.
     rt.del_before_netns_removal(&p).unwrap();
+    assert!(!link_exists(&veth));
+
+    // A netns that outlives the runtime's pin (someone holds it) keeps its pair: a later ADD
+    // or DEL on the network deletes it once the grace period has passed.
+    let ns2 = Netns::new();
+    let p2 = pod(&pod_id(), &ns2);
+    let r2 = rt.add(&p2).unwrap();
+    let veth2 = r2.raw["interfaces"][1]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let held = std::fs::File::open(ns2.path()).unwrap();
+    rt.del_before_netns_removal(&p2).unwrap();
+    ns2.delete();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(link_exists(&veth2), "the held netns lost its veth");
+    let mark = net.data_dir().join(&net.name).join("detached").join(&veth2);
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&mark)
+        .unwrap()
+        .set_modified(past)
+        .unwrap();
+    rt.del(&pod(&pod_id(), &ns)).unwrap();
+    assert!(
+        !link_exists(&veth2),
+        "the detached veth outlived the grace period"
+    );
+    assert!(!mark.exists());
+    drop(held);
 }
 
 #[test]

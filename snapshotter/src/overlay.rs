@@ -149,8 +149,10 @@ pub fn probe(scratch: &Path) -> Result<LayerPassing> {
         .iter()
         .map(|d| scratch.join(d))
         .collect();
-    // A probe a crash interrupted may have left its mount.
+    // A probe a crash interrupted may have left its mount, and a volatile mount leaves a
+    // marker in its work dir that refuses any later mount of it: start from nothing.
     let _ = umount2(&dirs[4], MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_dir_all(scratch);
     for d in &dirs {
         std::fs::create_dir_all(d).map_err(io_ctx(|| {
             format!("preparing the overlay probe in {}", d.display())
@@ -160,7 +162,15 @@ pub fn probe(scratch: &Path) -> Result<LayerPassing> {
     let mut mounted = mount_either(&dirs[..2], Some((&dirs[2], &dirs[3])), true, &dirs[4]);
     let takes_volatile = mounted.is_ok();
     if !takes_volatile {
-        mounted = mount_either(&dirs[..2], Some((&dirs[2], &dirs[3])), false, &dirs[4]);
+        // Fresh upper and work dirs: a refusal after the filesystem was made may have left
+        // the volatile marker in the first ones.
+        let (upper, work) = (scratch.join("upper2"), scratch.join("work2"));
+        for d in [&upper, &work] {
+            std::fs::create_dir_all(d).map_err(io_ctx(|| {
+                format!("preparing the overlay probe in {}", d.display())
+            }))?;
+        }
+        mounted = mount_either(&dirs[..2], Some((&upper, &work)), false, &dirs[4]);
     }
     if mounted.is_ok() && VOLATILE.set(takes_volatile).is_ok() {
         tracing::info!(volatile = takes_volatile, "writable overlays");

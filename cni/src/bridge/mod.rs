@@ -370,6 +370,7 @@ pub fn cmd_add(args: &Args, conf: &NetConf) -> Result<CniResult, PluginError> {
 
     write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
     let mut nl = Netlink::new().map_err(io_fail("opening netlink"))?;
+    sweep_detached(&r, conf, &mut nl);
     let bridge = ensure_bridge(&mut nl, conf, &r)?;
 
     let ipam = Ipam::new(&r.data_dir, &conf.name, r.subnet, r.gateway)
@@ -593,6 +594,7 @@ pub fn cmd_del(args: &Args, conf: &NetConf) -> Result<(), PluginError> {
         .map_err(io_fail(&format!("looking up {host}")))?
     {
         let (done, what) = if args.netns_removed_after() {
+            mark_detached(&r, conf, &host);
             (nl.detach_and_set_down(l.index), "detaching")
         } else {
             (nl.delete_link(l.index), "deleting")
@@ -604,6 +606,8 @@ pub fn cmd_del(args: &Args, conf: &NetConf) -> Result<(), PluginError> {
             _ => {}
         }
     }
+
+    sweep_detached(&r, conf, &mut nl);
 
     let ipam_dir = r.data_dir.join(&conf.name);
     if ipam_dir.exists() {
@@ -617,6 +621,51 @@ pub fn cmd_del(args: &Args, conf: &NetConf) -> Result<(), PluginError> {
     let _ = std::fs::remove_file(r.data_dir.join(&conf.name).join("attachments").join(&host));
     drop(attachment);
     Ok(())
+}
+
+/// How long a veth a DEL left to the kernel's netns cleanup may stay before a later ADD or DEL
+/// deletes it: the cleanup runs within milliseconds unless something else holds the netns.
+const DETACHED_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Host veths that DELs left to the netns the runtime removes (`Args::netns_removed_after`),
+/// an empty file each.
+fn detached_dir(r: &Resolved, conf: &NetConf) -> PathBuf {
+    r.data_dir.join(&conf.name).join("detached")
+}
+
+fn mark_detached(r: &Resolved, conf: &NetConf, host: &str) {
+    let dir = detached_dir(r, conf);
+    let _ = std::fs::create_dir_all(&dir).and_then(|()| File::create(dir.join(host)));
+}
+
+/// Deletes the veths DELs detached more than `DETACHED_GRACE` ago that are still there: their
+/// netns outlived the runtime's pin (a copy of the mount in another mount namespace, a process
+/// holding it), and the pair would otherwise stay as long. One still (or again) on a bridge
+/// belongs to a later ADD of the same attachment and stays. Best effort: runs at every ADD and
+/// DEL on the network, reading a directory that is almost always empty.
+fn sweep_detached(r: &Resolved, conf: &NetConf, nl: &mut Netlink) {
+    let Ok(entries) = std::fs::read_dir(detached_dir(r, conf)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let old_enough = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= DETACHED_GRACE);
+        if !old_enough {
+            continue;
+        }
+        if let Some(name) = entry.file_name().to_str() {
+            if let Ok(Some(l)) = nl.link_by_name(name) {
+                if l.master.is_none() {
+                    let _ = nl.delete_link(l.index);
+                }
+            }
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
 }
 
 /// CHECK: the lease, the host veth on the bridge, the pod interface with its address, the
