@@ -576,8 +576,8 @@ fn del_before_netns_removal_leaves_the_veth_to_the_netns() {
     rt.del_before_netns_removal(&p).unwrap();
     assert!(!link_exists(&veth));
 
-    // A netns that outlives the runtime's pin (someone holds it) keeps its pair: a later ADD
-    // or DEL on the network deletes it once the grace period has passed.
+    // A netns that outlives the runtime's pin (someone holds it) keeps its pair: a later DEL
+    // on the network deletes it once the grace period has passed.
     let ns2 = Netns::new();
     let p2 = pod(&pod_id(), &ns2);
     let r2 = rt.add(&p2).unwrap();

@@ -215,9 +215,8 @@ fn serve(sock: OwnedFd) -> ! {
     let _ = nix::sys::prctl::set_name(c"shim-forkserver");
     detach_stdio(&sock);
     let sock = reserve_helper_fds(sock);
-    // Every create and exec builds a cgroup v1 manager in a clone of ours: the mount points
-    // pinned here are inherited instead of parsing mountinfo, which grows with the node's pods.
-    crate::cgroup::pin_v1_mounts();
+    // The cgroup v1 mount points were pinned before the fork (`serve`): every clone builds
+    // its cgroup manager from them instead of parsing mountinfo.
     loop {
         let mut buf = vec![0u8; MAX_REQUEST];
         let mut cmsg = nix::cmsg_space!([RawFd; 2 + MAX_CONTAINER_FDS]);

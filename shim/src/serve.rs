@@ -16,10 +16,11 @@ pub fn serve(id: &str, dir: &Path, socket: &Path) -> Result<()> {
     // Our own session: a terminal hangup or a signal to crispd's process group must not reach
     // us, since the shim outlives crispd. EPERM means we already lead one; that is fine.
     let _ = nix::unistd::setsid();
+    // Before the fork server, which inherits them (it clones every create's and exec's
+    // helper), and for the cgroup managers the shim builds itself (stats, updates, OOM).
+    crate::cgroup::pin_v1_mounts();
     // Forked first: it must be a copy of a process with one thread (see forkserver.rs).
     let forkserver = ForkServer::start();
-    // For the cgroup managers the shim builds itself (stats, updates, OOM counters).
-    crate::cgroup::pin_v1_mounts();
     // One malloc arena for all the shim's threads: glibc would give each thread that allocates
     // an arena of its own (a heap with pages touched in each), memory a shim per container pays
     // for on every node, for allocation throughput it has no use for.

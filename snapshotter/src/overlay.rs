@@ -126,11 +126,6 @@ fn volatile() -> bool {
     VOLATILE.get().copied().unwrap_or(false)
 }
 
-/// Whether writable overlays are mounted `volatile` here (false until [`probe`] ran).
-pub fn writable_overlays_volatile() -> bool {
-    volatile()
-}
-
 /// How layers are passed, once a mount has succeeded.
 pub fn layer_passing() -> Option<LayerPassing> {
     PASSING.get().copied()
@@ -145,7 +140,9 @@ fn learnt(p: LayerPassing) {
 /// Mounts a throwaway overlay in `scratch` (a directory on the filesystem the layers live on,
 /// created and removed here) to learn how this kernel takes layers.
 pub fn probe(scratch: &Path) -> Result<LayerPassing> {
-    let dirs: Vec<PathBuf> = ["l1", "l2", "upper", "work", "merged"]
+    // upper2 and work2: for the attempt without `volatile` (a refusal after the filesystem
+    // was made may have left the volatile marker in the first work dir).
+    let dirs: Vec<PathBuf> = ["l1", "l2", "upper", "work", "merged", "upper2", "work2"]
         .iter()
         .map(|d| scratch.join(d))
         .collect();
@@ -162,15 +159,7 @@ pub fn probe(scratch: &Path) -> Result<LayerPassing> {
     let mut mounted = mount_either(&dirs[..2], Some((&dirs[2], &dirs[3])), true, &dirs[4]);
     let takes_volatile = mounted.is_ok();
     if !takes_volatile {
-        // Fresh upper and work dirs: a refusal after the filesystem was made may have left
-        // the volatile marker in the first ones.
-        let (upper, work) = (scratch.join("upper2"), scratch.join("work2"));
-        for d in [&upper, &work] {
-            std::fs::create_dir_all(d).map_err(io_ctx(|| {
-                format!("preparing the overlay probe in {}", d.display())
-            }))?;
-        }
-        mounted = mount_either(&dirs[..2], Some((&upper, &work)), false, &dirs[4]);
+        mounted = mount_either(&dirs[..2], Some((&dirs[5], &dirs[6])), false, &dirs[4]);
     }
     if mounted.is_ok() && VOLATILE.set(takes_volatile).is_ok() {
         tracing::info!(volatile = takes_volatile, "writable overlays");
@@ -410,40 +399,25 @@ mod new_api {
     }
 
     fn fsconfig(fs: &OwnedFd, key: &str, value: &[u8]) -> std::result::Result<(), Errno> {
-        let (k, v) = (cstr(key.as_bytes()), cstr(value));
-        // SAFETY: both pointers are NUL-terminated strings that outlive the call; `fs` is an
-        // open fs context.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fs.as_raw_fd(),
-                FSCONFIG_SET_STRING,
-                k.as_ptr(),
-                v.as_ptr(),
-                0,
-            )
-        };
-        if r < 0 {
-            Err(Errno::last())
-        } else {
-            Ok(())
-        }
+        fsconfig_set(fs, FSCONFIG_SET_STRING, key, Some(&cstr(value)))
     }
 
+    /// A flag option (no value), e.g. `volatile`.
     fn fsconfig_flag(fs: &OwnedFd, key: &str) -> std::result::Result<(), Errno> {
+        fsconfig_set(fs, FSCONFIG_SET_FLAG, key, None)
+    }
+
+    fn fsconfig_set(
+        fs: &OwnedFd,
+        cmd: libc::c_uint,
+        key: &str,
+        value: Option<&CString>,
+    ) -> std::result::Result<(), Errno> {
         let k = cstr(key.as_bytes());
-        // SAFETY: a NUL-terminated key that outlives the call and the null value SET_FLAG
-        // takes; `fs` is an open fs context.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_fsconfig,
-                fs.as_raw_fd(),
-                FSCONFIG_SET_FLAG,
-                k.as_ptr(),
-                std::ptr::null::<libc::c_char>(),
-                0,
-            )
-        };
+        let v = value.map_or(std::ptr::null(), |v| v.as_ptr());
+        // SAFETY: the key is a NUL-terminated string and the value one or null (SET_FLAG takes
+        // null), both outliving the call; `fs` is an open fs context.
+        let r = unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), cmd, k.as_ptr(), v, 0) };
         if r < 0 {
             Err(Errno::last())
         } else {
@@ -529,6 +503,7 @@ mod new_api {
                 Err(e) => return Err(failed(format!("lower {}", l.display()), e, &fs)),
             }
         }
+        let writable = upper_work.is_some();
         let upper_work: Vec<(&str, &Path)> = upper_work
             .map(|(u, w)| vec![("upperdir", u), ("workdir", w)])
             .unwrap_or_default();
@@ -545,9 +520,9 @@ mod new_api {
                     }),
             };
             set.map_err(|e| failed(format!("{key} {}", p.display()), e, &fs))?;
-            if key == "workdir" && volatile {
-                fsconfig_flag(&fs, "volatile").map_err(|e| failed("volatile".into(), e, &fs))?;
-            }
+        }
+        if writable && volatile {
+            fsconfig_flag(&fs, "volatile").map_err(|e| failed("volatile".into(), e, &fs))?;
         }
         // SAFETY: `fs` is an fs context; the null key/value are what CMD_CREATE takes.
         let r = unsafe {

@@ -370,7 +370,6 @@ pub fn cmd_add(args: &Args, conf: &NetConf) -> Result<CniResult, PluginError> {
 
     write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
     let mut nl = Netlink::new().map_err(io_fail("opening netlink"))?;
-    sweep_detached(&r, conf, &mut nl);
     let bridge = ensure_bridge(&mut nl, conf, &r)?;
 
     let ipam = Ipam::new(&r.data_dir, &conf.name, r.subnet, r.gateway)
@@ -623,7 +622,7 @@ pub fn cmd_del(args: &Args, conf: &NetConf) -> Result<(), PluginError> {
     Ok(())
 }
 
-/// How long a veth a DEL left to the kernel's netns cleanup may stay before a later ADD or DEL
+/// How long a veth a DEL left to the kernel's netns cleanup may stay before a later DEL
 /// deletes it: the cleanup runs within milliseconds unless something else holds the netns.
 const DETACHED_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -641,8 +640,9 @@ fn mark_detached(r: &Resolved, conf: &NetConf, host: &str) {
 /// Deletes the veths DELs detached more than `DETACHED_GRACE` ago that are still there: their
 /// netns outlived the runtime's pin (a copy of the mount in another mount namespace, a process
 /// holding it), and the pair would otherwise stay as long. One still (or again) on a bridge
-/// belongs to a later ADD of the same attachment and stays. Best effort: runs at every ADD and
-/// DEL on the network, reading a directory that is almost always empty.
+/// belongs to a later ADD of the same attachment and stays. Best effort: runs at every DEL on
+/// the network (not on ADD: a pod's start need not pay for it), reading a directory that is
+/// almost always empty.
 fn sweep_detached(r: &Resolved, conf: &NetConf, nl: &mut Netlink) {
     let Ok(entries) = std::fs::read_dir(detached_dir(r, conf)) else {
         return;

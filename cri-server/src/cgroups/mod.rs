@@ -18,6 +18,11 @@ use std::path::{Path, PathBuf};
 
 /// Mount points of every cgroup hierarchy (v1 controllers and the v2 unified tree).
 pub fn hierarchies() -> Vec<PathBuf> {
+    mounts_of(&["cgroup", "cgroup2"])
+}
+
+/// Mount points of the filesystems of the types `fstypes`.
+fn mounts_of(fstypes: &[&str]) -> Vec<PathBuf> {
     let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
@@ -27,7 +32,7 @@ pub fn hierarchies() -> Vec<PathBuf> {
             // mountinfo: id parent maj:min root mountpoint opts... - fstype source superopts
             let (pre, post) = l.split_once(" - ")?;
             let fstype = post.split(' ').next()?;
-            if fstype != "cgroup" && fstype != "cgroup2" {
+            if !fstypes.contains(&fstype) {
                 return None;
             }
             pre.split(' ').nth(4).map(PathBuf::from)
@@ -43,18 +48,7 @@ pub fn v1_mounts_for_shims() -> Option<&'static std::ffi::OsStr> {
     static ENCODED: std::sync::OnceLock<Option<std::ffi::OsString>> = std::sync::OnceLock::new();
     ENCODED
         .get_or_init(|| {
-            let v1: Vec<PathBuf> = if unified() {
-                Vec::new()
-            } else {
-                hierarchies()
-                    .into_iter()
-                    .filter(|p| {
-                        nix::sys::statfs::statfs(p.as_path()).is_ok_and(|s| {
-                            s.filesystem_type() == nix::sys::statfs::CGROUP_SUPER_MAGIC
-                        })
-                    })
-                    .collect()
-            };
+            let v1 = mounts_of(&["cgroup"]);
             v1.iter()
                 .all(|p| p.to_str().is_some())
                 .then(|| crisp_api::cgroup_mounts::encode(&v1))

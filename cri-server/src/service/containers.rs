@@ -8,7 +8,6 @@ use crate::container::{checkpoint, idmapped_binds, image_volumes};
 use crate::container::{ContainerRecord, ContainerState, ProcessUser};
 use crate::error::{ok_if_gone, Error, Result};
 use crate::ids;
-use crate::pod::SandboxState;
 use crisp_api::{ShimDir, StdioTarget};
 use crisp_cri_api::v1::{ContainerConfig, ContainerEventType, ContainerFilter, NamespaceMode};
 use std::os::fd::AsFd;
@@ -92,12 +91,7 @@ impl Runtime {
             )));
         }
         let pod = self.pod(pod_id)?;
-        if pod.state != SandboxState::Ready {
-            return Err(Error::FailedPrecondition(format!(
-                "pod sandbox {} is not ready: cannot add container {:?}",
-                pod.id, meta.name
-            )));
-        }
+        pod.require_ready(&format!("adding container {:?}", meta.name))?;
         let id = ids::new_id();
         let dir = self.shim_dir(&id);
         // CRI-O's convention: an image that is a file on the node is a checkpoint archive to
